@@ -1,0 +1,373 @@
+"""Reading and writing models and training states. No pickled code is ever loaded.
+
+Model folders:
+- llama2.c: `<name>.bin` (legacy version-0 checkpoint) + `tok*.bin` (format: ../shared/README.md)
+- Hugging Face style: `config.json` + `*.safetensors` + `tokenizer.json` (Llama family).
+  `save_model` writes this format, so a trained policy can be used by other tools.
+
+Training states (`save_state` / `load_state`) are a folder holding `tensors.safetensors`
+(model, optimiser moments, torch RNG state) and `state.json` (everything else), written to a
+temporary folder and renamed into place, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rlhf.model import ModelArgs, Transformer
+from rlhf.tokenizer import HFTokenizer, Llama2cTokenizer, llama2c_to_tokenizer_json
+
+SHARED_HINT = (
+    "The shared files are expected at ../shared beside the project (see README). "
+    "stories260K can be obtained from https://huggingface.co/karpathy/tinyllamas "
+    "(stories260K/stories260K.bin and tok512.bin)."
+)
+
+
+# ----------------------------------------------------------------------------- llama2.c
+
+
+def load_llama2c(path: str | Path) -> tuple[Transformer, Llama2cTokenizer]:
+    """A llama2.c checkpoint folder (or .bin file) -> (model in eval mode, tokenizer)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    bins = [path] if path.is_file() else sorted(
+        p for p in folder.glob("*.bin") if not p.name.startswith("tok"))
+    toks = sorted(folder.glob("tok*.bin"))
+    if not bins or not toks:
+        raise FileNotFoundError(f"{folder}: no llama2.c checkpoint (*.bin) and tokenizer "
+                                f"(tok*.bin) found. {SHARED_HINT}")
+    data = bins[0].read_bytes()
+    dim, hidden, n_layers, n_heads, n_kv, vocab, max_len = struct.unpack_from("<7i", data, 0)
+    args = ModelArgs(dim=dim, hidden_dim=hidden, n_layers=n_layers, n_heads=n_heads,
+                     n_kv_heads=n_kv, vocab_size=abs(vocab), max_seq_len=max_len,
+                     tie_embeddings=vocab > 0)
+    floats = np.frombuffer(data, dtype="<f4", offset=28)
+    kv_dim = dim * n_kv // n_heads
+    shapes = [
+        ("tok_embeddings", (abs(vocab), dim)), ("rms_att", (n_layers, dim)),
+        ("wq", (n_layers, dim, dim)), ("wk", (n_layers, kv_dim, dim)),
+        ("wv", (n_layers, kv_dim, dim)), ("wo", (n_layers, dim, dim)),
+        ("rms_ffn", (n_layers, dim)), ("w1", (n_layers, hidden, dim)),
+        ("w2", (n_layers, dim, hidden)), ("w3", (n_layers, hidden, dim)),
+        ("rms_final", (dim,)),
+    ]
+    arrays, off = {}, 0
+    for name, shape in shapes:
+        n = int(np.prod(shape))
+        arrays[name] = torch.from_numpy(floats[off:off + n].copy()).view(shape)
+        off += n
+    off += max_len * (dim // n_heads)  # two RoPE tables, recomputed instead
+    model = Transformer(args)
+    sd = {"tok_embeddings.weight": arrays["tok_embeddings"], "norm.weight": arrays["rms_final"]}
+    for i in range(n_layers):
+        p = f"layers.{i}."
+        sd[p + "attention_norm.weight"] = arrays["rms_att"][i]
+        sd[p + "ffn_norm.weight"] = arrays["rms_ffn"][i]
+        for w in ("wq", "wk", "wv", "wo"):
+            sd[p + f"attention.{w}.weight"] = arrays[w][i]
+        for w in ("w1", "w2", "w3"):
+            sd[p + f"feed_forward.{w}.weight"] = arrays[w][i]
+    if vocab < 0:
+        sd["output.weight"] = torch.from_numpy(floats[off:off + abs(vocab) * dim].copy()
+                                               ).view(abs(vocab), dim)
+    else:
+        sd["output.weight"] = sd["tok_embeddings.weight"]
+    model.load_state_dict(sd, strict=True)
+    return model.eval(), Llama2cTokenizer(toks[0])
+
+
+# ----------------------------------------------------------------------------- HF folders
+
+
+def _permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Interleaved-pair rotary layout -> HF's rotate-half layout (as convert_llama_weights)."""
+    d1, d2 = w.shape
+    return w.view(n_heads, d1 // n_heads // 2, 2, d2).transpose(1, 2).reshape(d1, d2)
+
+
+def _unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    d1, d2 = w.shape
+    return w.view(n_heads, 2, d1 // n_heads // 2, d2).transpose(1, 2).reshape(d1, d2)
+
+
+_HF_NAMES = {
+    "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj",
+    "attention.wv": "self_attn.v_proj", "attention.wo": "self_attn.o_proj",
+    "feed_forward.w1": "mlp.gate_proj", "feed_forward.w2": "mlp.down_proj",
+    "feed_forward.w3": "mlp.up_proj",
+}
+
+
+def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """Our parameter names and layout -> HF `LlamaForCausalLM` names and layout."""
+    a = model.args
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    out = {"model.embed_tokens.weight": sd["tok_embeddings.weight"].clone(),
+           "model.norm.weight": sd["norm.weight"]}
+    if not a.tie_embeddings:
+        out["lm_head.weight"] = sd["output.weight"]
+    for i in range(a.n_layers):
+        for ours, theirs in _HF_NAMES.items():
+            w = sd[f"layers.{i}.{ours}.weight"]
+            if ours == "attention.wq":
+                w = _permute(w, a.n_heads)
+            elif ours == "attention.wk":
+                w = _permute(w, a.n_kv_heads)
+            out[f"model.layers.{i}.{theirs}.weight"] = w.contiguous()
+    return out
+
+
+def from_hf_state_dict(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
+    out = {"tok_embeddings.weight": sd["model.embed_tokens.weight"],
+           "norm.weight": sd["model.norm.weight"]}
+    out["output.weight"] = (out["tok_embeddings.weight"] if args.tie_embeddings
+                            else sd["lm_head.weight"])
+    for i in range(args.n_layers):
+        for ours, theirs in _HF_NAMES.items():
+            w = sd[f"model.layers.{i}.{theirs}.weight"]
+            if ours == "attention.wq":
+                w = _unpermute(w, args.n_heads)
+            elif ours == "attention.wk":
+                w = _unpermute(w, args.n_kv_heads)
+            out[f"layers.{i}.{ours}.weight"] = w
+    return out
+
+
+def hf_config(args: ModelArgs, bos_id: int = 1, eos_id: int = 2) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": args.dim, "intermediate_size": args.hidden_dim,
+        "num_hidden_layers": args.n_layers, "num_attention_heads": args.n_heads,
+        "num_key_value_heads": args.n_kv_heads, "vocab_size": args.vocab_size,
+        "max_position_embeddings": args.max_seq_len, "rms_norm_eps": args.norm_eps,
+        "rope_theta": args.rope_theta, "tie_word_embeddings": args.tie_embeddings,
+        "hidden_act": "silu", "bos_token_id": bos_id, "eos_token_id": eos_id,
+        "torch_dtype": "float32",
+    }
+
+
+def args_from_hf_config(cfg: dict, where: str) -> ModelArgs:
+    if cfg.get("model_type", "llama") not in ("llama", "mistral", "qwen2"):
+        raise ValueError(f"{where}: model_type {cfg.get('model_type')!r} is not Llama-family")
+    try:
+        return ModelArgs(
+            dim=cfg["hidden_size"], hidden_dim=cfg["intermediate_size"],
+            n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
+            n_kv_heads=cfg.get("num_key_value_heads", cfg["num_attention_heads"]),
+            vocab_size=cfg["vocab_size"], max_seq_len=cfg.get("max_position_embeddings", 2048),
+            norm_eps=cfg.get("rms_norm_eps", 1e-5), rope_theta=cfg.get("rope_theta", 10000.0),
+            tie_embeddings=cfg.get("tie_word_embeddings", False))
+    except KeyError as e:
+        raise ValueError(f"{where}: missing key {e.args[0]!r}") from None
+
+
+def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weights")
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    return sd
+
+
+def load_hf(folder: str | Path, hub_ok: bool = True) -> tuple[Transformer, HFTokenizer]:
+    """An HF-style Llama folder -> (model in eval mode, tokenizer). A name that is not a local
+    folder is fetched with `huggingface_hub` where the user has it (never in tests)."""
+    folder = Path(folder)
+    if not folder.is_dir() and hub_ok:
+        folder = _from_hub(str(folder))
+    cfg_path = folder / "config.json"
+    args = args_from_hf_config(json.loads(cfg_path.read_text()), str(cfg_path))
+    model = Transformer(args)
+    sd = read_safetensors(folder)
+    sd = {k.removeprefix("policy."): v for k, v in sd.items()}
+    model.load_state_dict(from_hf_state_dict(sd, args), strict=True)
+    return model.eval(), HFTokenizer(folder)
+
+
+def _from_hub(name: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"{name}: not a folder, and huggingface_hub is not installed "
+                                "to fetch it from the Hub") from None
+    return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors"]))
+
+
+def load_model(path: str | Path):
+    """Any supported model folder -> (model, tokenizer)."""
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file():
+        return load_hf(p)
+    if p.is_file() or (p.is_dir() and any(p.glob("tok*.bin"))):
+        return load_llama2c(p)
+    if not p.exists() and "/" in str(path) and not str(path).startswith((".", "/")):
+        return load_hf(p)  # "org/name": the Hub, where available
+    raise FileNotFoundError(f"{p}: not a model folder (expected config.json + *.safetensors, "
+                            f"or a llama2.c *.bin + tok*.bin). {SHARED_HINT}")
+
+
+def save_model(model: Transformer, tokenizer, folder: str | Path,
+               extra_tensors: dict[str, torch.Tensor] | None = None,
+               extra_json: dict[str, dict] | None = None) -> Path:
+    """Write an HF-style folder atomically: config.json, model.safetensors, tokenizer.json.
+
+    `extra_tensors` go into model.safetensors beside the weights (e.g. a reward head);
+    `extra_json` maps file names to dicts written beside them (e.g. reward statistics).
+    """
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = to_hf_state_dict(model)
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    cfg = hf_config(model.args, tokenizer.bos_id, tokenizer.eos_id)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+    if isinstance(tokenizer, Llama2cTokenizer):
+        tj = llama2c_to_tokenizer_json(tokenizer)
+        (tmp / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
+    else:
+        shutil.copy(tokenizer.path, tmp / "tokenizer.json")
+    (tmp / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "tokenizer_class": "LlamaTokenizerFast"}, indent=2))
+    for name, obj in (extra_json or {}).items():
+        (tmp / name).write_text(json.dumps(obj, indent=2))
+    _replace_dir(tmp, folder)
+    return folder
+
+
+# ----------------------------------------------------------------------------- training states
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place; the old one is removed only after."""
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    """Every RNG's state, split into tensors and JSON (no pickling)."""
+    import random
+
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    np_state = np.random.get_state()
+    meta = {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    import random
+
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    p = meta["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, state_meta = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                state_meta[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": state_meta}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for key, v in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_state(folder: str | Path, modules: dict[str, torch.nn.Module],
+               optimizers: dict[str, torch.optim.Optimizer], meta: dict,
+               tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Atomically write a resumable training state: module weights, optimiser states,
+    RNG states, extra tensors and a JSON-able `meta` (step, data position, controllers...)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    flat: dict[str, torch.Tensor] = {}
+    for name, m in modules.items():
+        seen: dict[int, str] = {}
+        for k, v in m.state_dict().items():
+            if v.data_ptr() in seen:  # tied weights are stored once
+                continue
+            seen[v.data_ptr()] = k
+            flat[f"module.{name}.{k}"] = v.detach().cpu().contiguous()
+    opt_meta = {}
+    for name, opt in optimizers.items():
+        t, m = optimizer_to_flat(opt)
+        flat.update({f"{name}.{k}": v for k, v in t.items()})
+        opt_meta[name] = m
+    rng_t, rng_m = rng_state()
+    flat.update(rng_t)
+    flat.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()})
+    save_file(flat, str(tmp / "tensors.safetensors"))
+    doc = {"meta": meta, "optimizers": opt_meta, "rng": rng_m}
+    (tmp / "state.json").write_text(json.dumps(doc))
+    _replace_dir(tmp, folder)
+    return folder
+
+
+def load_state(folder: str | Path, modules: dict[str, torch.nn.Module],
+               optimizers: dict[str, torch.optim.Optimizer], restore_rng: bool = True
+               ) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore what `save_state` wrote; returns (meta, extra tensors)."""
+    folder = Path(folder)
+    flat = load_file(str(folder / "tensors.safetensors"))
+    doc = json.loads((folder / "state.json").read_text())
+    for name, m in modules.items():
+        prefix = f"module.{name}."
+        sd = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        missing, unexpected = m.load_state_dict(sd, strict=False)
+        tied = {k for k in missing if k.endswith("output.weight")}
+        if set(missing) - tied or unexpected:
+            raise ValueError(f"{folder}: state for {name!r} does not match the model "
+                             f"(missing {sorted(set(missing) - tied)}, unexpected {unexpected})")
+    for name, opt in optimizers.items():
+        prefix = f"{name}."
+        t = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix + "optim.")}
+        optimizer_from_flat(opt, t, doc["optimizers"][name])
+    if restore_rng:
+        set_rng_state({k: v for k, v in flat.items() if k.startswith("rng.")}, doc["rng"])
+    extra = {k[len("extra."):]: v for k, v in flat.items() if k.startswith("extra.")}
+    return doc["meta"], extra

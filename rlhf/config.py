@@ -1,0 +1,307 @@
+"""Typed, validated configuration: dataclasses with a docstring per field.
+
+Order of precedence: dataclass defaults < YAML file < CLI overrides `section.key=value`.
+An unknown key, a value of the wrong type or an impossible value raises `ConfigError`
+naming the key (and the file and line where it came from).
+
+Each section is a dataclass; each field carries its documentation as an attribute docstring
+(the string literal right below it), which `field_docs` reads back for `--help`.
+A dataclass may define `check(self)` that calls `require(...)` for cross-field rules.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key and where it came from."""
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    """Raise ConfigError for `key` unless `ok` (used inside `check` methods)."""
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+# ----------------------------------------------------------------------------- shared sections
+
+
+@dataclass
+class RuntimeConfig:
+    seed: int = 0
+    """Seed for every random number generator (torch, numpy, python)."""
+    threads: int = 1
+    """torch intra-op threads on CPU. 1 is fastest for small models on 2-core machines
+    (measured: see README); 0 leaves torch's default."""
+    device: str = "auto"
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available, else cpu)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """'bf16' runs forward passes under bf16 autocast (GPUs that support it); fp32 on CPU."""
+
+    def check(self) -> None:
+        require(self.threads >= 0, "threads", "must be >= 0")
+        require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 64
+    """Most tokens generated after the prompt."""
+    temperature: float = 1.0
+    """Softmax temperature; must be > 0 (use greedy for argmax decoding)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 = off)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
+    greedy: bool = False
+    """Argmax decoding (ignores temperature, top_k, top_p)."""
+    stop_at_bos: bool = True
+    """Also stop a sequence when it samples BOS (llama2.c models start a new story with BOS)."""
+
+    def check(self) -> None:
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(self.top_k >= 0, "top_k", "must be >= 0")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+
+
+@dataclass
+class GenerateConfig:
+    """`rlhf generate`: sample text from a model."""
+
+    model: str = "../shared/models/stories260K"
+    """Model folder: a llama2.c checkpoint (*.bin + tok*.bin) or an HF-style folder."""
+    prompts: list[str] = field(default_factory=lambda: ["Once upon a time"])
+    """Prompts to continue."""
+    n: int = 1
+    """Samples per prompt."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How tokens are drawn."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Seed, threads, device."""
+
+    def check(self) -> None:
+        require(self.n >= 1, "n", "must be >= 1")
+
+
+# ----------------------------------------------------------------------------- machinery
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass: {field name: text}."""
+    try:
+        tree = ast.parse(inspect.getsource(cls).lstrip())
+    except (OSError, TypeError, IndentationError):
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def describe(cls: type, prefix: str = "") -> str:
+    """Every key of a config class with its default and docstring (for --help)."""
+    lines = []
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    obj = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.append(describe(hints[f.name], prefix + f.name + "."))
+        else:
+            doc = docs.get(f.name, "").replace("\n", " ")
+            lines.append(f"  {prefix}{f.name} = {value!r}\n      {doc}")
+    return "\n".join(lines)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`, converting where it is lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "", where: dict[str, str] | None = None):
+    """Build dataclass `cls` from a nested dict, validating every key (recursively)."""
+    where = where or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or '<top>'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            full = prefix + str(key)
+            raise ConfigError(
+                f"{full}: unknown key{_at(where, full)}; valid keys here: {sorted(names)}"
+            )
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + key
+        tp = hints[key]
+        try:
+            if dataclasses.is_dataclass(tp):
+                kwargs[key] = from_dict(tp, value or {}, full + ".", where)
+            else:
+                kwargs[key] = _coerce(value, tp, full)
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg + _at(where, full) if " (" not in msg else msg) from None
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ConfigError as e:
+            key = str(e).split(":", 1)[0]
+            raise ConfigError(f"{prefix}{e}{_at(where, prefix + key)}") from None
+    return obj
+
+
+def _at(where: dict[str, str], key: str) -> str:
+    return f" ({where[key]})" if key in where else ""
+
+
+def _yaml_positions(text: str, filename: str) -> dict[str, str]:
+    """Map each dotted key of a YAML mapping to 'file:line'."""
+    out: dict[str, str] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = prefix + str(k.value)
+                out[key] = f"{filename}:{k.start_mark.line + 1}"
+                walk(v, key + ".")
+
+    try:
+        walk(yaml.compose(text), "")
+    except yaml.YAMLError:
+        pass
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'train.lr=3e-4' -> (['train', 'lr'], 3e-4). Values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, (dict,)) or (isinstance(value, str) and value != raw.strip()):
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(cls: type, path: str | os.PathLike | None = None,
+                overrides: list[str] | tuple[str, ...] = ()):
+    """Defaults < YAML file at `path` < `overrides` ('section.key=value'); validated."""
+    data: dict = {}
+    where: dict[str, str] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        text = p.read_text()
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of keys")
+        where = _yaml_positions(text, str(p))
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+        where[".".join(keys)] = f"command-line override {item!r}"
+    return from_dict(cls, data, "", where)
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict of a config (for the run folder's resolved config)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    p = Path(path)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, p)

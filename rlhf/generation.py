@@ -1,0 +1,141 @@
+"""Batched sampling with a KV cache: greedy, temperature, top-k, top-p, stop at EOS.
+
+Prompts of different lengths are left-padded to a common width P, so every row writes its
+next key/value into the same cache column; rotary positions count real tokens only, so a
+prompt's continuation does not depend on how much padding it received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from rlhf.config import SamplingConfig
+from rlhf.model import KVCache, Transformer
+
+
+@dataclass
+class Generation:
+    """A sampled batch. Sequences are [left padding | prompt | response | right padding]."""
+
+    tokens: torch.Tensor  # (B, P + N) prompt and response token ids (padding = pad id)
+    mask: torch.Tensor  # (B, P + N) 1 for real tokens (prompt and response)
+    prompt_width: int  # P: the padded prompt width; responses start at column P
+    response_mask: torch.Tensor  # (B, N) 1 for response tokens, up to and including EOS
+    logprobs: torch.Tensor  # (B, N) log p(token) under logits / temperature (0 on padding)
+    ended: torch.Tensor  # (B,) True where the response ended with EOS (or BOS) in time
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.tokens[:, self.prompt_width:]  # (B, N)
+
+    def response_lists(self) -> list[list[int]]:
+        """Each response's real token ids (EOS included)."""
+        lengths = self.response_mask.sum(1).tolist()
+        return [r[:n] for r, n in zip(self.responses.tolist(), lengths)]
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus (Holtzman et al. 2020) to -inf. (B, V) -> (B, V)."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+        drop = torch.zeros_like(drop).scatter(-1, order, drop)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (tokens (B, P), mask (B, P)), left-padded."""
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            tokens[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+    return tokens.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, eos_id: int,
+             pad_id: int | None = None, bos_id: int | None = None,
+             generator: torch.Generator | None = None) -> Generation:
+    """Sample one continuation per prompt (repeat prompts for several samples).
+
+    1. left-pad the prompts and run them through the model once, filling the KV cache;
+    2. each step: pick the next token for every unfinished row, then run only that token.
+    A row stops at `eos_id` (and at `bos_id` when `cfg.stop_at_bos`).
+    """
+    device = next(model.parameters()).device
+    pad_id = eos_id if pad_id is None else pad_id
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)
+    B, P = prompt_tokens.shape
+    N = cfg.max_new_tokens
+    if P + N > model.args.max_seq_len:
+        raise ValueError(f"prompt width {P} + max_new_tokens {N} exceeds the model's "
+                         f"max_seq_len {model.args.max_seq_len}")
+    tokens = torch.cat([prompt_tokens, torch.full((B, N), pad_id, device=device)], 1)
+    key_mask = torch.cat([prompt_mask, torch.zeros((B, N), dtype=torch.long, device=device)], 1)
+    logprobs = torch.zeros((B, N), device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    ended = torch.zeros(B, dtype=torch.bool, device=device)
+    dtype = model.tok_embeddings.weight.dtype
+    cache = KVCache(model.args, B, P + N, device, dtype)
+    positions = prompt_mask.sum(1, keepdim=True)  # (B, 1) next rotary position per row
+    logits = model(prompt_tokens, mask=prompt_mask, cache=cache, key_mask=key_mask[:, :P],
+                   last_only=True)[:, -1]  # (B, V)
+    for t in range(N):
+        logits = logits.float() / (1.0 if cfg.greedy else cfg.temperature)
+        if cfg.greedy:
+            nxt = logits.argmax(-1)
+        else:
+            probs = filter_logits(logits, cfg.top_k, cfg.top_p).softmax(-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        logprobs[:, t] = (logits.gather(-1, nxt[:, None]).squeeze(-1)
+                          - torch.logsumexp(logits, -1)).masked_fill(done, 0.0)
+        nxt = nxt.masked_fill(done, pad_id)
+        tokens[:, P + t] = nxt
+        key_mask[:, P + t] = (~done).long()
+        stop = nxt == eos_id
+        if bos_id is not None and cfg.stop_at_bos:
+            stop |= nxt == bos_id
+        ended |= stop & ~done
+        done |= stop
+        if t == N - 1 or bool(done.all()):
+            break
+        logits = model(nxt[:, None], positions=positions, cache=cache,
+                       key_mask=key_mask[:, :P + t + 1], last_only=True)[:, -1]
+        positions = positions + 1
+    response_mask = key_mask[:, P:]
+    return Generation(tokens=tokens, mask=key_mask, prompt_width=P, response_mask=response_mask,
+                      logprobs=logprobs, ended=ended)
+
+
+def generate_text(model, tokenizer, prompts: list[str], cfg: SamplingConfig, n: int = 1,
+                  generator: torch.Generator | None = None) -> list[str]:
+    """Convenience: strings in, decoded continuations out (n per prompt, prompt first)."""
+    ids = [tokenizer.encode(p, bos=True) for p in prompts for _ in range(n)]
+    gen = generate(model, ids, cfg, tokenizer.eos_id, tokenizer.pad_id, tokenizer.bos_id,
+                   generator)
+    out = []
+    for prompt, resp in zip(ids, gen.response_lists()):
+        out.append(tokenizer.decode(prompt + resp))
+    return out
+
+
+def full_pass_logprobs(model: Transformer, gen: Generation, temperature: float = 1.0):
+    """Log-probs of the sampled responses from one fresh forward pass: (B, N).
+    The reference for the cached path (they must agree)."""
+    logits = model(gen.tokens, mask=gen.mask).float() / temperature  # (B, P+N, V)
+    logp = F.log_softmax(logits[:, gen.prompt_width - 1:-1], -1)
+    picked = logp.gather(-1, gen.responses.unsqueeze(-1)).squeeze(-1)
+    return picked * gen.response_mask

@@ -1,0 +1,63 @@
+"""`rlhf generate`: sample from a model folder (llama2.c or HF-style)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from rlhf.checkpoint import load_model
+from rlhf.config import GenerateConfig, SamplingConfig, load_config
+from rlhf.generation import generate
+from rlhf.runtime import setup
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rlhf generate", description=__doc__)
+    p.add_argument("--config", help="YAML file of GenerateConfig keys")
+    p.add_argument("--model", help="model folder (llama2.c or HF-style)")
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable)")
+    p.add_argument("--n", type=int, help="samples per prompt")
+    p.add_argument("--greedy", action="store_true", help="argmax decoding")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true", help="one JSON object per sample")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    a = p.parse_args(argv)
+    over = list(a.overrides)
+    flags = {"model": a.model, "n": a.n, "sampling.max_new_tokens": a.max_new_tokens,
+             "sampling.temperature": a.temperature, "sampling.top_k": a.top_k,
+             "sampling.top_p": a.top_p, "runtime.seed": a.seed, "runtime.threads": a.threads}
+    over += [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if a.greedy:
+        over.append("sampling.greedy=true")
+    cfg: GenerateConfig = load_config(GenerateConfig, a.config, over)
+    if a.prompt:
+        cfg.prompts = a.prompt
+    device = setup(cfg.runtime)
+    model, tok = load_model(cfg.model)
+    model.to(device)
+    ids = [tok.encode(p) for p in cfg.prompts for _ in range(cfg.n)]
+    gen_rng = torch.Generator(device=device).manual_seed(cfg.runtime.seed)
+    t0 = time.time()
+    gen = generate(model, ids, cfg.sampling, tok.eos_id, tok.pad_id, tok.bos_id, gen_rng)
+    dt = time.time() - t0
+    for prompt, resp, lp in zip(ids, gen.response_lists(), gen.logprobs.sum(1).tolist()):
+        text = tok.decode(prompt + resp)
+        if a.json:
+            print(json.dumps({"text": text, "new_tokens": len(resp), "logprob": lp}))
+        else:
+            print(text + "\n")
+    n_tok = int(gen.response_mask.sum())
+    print(f"[{n_tok} tokens in {dt:.2f}s, {n_tok / max(dt, 1e-9):.0f} tokens/s]",
+          file=__import__("sys").stderr)
+    return 0
+
+
+__all__ = ["cli", "SamplingConfig"]

@@ -1,0 +1,257 @@
+"""A compact Llama-style causal language model in plain PyTorch.
+
+RMSNorm, rotary position embeddings over interleaved pairs (llama2.c / Meta layout),
+grouped-query attention through `scaled_dot_product_attention`, a SwiGLU feed-forward,
+tied or untied output layer, and a preallocated KV cache for generation.
+
+Padding: any mix of left and right padding is handled by passing `mask` (B, T), 1 for real
+tokens. Positions are counted over real tokens only (cumsum of the mask), and padded keys are
+never attended to, so a sequence's outputs do not depend on how it was padded or batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelArgs:
+    dim: int = 64
+    """Width of the residual stream."""
+    hidden_dim: int = 172
+    """Width of the SwiGLU feed-forward."""
+    n_layers: int = 5
+    """Transformer blocks."""
+    n_heads: int = 8
+    """Query heads."""
+    n_kv_heads: int = 4
+    """Key/value heads (grouped-query attention when < n_heads)."""
+    vocab_size: int = 512
+    """Tokens in the vocabulary."""
+    max_seq_len: int = 512
+    """Longest sequence (prompt + response) the rotary tables cover."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    rope_theta: float = 10000.0
+    """Rotary base frequency."""
+    tie_embeddings: bool = True
+    """Output layer shares the token embedding."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def num_params(self) -> int:
+        kv = self.n_kv_heads * self.head_dim
+        per_layer = 2 * self.dim + 2 * self.dim * self.dim + 2 * kv * self.dim
+        per_layer += 3 * self.dim * self.hidden_dim
+        out = 0 if self.tie_embeddings else self.vocab_size * self.dim
+        return self.vocab_size * self.dim + self.n_layers * per_layer + self.dim + out
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return out.type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (max_len, head_dim/2) for rotary embeddings (Su et al. 2021, eq. 34)."""
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), freqs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (2i, 2i+1) of x (B, T, H, D) by angles cos/sin (B, T, D/2)."""
+    x2 = x.float().unflatten(-1, (-1, 2))  # (B, T, H, D/2, 2)
+    x0, x1 = x2[..., 0], x2[..., 1]
+    c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, T, 1, D/2)
+    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class KVCache:
+    """Preallocated keys and values for all layers: (n_layers, B, n_kv_heads, max_len, D)."""
+
+    def __init__(self, args: ModelArgs, batch: int, max_len: int, device, dtype):
+        shape = (args.n_layers, batch, args.n_kv_heads, max_len, args.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # columns filled so far (shared by all rows: prompts are left-padded)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, args.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * self.head_dim, args.dim, bias=False)
+
+    def forward(self, x, cos, sin, attn_mask, cache: KVCache | None, layer: int):
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        if cache is not None:
+            start = cache.length
+            cache.k[layer, :, :, start:start + T] = k
+            cache.v[layer, :, :, start:start + T] = v
+            k = cache.k[layer, :, :, :start + T]
+            v = cache.v[layer, :, :, :start + T]
+        if self.n_kv != self.n_heads:
+            rep = self.n_heads // self.n_kv
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        if isinstance(attn_mask, str):  # "causal" (no padding) or "none" (one query, all keys)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=attn_mask == "causal")
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)
+        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.attention = Attention(args)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.feed_forward = FeedForward(args)
+
+    def forward(self, x, cos, sin, attn_mask, cache, layer):
+        x = x + self.attention(self.attention_norm(x), cos, sin, attn_mask, cache, layer)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Transformer(nn.Module):
+    """Llama-style decoder. `hidden()` gives final-norm states, `forward()` gives logits."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def hidden(self, tokens, mask=None, positions=None, cache: KVCache | None = None,
+               key_mask=None):
+        """Final-norm hidden states (B, T, dim).
+
+        tokens (B, T); mask (B, T) 1 for real tokens (None: no padding, causal only);
+        positions (B, T) rotary positions (default: count of real tokens before each one);
+        cache: a KVCache to read from and extend (generation); key_mask (B, S) validity of
+        every key in the cache including the new ones (generation only).
+        """
+        B, T = tokens.shape
+        if positions is None:
+            if mask is None:
+                positions = torch.arange(T, device=tokens.device).expand(B, T)
+            else:
+                positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        if positions.max() >= self.args.max_seq_len:
+            raise ValueError(f"sequence position {int(positions.max())} exceeds max_seq_len "
+                             f"{self.args.max_seq_len}")
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (B, T, D/2)
+        attn_mask = self._attention_mask(mask, cache, key_mask, T, tokens.device)
+        x = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, attn_mask, cache, i)
+        if cache is not None:
+            cache.length += T
+        return self.norm(x)
+
+    @staticmethod
+    def _attention_mask(mask, cache, key_mask, T, device):
+        """Boolean (B, 1, T, S) mask: causal, padded keys hidden, each query sees itself.
+        Returns "causal" or "none" where SDPA's own fast paths give the same result."""
+        start = cache.length if cache is not None else 0
+        S = start + T
+        keys = key_mask if key_mask is not None else mask
+        if keys is None and start == 0:
+            return "causal"
+        if T == 1 and (keys is None or bool(keys[:, :S].all())):
+            return "none"
+        q_idx = torch.arange(start, S, device=device).unsqueeze(1)
+        k_idx = torch.arange(S, device=device).unsqueeze(0)
+        causal = k_idx <= q_idx  # (T, S)
+        if keys is None:
+            return causal
+        allowed = causal.unsqueeze(0) & keys.bool()[:, None, :S]  # (B, T, S)
+        allowed = allowed | (k_idx == q_idx).unsqueeze(0)  # padded queries: avoid NaN rows
+        return allowed.unsqueeze(1)
+
+    def forward(self, tokens, mask=None, positions=None, cache=None, key_mask=None,
+                last_only: bool = False):
+        """Logits (B, T, V), or (B, 1, V) for the last position only."""
+        h = self.hidden(tokens, mask, positions, cache, key_mask)
+        if last_only:
+            h = h[:, -1:]
+        return self.output(h)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(tokens[:, t+1] | tokens[:, :t+1]) from logits (B, T, V) -> (B, T-1).
+
+    Computed as logit - logsumexp in float32 (no full log_softmax tensor is materialised).
+    """
+    logits = logits[:, :-1].float()  # (B, T-1, V)
+    target = tokens[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
+    picked = logits.gather(-1, target).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def sequence_logprobs(model: Transformer, tokens, mask=None) -> torch.Tensor:
+    """Per-token log-probs of a padded batch: (B, T-1), entry t scores token t+1."""
+    return token_logprobs(model(tokens, mask), tokens)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each next-token distribution: logits (B, T, V) -> (B, T), in nats."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def flops_per_token(args: ModelArgs, seq_len: int) -> float:
+    """Forward FLOPs per token (Kaplan et al. 2020, table 1): 2 per weight of every matmul
+    (the output layer included, the embedding lookup not) plus 2 * n_layers * seq_len * dim
+    for attention scores and values. Training costs about 3x this (forward + backward)."""
+    matmul_weights = args.num_params() - args.vocab_size * args.dim  # drop the lookup table
+    matmul_weights += args.vocab_size * args.dim if args.tie_embeddings else 0  # output layer
+    return 2.0 * matmul_weights + 2.0 * args.n_layers * seq_len * args.dim

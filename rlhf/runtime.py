@@ -1,0 +1,72 @@
+"""Process set-up shared by every stage: threads, seeds, device, precision, run folders."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhf.config import RuntimeConfig
+
+
+def setup(cfg: RuntimeConfig) -> torch.device:
+    """Apply threads and seeds; return the device to run on."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    return pick_device(cfg.device)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device={name!r} but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(cfg: RuntimeConfig, device: torch.device):
+    """bf16 autocast where asked for (CUDA, or CPU if explicitly requested); else a no-op."""
+    if cfg.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `metrics.jsonl` (flushed each write)."""
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        self.t0 = time.time()
+
+    def write(self, **row) -> None:
+        if not self.enabled:
+            return
+        row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in row.items()}
+        row.setdefault("time", round(time.time() - self.t0, 3))
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def truncate_after(self, step: int, key: str = "step") -> None:
+        """On resume: drop rows logged after the checkpoint's step (they will be redone)."""
+        if not self.path.is_file():
+            return
+        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if json.loads(r).get(key, -1) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(r + "\n" for r in kept))
+        os.replace(tmp, self.path)
