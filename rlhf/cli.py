@@ -19,8 +19,8 @@ COMMANDS = {
     "rate": ("rlhf.rater", "the pairwise comparison prompt (terminal or piped stdin)"),
     "stats": ("rlhf.stats", "counts, bias, consistency and agreement of a comparison store"),
     "train-reward": ("rlhf.train_reward", "train a reward model from comparisons"),
-    "eval-reward": ("rlhf.eval_reward", "accuracy, calibration and length baseline of a reward model"),
-    "train-policy": ("rlhf.train_policy", "fine-tune the policy against a reward (RLOO/REINFORCE/PPO)"),
+    "eval-reward": ("rlhf.eval_reward", "accuracy, calibration, length baseline"),
+    "train-policy": ("rlhf.train_policy", "fine-tune the policy (RLOO/REINFORCE/PPO)"),
     "loop": ("rlhf.loop", "rounds of sample, rate, train reward, train policy"),
     "report": ("rlhf.report", "a Markdown report with plots of a run folder"),
 }
