@@ -1,0 +1,98 @@
+"""torch.distributed glue for runs launched with `torchrun` (DDP; never a home-made launcher).
+
+A training loop stays one loop: every rank builds the same *global* batch from the same seed,
+takes its slice with `shard`, and DDP averages gradients. Because the data position is counted
+in global batches, a run saved with N processes resumes with M (as long as M divides the global
+batch). Only rank 0 writes metrics and checkpoints (`is_main`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from rlhf.runtime import pick_device
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device_name: str = "auto") -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else single process.
+    Backend: nccl on CUDA, gloo on CPU. Each rank uses GPU `LOCAL_RANK` when on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(device=pick_device(device_name))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def shard(items, info: DistInfo):
+    """This rank's contiguous slice of a global batch (sizes must divide evenly)."""
+    n = len(items)
+    if n % info.world_size:
+        raise ValueError(f"global batch of {n} does not divide over {info.world_size} processes")
+    per = n // info.world_size
+    return items[info.rank * per:(info.rank + 1) * per]
+
+
+def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """DistributedDataParallel when distributed, the model itself otherwise."""
+    if not info.enabled:
+        return model
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of a tensor over ranks (for logging metrics computed on each shard)."""
+    if not info.enabled:
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / info.world_size
+
+
+def all_gather_list(x: list, info: DistInfo) -> list:
+    """Concatenate python lists from all ranks, in rank order."""
+    if not info.enabled:
+        return list(x)
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, x)
+    return [v for part in out for v in part]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def finish(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
