@@ -60,6 +60,11 @@ def load_llama2c(path: str | Path) -> tuple[Transformer, Llama2cTokenizer]:
         ("w2", (n_layers, dim, hidden)), ("w3", (n_layers, hidden, dim)),
         ("rms_final", (dim,)),
     ]
+    needed = sum(int(np.prod(s)) for _, s in shapes)
+    if floats.size < needed or min(dim, hidden, n_layers, n_heads, n_kv, max_len) <= 0:
+        header = (dim, hidden, n_layers, n_heads, n_kv, vocab, max_len)
+        raise ValueError(f"{bins[0]}: not a valid llama2.c checkpoint (header {header}; "
+                         f"{floats.size} floats, {needed} needed)")
     arrays, off = {}, 0
     for name, shape in shapes:
         n = int(np.prod(shape))

@@ -74,7 +74,8 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
     A row stops at `eos_id` (and at `bos_id` when `cfg.stop_at_bos`).
     """
     device = next(model.parameters()).device
-    pad_id = eos_id if pad_id is None else pad_id
+    if pad_id is None:
+        pad_id = eos_id if eos_id >= 0 else 0  # eos_id < 0 disables stopping
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
     prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)
