@@ -12,6 +12,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 LABELS = ("a", "b", "tie", "both_bad", "cant_tell", "skip")
 """What a rater can answer: a better, b better, equally good, both bad, can't tell, skip."""
@@ -46,6 +47,15 @@ class Item:
     """Prompt identity for train/validation splits (defaults to the prompt text)."""
     meta: dict = field(default_factory=dict)
     """Anything else the producer wants to keep (round number, data set, index...)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Item:
+        """Validated construction; raises RecordError naming the missing or bad key.
+        Keys this version does not know are kept in `meta["extra"]`."""
+        return _build(cls, d, required=("prompt", "a", "b"))
 
 
 @dataclass
@@ -83,6 +93,77 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Comparison:
+        """Validated construction; raises RecordError naming the missing or bad key.
+        Keys this version does not know are kept in `meta["extra"]`."""
+        c = _build(cls, d, required=("item_id", "prompt", "a", "b", "label"))
+        c.check()
+        return c
+
+    @classmethod
+    def from_item(cls, item: Item, label: str, **kw) -> Comparison:
+        """An answer to `item`: copies prompt, responses and provenance."""
+        fields = dict(item_id=item.id, prompt=item.prompt, a=item.a, b=item.b,
+                      source_a=item.source_a, source_b=item.source_b,
+                      served_because=item.served_because, selection_prob=item.selection_prob,
+                      gold=item.gold, group=item.group, meta=dict(item.meta))
+        fields.update(kw)
+        c = cls(label=label, **fields)
+        c.check()
+        return c
+
+    def check(self) -> None:
+        """Raise RecordError unless texts are text and label, side, strength, rater kind and
+        reason are known values."""
+        for key in ("item_id", "prompt", "a", "b", "rater"):
+            if not isinstance(getattr(self, key), str):
+                raise RecordError(f"{key}: expected a string, got "
+                                  f"{type(getattr(self, key)).__name__}")
+        _one_of("label", self.label, LABELS)
+        _one_of("left", self.left, ("a", "b"))
+        _one_of("rater_kind", self.rater_kind, RATER_KINDS)
+        _one_of("served_because", self.served_because, SERVED_BECAUSE)
+        if self.strength is not None:
+            _one_of("strength", self.strength, STRENGTHS)
+        if self.gold is not None:
+            _one_of("gold", self.gold, LABELS)
+
+    @property
+    def chose_left(self) -> bool | None:
+        """True / False when the rater preferred the left / right side; None otherwise."""
+        if self.label not in ("a", "b"):
+            return None
+        return self.label == self.left
+
+
+class RecordError(ValueError):
+    """A record that does not fit the schema (the message names the key)."""
+
+
+def _one_of(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise RecordError(f"{key}: must be one of {list(allowed)}, got {value!r}")
+
+
+def _build(cls, d: dict, required: tuple[str, ...]):
+    if not isinstance(d, dict):
+        raise RecordError(f"expected a JSON object, got {type(d).__name__}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise RecordError(f"missing key(s) {missing}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    known = {k: v for k, v in d.items() if k in names}
+    for k in ("prompt", "a", "b"):
+        if not isinstance(d[k], str):
+            raise RecordError(f"{k}: expected a string, got {type(d[k]).__name__}")
+    if not isinstance(known.get("meta", {}), dict):
+        raise RecordError("meta: expected an object")
+    extra = {k: v for k, v in d.items() if k not in names}
+    if extra:  # a newer writer's fields: kept, not lost, not fatal
+        known["meta"] = {**known.get("meta", {}), "extra": extra}
+    return cls(**known)
 
 
 @dataclass

@@ -11,6 +11,7 @@ never attended to, so a sequence's outputs do not depend on how it was padded or
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,25 +61,22 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return out.type_as(x) * self.weight
+        """x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich 2019, eq. 4), in float32."""
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 
-def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (max_len, head_dim/2) for rotary embeddings (Su et al. 2021, eq. 34)."""
+def rope_tables(head_dim: int, max_len: int, theta: float) -> torch.Tensor:
+    """Rotations e^(i * pos * theta^(-2j/D)) as complex64 (max_len, head_dim/2)
+    (Su et al. 2021, eq. 34; the complex form of Llama's reference code)."""
     freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(max_len, dtype=torch.float32), freqs)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (2i, 2i+1) of x (B, T, H, D) by angles cos/sin (B, T, D/2)."""
-    x2 = x.float().unflatten(-1, (-1, 2))  # (B, T, H, D/2, 2)
-    x0, x1 = x2[..., 0], x2[..., 1]
-    c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, T, 1, D/2)
-    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
-    return out.flatten(-2).type_as(x)
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (2i, 2i+1) of x (B, T, H, D) by complex rot (B, T, D/2)."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2)
+    return torch.view_as_real(xc * rot.unsqueeze(2)).flatten(-2).type_as(x)
 
 
 class KVCache:
@@ -92,47 +90,67 @@ class KVCache:
 
 
 class Attention(nn.Module):
+    """Grouped-query attention. q, k and v come from one fused projection `wqkv`
+    (rows: n_heads q heads, then n_kv_heads k heads, then n_kv_heads v heads)."""
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
-        self.wq = nn.Linear(args.dim, args.n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(args.dim, args.n_kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(args.dim, args.n_kv_heads * self.head_dim, bias=False)
+        self.wqkv = nn.Linear(args.dim, (args.n_heads + 2 * args.n_kv_heads) * self.head_dim,
+                              bias=False)
         self.wo = nn.Linear(args.n_heads * self.head_dim, args.dim, bias=False)
 
-    def forward(self, x, cos, sin, attn_mask, cache: KVCache | None, layer: int):
+    def forward(self, x, rot, attn_mask, cache: KVCache | None, layer: int):
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        H, Hkv = self.n_heads, self.n_kv
+        qkv = self.wqkv(x).view(B, T, H + 2 * Hkv, self.head_dim)
+        qk = apply_rope(qkv[:, :, :H + Hkv], rot)  # q and k heads rotated in one call
+        q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
+        k = qk[:, :, H:].transpose(1, 2)  # (B, Hkv, T, D)
+        v = qkv[:, :, H + Hkv:].transpose(1, 2)  # (B, Hkv, T, D)
         if cache is not None:
             start = cache.length
             cache.k[layer, :, :, start:start + T] = k
             cache.v[layer, :, :, start:start + T] = v
             k = cache.k[layer, :, :, :start + T]
             v = cache.v[layer, :, :, :start + T]
-        if self.n_kv != self.n_heads:
-            rep = self.n_heads // self.n_kv
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
-        if isinstance(attn_mask, str):  # "causal" (no padding) or "none" (one query, all keys)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=attn_mask == "causal")
+        gqa = Hkv != H
+        if cache is not None and T <= 4:  # decoding: small explicit math beats SDPA on CPU
+            y = grouped_attention(q, k, v, None if isinstance(attn_mask, str) else attn_mask)
+        elif isinstance(attn_mask, str):  # "causal" (no padding) or "none" (one query, all keys)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=attn_mask == "causal",
+                                               enable_gqa=gqa)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
+def grouped_attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(D)) v (Vaswani et al. 2017, eq. 1) with grouped-query heads
+    (Ainslie et al. 2023): q (B, H, T, D); k, v (B, Hkv, S, D); mask (B, 1, T, S) bool or None.
+    Query heads h*rep .. h*rep+rep-1 share kv head h, so k and v are never repeated."""
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    rep = H // Hkv
+    qg = q.reshape(B, Hkv, rep * T, D)
+    scores = (qg @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D))  # (B, Hkv, rep*T, S)
+    if mask is not None:
+        scores = scores.view(B, Hkv, rep, T, S).masked_fill(~mask.unsqueeze(1), float("-inf"))
+        scores = scores.view(B, Hkv, rep * T, S)
+    return (scores.softmax(-1) @ v).view(B, H, T, D)
+
+
 class FeedForward(nn.Module):
+    """SwiGLU (Shazeer 2020): w2(silu(w1 x) * w3 x), with w1 and w3 fused into `w13`."""
+
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.w13 = nn.Linear(args.dim, 2 * args.hidden_dim, bias=False)
         self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)
-        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)
 
     def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -143,8 +161,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
         self.feed_forward = FeedForward(args)
 
-    def forward(self, x, cos, sin, attn_mask, cache, layer):
-        x = x + self.attention(self.attention_norm(x), cos, sin, attn_mask, cache, layer)
+    def forward(self, x, rot, attn_mask, cache, layer):
+        x = x + self.attention(self.attention_norm(x), rot, attn_mask, cache, layer)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -160,9 +178,8 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        rot = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta)
+        self.register_buffer("rope", rot, persistent=False)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -188,11 +205,11 @@ class Transformer(nn.Module):
         if positions.max() >= self.args.max_seq_len:
             raise ValueError(f"sequence position {int(positions.max())} exceeds max_seq_len "
                              f"{self.args.max_seq_len}")
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (B, T, D/2)
+        rot = self.rope[positions]  # (B, T, D/2) complex
         attn_mask = self._attention_mask(mask, cache, key_mask, T, tokens.device)
         x = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, attn_mask, cache, i)
+            x = layer(x, rot, attn_mask, cache, i)
         if cache is not None:
             cache.length += T
         return self.norm(x)

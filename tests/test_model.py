@@ -1,12 +1,13 @@
 """The model: known numbers, padding invariance, the loaders and the saved folder format."""
 
 import json
+import math
 import struct
 
 import pytest
 import torch
-
 from conftest import STORIES, TEXT, need_shared, tiny_model
+
 from rlhf.checkpoint import load_hf, load_llama2c, load_model, save_model
 from rlhf.model import RMSNorm, apply_rope, token_logprobs
 from rlhf.tokenizer import Llama2cTokenizer
@@ -20,9 +21,8 @@ def test_rmsnorm_hand_computed():
 
 def test_rope_rotates_interleaved_pairs():
     x = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 1, 1, 4)  # pairs (1,0) and (0,1)
-    cos = torch.tensor([[[0.0, 1.0]]])  # angle 90 deg for pair 0, 0 deg for pair 1
-    sin = torch.tensor([[[1.0, 0.0]]])
-    out = apply_rope(x, cos, sin).flatten()
+    rot = torch.polar(torch.ones(1, 1, 2), torch.tensor([[[math.pi / 2, 0.0]]]))  # 90, 0 deg
+    out = apply_rope(x, rot).flatten()
     assert torch.allclose(out, torch.tensor([0.0, 1.0, 0.0, 1.0]), atol=1e-6)
 
 
@@ -86,9 +86,10 @@ def test_saved_folder_round_trip_is_exact(stories, tmp_path):
 
 def test_hf_folder_written_by_test(tmp_path):
     """A tiny untied Llama folder in HF layout, written here, loads with the same outputs."""
-    from rlhf.checkpoint import hf_config, to_hf_state_dict
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from rlhf.checkpoint import hf_config, to_hf_state_dict
 
     model = tiny_model(seed=3, tie_embeddings=False)
     folder = tmp_path / "hf"

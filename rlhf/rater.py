@@ -1,0 +1,370 @@
+"""`rlhf rate QUEUE --rater NAME`: the pairwise comparison prompt.
+
+The session logic (`Session`: what to show next, recording an answer, undo, progress) is kept
+apart from the screen, so the same session runs
+- in a real terminal: single keys on a full-screen page (`rlhf.rater_screen`);
+- with stdin piped (no terminal), in line mode: one command per line, for scripts and tests;
+- programmatically (`run_session`), e.g. by the training loop.
+
+Line-mode commands (the screen uses the same keys, without Enter):
+  a, b          A (left / top) or B (right / bottom) is better; a strength may follow:
+                `a1` / `a slightly`, `a2` / `a clearly`, `a3` / `a much`
+  t, tie        equally good           n, bad      both bad
+  c, cant       can't tell             s, skip     skip this pair
+  u, undo       take back your last answer (it is shown again)
+  h, ?, help    help                   q, quit     stop (resume later where you stopped)
+  A comment may end any answer after `#`: `b2 # A repeats itself`.
+On the screen, after a or b press 1 / 2 / 3 for the strength (any other key: none);
+m types a comment for the next answer; p pages through a long prompt.
+
+Quality control: sides are drawn per item (A is response a or b at random), so a label never
+depends on the side; a share (`--repeat-rate`) of answered items comes back later with the sides
+swapped (a hidden repeat: `served_because="repeat"`, `repeat_of` = the first answer's id), which
+`rlhf stats` turns into self-consistency and left/right bias. Gold items carry their known answer.
+Each item is served to a rater once (skips included) and, with `--overlap K`, to at most K raters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import re
+import shutil
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.comparisons import Comparison, Item, RecordError
+from rlhf.pairs import read_queue
+from rlhf.store import ComparisonStore
+
+GUIDELINES = Path(__file__).resolve().parents[1] / "configs" / "guidelines.md"
+SHOWN_LABELS = {"t": "tie", "tie": "tie", "n": "both_bad", "bad": "both_bad",
+                "both": "both_bad", "c": "cant_tell", "cant": "cant_tell", "s": "skip",
+                "skip": "skip"}
+STRENGTH_WORDS = {"1": "slightly", "2": "clearly", "3": "much", "slightly": "slightly",
+                  "clearly": "clearly", "much": "much"}
+
+
+def _unit(*parts) -> float:
+    """A deterministic number in [0, 1) from the parts (stable across runs and processes)."""
+    h = hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()
+    return int(h[:12], 16) / 16**12
+
+
+def read_guidelines(path: str | Path | None = None) -> tuple[str, str]:
+    """(version, text) of a guidelines file; the version is what follows `Version:`."""
+    p = Path(path) if path else GUIDELINES
+    if not p.is_file():
+        return "none", ""
+    text = p.read_text(encoding="utf-8")
+    m = re.search(r"Version:\s*([\w.-]*\w)", text)
+    return (f"{p.stem}-{m.group(1)}" if m else p.stem), text
+
+
+@dataclass
+class Shown:
+    """An item on screen: which response is on the left, and whether it is a hidden repeat."""
+
+    item: Item
+    left: str
+    repeat_of: str | None
+    shown_at: float
+
+    @property
+    def texts(self) -> tuple[str, str]:
+        """(left text, right text)."""
+        it = self.item
+        return (it.a, it.b) if self.left == "a" else (it.b, it.a)
+
+
+class Session:
+    """One rater working through a queue; every answer goes straight to the store."""
+
+    def __init__(self, items: list[Item], store: ComparisonStore, rater: str,
+                 guidelines: str = "none", rater_kind: str = "human", repeat_rate: float = 0.1,
+                 repeat_gap: int = 5, overlap: int = 1, seed: int = 0):
+        if not 0 <= repeat_rate <= 1 or overlap < 1 or repeat_gap < 0:
+            raise ValueError("need 0 <= repeat_rate <= 1, overlap >= 1, repeat_gap >= 0")
+        self.items, self.store, self.rater = items, store, rater
+        self.by_id = {it.id: it for it in items}
+        self.guidelines, self.rater_kind = guidelines, rater_kind
+        self.repeat_rate, self.repeat_gap = repeat_rate, repeat_gap
+        self.overlap, self.seed = overlap, seed
+        self.started = time.time()
+        self.answered_now = 0
+        self.mine: list[Comparison] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the store (other raters may be writing to it too)."""
+        comps = [c for c in self.store.load() if c.item_id in self.by_id]
+        self.mine = [c for c in comps if c.rater == self.rater]
+        self.raters_of: dict[str, set[str]] = defaultdict(set)
+        for c in comps:
+            if c.repeat_of is None:
+                self.raters_of[c.item_id].add(c.rater)
+
+    # ------------------------------------------------------------------ what to show
+
+    def _side(self, item_id: str) -> str:
+        return "a" if _unit(self.seed, self.rater, item_id, "side") < 0.5 else "b"
+
+    def _repeats(self, item_id: str) -> bool:
+        """Whether this rater's answer to the item is served again (a stable draw)."""
+        return _unit(self.seed, self.rater, item_id, "repeat") < self.repeat_rate
+
+    def _pending_repeats(self) -> list[tuple[Comparison, int]]:
+        """(first answer, answers given after it) for each hidden repeat still owed."""
+        done = {c.repeat_of for c in self.mine if c.repeat_of}
+        out = []
+        for i, c in enumerate(self.mine):
+            if (c.repeat_of is None and c.label != "skip" and c.id not in done
+                    and self._repeats(c.item_id)):
+                out.append((c, len(self.mine) - 1 - i))
+        return out
+
+    def _fresh(self) -> list[Item]:
+        return [it for it in self.items
+                if self.rater not in self.raters_of[it.id]
+                and len(self.raters_of[it.id]) < self.overlap]
+
+    def next(self) -> Shown | None:
+        """The next pair to show, or None when there is nothing left for this rater."""
+        self.refresh()
+        repeats = self._pending_repeats()
+        fresh = self._fresh()
+        due = [c for c, after in repeats if after >= self.repeat_gap]
+        if due or (repeats and not fresh):
+            first = (due or [c for c, _ in repeats])[0]
+            left = "b" if first.left == "a" else "a"
+            return Shown(self.by_id[first.item_id], left, first.id, time.time())
+        if fresh:
+            it = fresh[0]
+            return Shown(it, self._side(it.id), None, time.time())
+        return None
+
+    def progress(self) -> tuple[int, int, float]:
+        """(answers given, answers in all when done, answers per hour in this session;
+        the rate is nan during the first minute)."""
+        done = len(self.mine)
+        fresh = self._fresh()
+        later = sum(self._repeats(it.id) for it in fresh)  # their hidden repeats, known now
+        total = done + len(fresh) + later + len(self._pending_repeats())
+        seconds = time.time() - self.started
+        return done, total, self.answered_now * 3600 / seconds if seconds >= 60 else math.nan
+
+    # ------------------------------------------------------------------ answers
+
+    def answer(self, shown: Shown, choice: str, strength: str | None = None,
+               comment: str = "") -> Comparison:
+        """Record an answer given in screen terms: choice 'left', 'right', or a label other
+        than a/b ('tie', 'both_bad', 'cant_tell', 'skip'). Durable when this returns."""
+        if choice in ("left", "right"):
+            right = "b" if shown.left == "a" else "a"
+            label = shown.left if choice == "left" else right
+        else:
+            label = choice
+            strength = None
+        return self.record(shown, label, strength, comment)
+
+    def record(self, shown: Shown, label: str, strength: str | None = None,
+               comment: str = "", **extra) -> Comparison:
+        """Record an answer given as a label about a/b (used by simulated raters)."""
+        it = shown.item
+        c = Comparison.from_item(
+            it, label, left=shown.left, strength=strength, rater=self.rater,
+            rater_kind=self.rater_kind, guidelines=self.guidelines, shown_at=shown.shown_at,
+            seconds=round(time.time() - shown.shown_at, 3), comment=comment,
+            repeat_of=shown.repeat_of, **extra)
+        if shown.repeat_of:
+            c.served_because = "repeat"
+        self.store.append(c)
+        self.mine.append(c)
+        if c.repeat_of is None:
+            self.raters_of[c.item_id].add(self.rater)
+        self.answered_now += 1
+        return c
+
+    def undo(self) -> Comparison | None:
+        """Take back this rater's last answer (a retraction is appended)."""
+        c = self.store.undo_last(self.rater)
+        if c is not None:
+            self.answered_now = max(0, self.answered_now - 1)
+        self.refresh()
+        return c
+
+
+# ----------------------------------------------------------------------------- line mode
+
+
+@dataclass
+class Command:
+    """A parsed line: kind is 'answer', 'undo', 'help', 'quit' or 'error'."""
+
+    kind: str
+    choice: str = ""
+    strength: str | None = None
+    comment: str = ""
+    error: str = ""
+
+
+def parse_command(line: str) -> Command:
+    """One line of input -> Command (see the module docstring for the syntax)."""
+    text, _, comment = line.partition("#")
+    words = text.strip().lower().split()
+    if not words:
+        return Command("error", error="empty line (h for help)")
+    head, rest = words[0], words[1:]
+    if head in ("u", "undo"):
+        return Command("undo")
+    if head in ("h", "?", "help"):
+        return Command("help")
+    if head in ("q", "quit", "exit"):
+        return Command("quit")
+    m = re.fullmatch(r"([ab])([123]?)", head)
+    if m:
+        strength = STRENGTH_WORDS.get(m.group(2)) if m.group(2) else None
+        if rest:
+            if len(rest) > 1 or rest[0] not in STRENGTH_WORDS or strength:
+                return Command("error", error=f"unknown strength {' '.join(rest)!r} "
+                                              "(1 slightly, 2 clearly, 3 much)")
+            strength = STRENGTH_WORDS[rest[0]]
+        side = "left" if m.group(1) == "a" else "right"
+        return Command("answer", side, strength, comment.strip())
+    if head in SHOWN_LABELS and not rest:
+        return Command("answer", SHOWN_LABELS[head], None, comment.strip())
+    return Command("error", error=f"unknown command {line.strip()!r} (h for help)")
+
+
+def help_text() -> str:
+    body = __doc__.split("without Enter):", 1)[1].split("On the screen")[0]
+    return "commands (one per line; in a terminal, single keys):" + body.rstrip()
+
+
+def describe(c: Comparison) -> str:
+    """How an answer is confirmed to the rater (in screen terms: A = left, B = right)."""
+    side = {True: "A", False: "B", None: None}[c.chose_left]
+    what = f"{side} better" + (f" ({c.strength})" if c.strength else "") if side else \
+        c.label.replace("_", " ").replace("cant", "can't")
+    return what + (f" # {c.comment}" if c.comment else "")
+
+
+def run_session(queue_path, store_path, rater: str, input_stream=None, output_stream=None,
+                guidelines_path=None, width: int | None = None, **session_kw) -> dict:
+    """Line mode: read commands from `input_stream`, write pages to `output_stream`.
+    Stops at `q`, at end of input or when the queue is done. Returns a summary dict.
+    Each saved answer is confirmed with a line starting `saved ` after it is durable."""
+    from rlhf.rater_screen import layout, wrap
+
+    inp = input_stream or sys.stdin
+    out = output_stream or sys.stdout
+    version, text = read_guidelines(guidelines_path)
+    session = Session(read_queue(queue_path), ComparisonStore(store_path), rater,
+                      guidelines=version, **session_kw)
+    width = width or shutil.get_terminal_size((80, 24)).columns
+
+    def say(s: str = "") -> None:
+        out.write(s + "\n")
+        out.flush()
+
+    say("\n".join(wrap(text, width - 1)) + f"\n\n[guidelines {version}; h for help]\n"
+        if text else "[no guidelines file; h for help]\n")
+    shown, reason = None, "done"
+    while True:
+        if shown is None:
+            shown = session.next()
+            if shown is None:
+                say("All pairs rated - thank you!")
+                break
+            say(layout(shown, session.progress(), width))
+        out.write("> ")
+        out.flush()
+        line = inp.readline()
+        if not line:
+            say("\n[end of input: stopping; run again to resume]")
+            reason = "eof"
+            break
+        cmd = parse_command(line)
+        if cmd.kind == "quit":
+            say("[stopped; run again to resume where you left off]")
+            reason = "quit"
+            break
+        if cmd.kind == "help":
+            say(help_text())
+        elif cmd.kind == "error":
+            say(f"? {cmd.error}")
+        elif cmd.kind == "undo":
+            c = session.undo()
+            say(f"undone: {describe(c)}" if c else "nothing to undo")
+            shown = None
+        else:
+            c = session.answer(shown, cmd.choice, cmd.strength, cmd.comment)
+            done, total, _ = session.progress()
+            say(f"saved {done}/{total}: {describe(c)}")
+            shown = None
+    done, total, rate = session.progress()
+    return {"answered": session.answered_now, "done": done, "total": total, "stopped": reason}
+
+
+def run_simulated(queue_path, store_path, name: str, seed: int = 0, rater: str | None = None,
+                  **session_kw) -> int:
+    """Let a simulated rater (`rlhf.simulated`) work through a queue like a person would,
+    hidden repeats included. Returns the number of answers."""
+    from rlhf.simulated import make_rater
+
+    sim = make_rater(name, seed)
+    session = Session(read_queue(queue_path), ComparisonStore(store_path), rater or sim.name,
+                      guidelines=sim.guidelines, rater_kind="simulated", seed=seed, **session_kw)
+    n = 0
+    while (shown := session.next()) is not None:
+        c = sim.rate(shown.item)
+        session.record(shown, c.label, meta={**shown.item.meta, **{
+            k: c.meta[k] for k in ("score_a", "score_b", "scorer")}})
+        n += 1
+    return n
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rlhf rate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("queue", help="queue file (from `rlhf sample-pairs`)")
+    p.add_argument("--rater", help="your name (answers are kept under it; required)")
+    p.add_argument("--store", help="comparison store (default: QUEUE's name + .comparisons.jsonl)")
+    p.add_argument("--guidelines", help=f"guidelines file (default {GUIDELINES.name})")
+    p.add_argument("--repeat-rate", type=float, default=0.1, help="share of hidden repeats")
+    p.add_argument("--overlap", type=int, default=1, help="raters per item at most (1: "
+                   "raters share the queue out; 2 or more: shared items for agreement)")
+    p.add_argument("--seed", type=int, default=0, help="seed of side and repeat draws")
+    p.add_argument("--line", action="store_true", help="line mode even in a terminal")
+    p.add_argument("--kind", choices=("human", "script"), default="human",
+                   help="who answers: a person, or a script feeding stdin")
+    p.add_argument("--simulated", metavar="NAME", help="let a simulated rater answer "
+                   "(vader: prefers the happier story; length: prefers the longer one)")
+    a = p.parse_args(argv)
+    store = a.store or str(Path(a.queue).with_suffix("")) + ".comparisons.jsonl"
+    kw = {"repeat_rate": a.repeat_rate, "overlap": a.overlap}
+    human = {"rater_kind": a.kind, "seed": a.seed}
+    try:
+        if a.simulated:
+            n = run_simulated(a.queue, store, a.simulated, a.seed, a.rater, **kw)
+            print(f"{n} simulated answers written to {store}")
+            return 0
+        if not a.rater:
+            p.error("--rater NAME is required")
+        if sys.stdin.isatty() and sys.stdout.isatty() and not a.line:
+            from rlhf.rater_screen import run_screen
+
+            run_screen(a.queue, store, a.rater, a.guidelines, **human, **kw)
+        else:
+            run_session(a.queue, store, a.rater, guidelines_path=a.guidelines, **human, **kw)
+    except (RecordError, KeyError) as e:
+        print(f"rlhf rate: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\n[interrupted; every confirmed answer is saved; run again to resume]")
+        return 130
+    return 0

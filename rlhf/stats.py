@@ -1,0 +1,168 @@
+"""`rlhf stats STORE`: how much was rated, by whom, and how trustworthy it looks.
+
+- counts per label and per rater;
+- position bias: the share of preferences (a or b) that went to the side shown on the left
+  (0.5 = no bias; imported data, whose sides were never shown, is left out);
+- self-consistency: on hidden repeats (served again later with sides swapped), the share
+  where the rater gave the same label as the first time;
+- gold accuracy: the share of gold items answered with the known label;
+- agreement between raters on items both answered (skips left out): raw share and Cohen's
+  kappa. Published anchor: trained labelers agree about 73% of the time (InstructGPT
+  72.6 +- 1.5%, Ouyang et al. 2022; Stiennon et al. 2020: 73 +- 4%);
+- median seconds per item.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import warnings
+from collections import Counter, defaultdict
+
+from rlhf.comparisons import Comparison, RecordError
+
+
+def cohen_kappa(x: list[str], y: list[str]) -> float | None:
+    """Cohen's kappa of two raters' labels on the same items; None if undefined.
+    kappa = (p_o - p_e) / (1 - p_e), p_e = sum over labels of p_x(label) * p_y(label)."""
+    if len(x) != len(y):
+        raise ValueError("both raters need one label per shared item")
+    n = len(x)
+    if n == 0:
+        return None
+    p_o = sum(a == b for a, b in zip(x, y)) / n
+    cx, cy = Counter(x), Counter(y)
+    p_e = sum(cx[k] * cy[k] for k in cx) / (n * n)
+    if p_e == 1.0:
+        return None
+    return (p_o - p_e) / (1 - p_e)
+
+
+def share(hits: int, n: int) -> float | None:
+    return hits / n if n else None
+
+
+def position_bias(comps: list[Comparison]) -> tuple[float | None, int]:
+    """(share of a/b preferences that chose the left side, number of such preferences)."""
+    sides = [c.chose_left for c in comps
+             if c.served_because != "import" and c.chose_left is not None]
+    return share(sum(sides), len(sides)), len(sides)
+
+
+def self_consistency(comps: list[Comparison]) -> tuple[float | None, int]:
+    """(share of hidden repeats answered like the original, number of repeat pairs)."""
+    by_id = {c.id: c for c in comps}
+    pairs = [(by_id[c.repeat_of], c) for c in comps
+             if c.repeat_of in by_id and c.label != "skip"]
+    return share(sum(a.label == b.label for a, b in pairs), len(pairs)), len(pairs)
+
+
+def gold_accuracy(comps: list[Comparison]) -> tuple[float | None, int]:
+    """(share of gold items answered with the gold label, number answered)."""
+    gold = [c for c in comps if c.gold is not None and c.label != "skip"]
+    return share(sum(c.label == c.gold for c in gold), len(gold)), len(gold)
+
+
+def first_answers(comps: list[Comparison]) -> dict[str, dict[str, str]]:
+    """{rater: {item_id: label}} of each rater's first non-skip answer to each item."""
+    out: dict[str, dict[str, str]] = defaultdict(dict)
+    for c in comps:
+        if c.label != "skip" and c.repeat_of is None:
+            out[c.rater].setdefault(c.item_id, c.label)
+    return out
+
+
+def agreement(comps: list[Comparison]) -> list[dict]:
+    """For each pair of raters with shared items: n, raw agreement and Cohen's kappa."""
+    answers = first_answers(comps)
+    rows = []
+    for r1, r2 in itertools.combinations(sorted(answers), 2):
+        shared = sorted(set(answers[r1]) & set(answers[r2]))
+        if not shared:
+            continue
+        x = [answers[r1][i] for i in shared]
+        y = [answers[r2][i] for i in shared]
+        rows.append({"raters": [r1, r2], "n": len(shared),
+                     "agreement": share(sum(a == b for a, b in zip(x, y)), len(shared)),
+                     "kappa": cohen_kappa(x, y)})
+    return rows
+
+
+def rater_stats(comps: list[Comparison]) -> dict:
+    bias, n_bias = position_bias(comps)
+    cons, n_rep = self_consistency(comps)
+    acc, n_gold = gold_accuracy(comps)
+    times = [c.seconds for c in comps if c.seconds is not None and c.label != "skip"]
+    return {"n": len(comps), "kind": Counter(c.rater_kind for c in comps).most_common(1)[0][0],
+            "labels": dict(Counter(c.label for c in comps)),
+            "left_share": bias, "n_sided": n_bias,
+            "self_consistency": cons, "n_repeats": n_rep,
+            "gold_accuracy": acc, "n_gold": n_gold,
+            "median_seconds": statistics.median(times) if times else None}
+
+
+def compute(comps: list[Comparison]) -> dict:
+    """Every statistic of a list of comparisons, as a JSON-ready dict."""
+    by_rater: dict[str, list[Comparison]] = defaultdict(list)
+    for c in comps:
+        by_rater[c.rater].append(c)
+    overall = rater_stats(comps) if comps else {"n": 0}
+    return {"n": len(comps), "items": len({c.item_id for c in comps}),
+            "labels": dict(Counter(c.label for c in comps)), "overall": overall,
+            "raters": {r: rater_stats(cs) for r, cs in sorted(by_rater.items())},
+            "agreement": agreement(comps)}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def render(s: dict) -> str:
+    """A human-readable table of `compute`'s result."""
+    lines = [f"{s['n']} comparisons of {s['items']} items; labels: {s['labels']}", "",
+             f"{'rater':<20}{'kind':<10}{'n':>6}{'left':>8}{'consist.':>10}{'gold':>8}"
+             f"{'med s':>8}  labels"]
+    for r, st in s["raters"].items():
+        med = "-" if st["median_seconds"] is None else f"{st['median_seconds']:.1f}"
+        lines.append(f"{r[:19]:<20}{st['kind']:<10}{st['n']:>6}{_pct(st['left_share']):>8}"
+                     f"{_pct(st['self_consistency']):>10}{_pct(st['gold_accuracy']):>8}"
+                     f"{med:>8}  {st['labels']}")
+    lines += ["", "left = share of preferences given to the left side (50% = no bias); "
+              "consist. = same answer on hidden repeats; gold = accuracy on gold items"]
+    if s["agreement"]:
+        lines += ["", "agreement on shared items (trained labelers: about 73%):"]
+        for a in s["agreement"]:
+            k = "-" if a["kappa"] is None else f"{a['kappa']:.3f}"
+            lines.append(f"  {a['raters'][0]} vs {a['raters'][1]}: n={a['n']} "
+                         f"agree={_pct(a['agreement'])} kappa={k}")
+    return "\n".join(lines)
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rlhf stats", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", help="comparison store (JSONL) or any preference file")
+    p.add_argument("--json", action="store_true", help="print the statistics as one JSON line")
+    a = p.parse_args(argv)
+    from rlhf.formats import detect_format, read_any
+    from rlhf.store import ComparisonStore
+
+    try:
+        if detect_format(a.store) == "store":
+            store = ComparisonStore(a.store)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                comps = store.load()
+            for e in store.errors:
+                print(f"rlhf stats: skipped malformed line: {e}", file=sys.stderr)
+        else:
+            comps = read_any(a.store)
+    except RecordError as e:
+        print(f"rlhf stats: error: {e}", file=sys.stderr)
+        return 2
+    s = compute(comps)
+    print(json.dumps(s) if a.json else render(s))
+    return 0
