@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 import sys
 
+from rlhf.comparisons import RecordError
 from rlhf.config import ConfigError
 
 COMMANDS = {
     # name: (module holding `cli(argv)`, one-line description)
     "generate": ("rlhf.generation_cli", "sample text from a model"),
     "sample-pairs": ("rlhf.pairs", "draw two responses per prompt into a queue to rate"),
-    "import-pairs": ("rlhf.formats", "import a preference data set into a comparison store"),
+    "import-pairs": ("rlhf.formats", "import preferences (HH, TRL, PandaLM, FineGrained) to a store/TRL/dataset"),
     "rate": ("rlhf.rater", "the pairwise comparison prompt (terminal or piped stdin)"),
     "stats": ("rlhf.stats", "counts, bias, consistency and agreement of a comparison store"),
     "train-reward": ("rlhf.train_reward", "train a reward model from comparisons"),
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.cli(rest) or 0)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, RecordError, FileNotFoundError) as e:
         print(f"rlhf {name}: error: {e}", file=sys.stderr)
         return 2
 
