@@ -16,7 +16,7 @@ COMMANDS = {
     # name: (module holding `cli(argv)`, one-line description)
     "generate": ("rlhf.generation_cli", "sample text from a model"),
     "sample-pairs": ("rlhf.pairs", "draw two responses per prompt into a queue to rate"),
-    "import-pairs": ("rlhf.formats", "import preferences (HH, TRL, PandaLM, FineGrained) to a store/TRL/dataset"),
+    "import-pairs": ("rlhf.formats", "import HH/TRL/PandaLM/FineGrained pairs"),
     "rate": ("rlhf.rater", "the pairwise comparison prompt (terminal or piped stdin)"),
     "stats": ("rlhf.stats", "counts, bias, consistency and agreement of a comparison store"),
     "train-reward": ("rlhf.train_reward", "train a reward model from comparisons"),
