@@ -77,10 +77,10 @@ def load_llama2c(path: str | Path) -> tuple[Transformer, Llama2cTokenizer]:
         p = f"layers.{i}."
         sd[p + "attention_norm.weight"] = arrays["rms_att"][i]
         sd[p + "ffn_norm.weight"] = arrays["rms_ffn"][i]
-        for w in ("wq", "wk", "wv", "wo"):
-            sd[p + f"attention.{w}.weight"] = arrays[w][i]
-        for w in ("w1", "w2", "w3"):
-            sd[p + f"feed_forward.{w}.weight"] = arrays[w][i]
+        sd[p + "attention.wqkv.weight"] = torch.cat([arrays[w][i] for w in ("wq", "wk", "wv")])
+        sd[p + "attention.wo.weight"] = arrays["wo"][i]
+        sd[p + "feed_forward.w13.weight"] = torch.cat([arrays["w1"][i], arrays["w3"][i]])
+        sd[p + "feed_forward.w2.weight"] = arrays["w2"][i]
     if vocab < 0:
         sd["output.weight"] = torch.from_numpy(floats[off:off + abs(vocab) * dim].copy()
                                                ).view(abs(vocab), dim)
@@ -106,45 +106,49 @@ def _unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 _HF_NAMES = {
     "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj",
-    "attention.wv": "self_attn.v_proj", "attention.wo": "self_attn.o_proj",
-    "feed_forward.w1": "mlp.gate_proj", "feed_forward.w2": "mlp.down_proj",
-    "feed_forward.w3": "mlp.up_proj",
+    "attention.wo": "self_attn.o_proj", "feed_forward.w2": "mlp.down_proj",
 }
 
 
 def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """Our parameter names and layout -> HF `LlamaForCausalLM` names and layout."""
+    """Our parameter names and layout -> HF `LlamaForCausalLM` names and layout
+    (fused wqkv and w13 split; q and k rows permuted to HF's rotate-half rotary layout)."""
     a = model.args
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     out = {"model.embed_tokens.weight": sd["tok_embeddings.weight"].clone(),
            "model.norm.weight": sd["norm.weight"]}
     if not a.tie_embeddings:
         out["lm_head.weight"] = sd["output.weight"]
+    q_rows, kv_rows = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
     for i in range(a.n_layers):
+        p, hp = f"layers.{i}.", f"model.layers.{i}."
         for ours, theirs in _HF_NAMES.items():
-            w = sd[f"layers.{i}.{ours}.weight"]
-            if ours == "attention.wq":
-                w = _permute(w, a.n_heads)
-            elif ours == "attention.wk":
-                w = _permute(w, a.n_kv_heads)
-            out[f"model.layers.{i}.{theirs}.weight"] = w.contiguous()
+            out[hp + theirs + ".weight"] = sd[p + ours + ".weight"]
+        q, k, v = sd[p + "attention.wqkv.weight"].split([q_rows, kv_rows, kv_rows])
+        out[hp + "self_attn.q_proj.weight"] = _permute(q, a.n_heads).contiguous()
+        out[hp + "self_attn.k_proj.weight"] = _permute(k, a.n_kv_heads).contiguous()
+        out[hp + "self_attn.v_proj.weight"] = v.contiguous()
+        gate, up = sd[p + "feed_forward.w13.weight"].chunk(2)
+        out[hp + "mlp.gate_proj.weight"] = gate.contiguous()
+        out[hp + "mlp.up_proj.weight"] = up.contiguous()
     return out
 
 
 def from_hf_state_dict(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
+    """HF `LlamaForCausalLM` names and layout -> ours (the inverse of `to_hf_state_dict`)."""
     out = {"tok_embeddings.weight": sd["model.embed_tokens.weight"],
            "norm.weight": sd["model.norm.weight"]}
     out["output.weight"] = (out["tok_embeddings.weight"] if args.tie_embeddings
                             else sd["lm_head.weight"])
     for i in range(args.n_layers):
+        p, hp = f"layers.{i}.", f"model.layers.{i}."
         for ours, theirs in _HF_NAMES.items():
-            w = sd[f"model.layers.{i}.{theirs}.weight"]
-            if ours == "attention.wq":
-                w = _unpermute(w, args.n_heads)
-            elif ours == "attention.wk":
-                w = _unpermute(w, args.n_kv_heads)
-            out[f"layers.{i}.{ours}.weight"] = w
+            out[p + ours + ".weight"] = sd[hp + theirs + ".weight"]
+        q = _unpermute(sd[hp + "self_attn.q_proj.weight"], args.n_heads)
+        k = _unpermute(sd[hp + "self_attn.k_proj.weight"], args.n_kv_heads)
+        out[p + "attention.wqkv.weight"] = torch.cat([q, k, sd[hp + "self_attn.v_proj.weight"]])
+        out[p + "feed_forward.w13.weight"] = torch.cat([sd[hp + "mlp.gate_proj.weight"],
+                                                        sd[hp + "mlp.up_proj.weight"]])
     return out
 
 

@@ -51,6 +51,15 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+def sample_from(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row by inverse CDF: probs (B, V) -> ids (B,). Same distribution as
+    torch.multinomial, several times cheaper on CPU for one sample."""
+    cdf = probs.cumsum(-1)  # (B, V)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device)
+    u = u * cdf[:, -1:]  # guard against the total falling a hair short of 1
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1).squeeze(-1)
+
+
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Token lists -> (tokens (B, P), mask (B, P)), left-padded."""
     width = max(len(p) for p in prompts)
@@ -100,7 +109,7 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
             nxt = logits.argmax(-1)
         else:
             probs = filter_logits(logits, cfg.top_k, cfg.top_p).softmax(-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            nxt = sample_from(probs, generator)
         logprobs[:, t] = (logits.gather(-1, nxt[:, None]).squeeze(-1)
                           - torch.logsumexp(logits, -1)).masked_fill(done, 0.0)
         nxt = nxt.masked_fill(done, pad_id)

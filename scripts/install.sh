@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! python -c "import torch" 2>/dev/null; then
-  # 1) a local CPU wheel (pip's find-links) or 2) PyTorch's CPU index
-  pip install -q "torch==2.13.0" --only-binary=:all: --no-index 2>/dev/null \
+  # a local CPU wheel (pip find-links), else PyTorch's CPU index, else plain PyPI
+  pip install -q "torch==2.13.0+cpu" 2>/dev/null \
     || pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
-    || pip install -q "torch==2.13.0"
+         --extra-index-url https://pypi.org/simple \
+    || pip install -q torch
 fi
 pip install -q -e ".[dev]"

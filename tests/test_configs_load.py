@@ -1,0 +1,44 @@
+"""Every YAML file under configs/ loads into its config class and validates."""
+
+from pathlib import Path
+
+import pytest
+
+from rlhf.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_class(name: str):
+    """configs/<kind>_*.yaml -> the config class of that kind of run."""
+    if name.startswith("reward"):
+        from rlhf.train_reward import RewardTrainConfig
+
+        return RewardTrainConfig
+    if name.startswith("policy"):
+        from rlhf.train_policy import PolicyTrainConfig
+
+        return PolicyTrainConfig
+    if name.startswith(("demo", "loop")):
+        from rlhf.loop import LoopConfig
+
+        return LoopConfig
+    from rlhf.config import GenerateConfig
+
+    return GenerateConfig
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_config_file_loads(path):
+    cfg = load_config(config_class(path.name), path)
+    assert cfg is not None
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_config_file_rejects_unknown_override(path):
+    with pytest.raises(ConfigError, match="no_such_key: unknown key"):
+        load_config(config_class(path.name), path, ["no_such_key=1"])
+
+
+def test_there_are_configs():
+    assert len(list(CONFIGS.glob("*.yaml"))) >= 5
