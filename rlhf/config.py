@@ -215,7 +215,11 @@ def from_dict(cls: type, data: dict, prefix: str = "", where: dict[str, str] | N
         tp = hints[key]
         try:
             if dataclasses.is_dataclass(tp):
-                kwargs[key] = from_dict(tp, value or {}, full + ".", where)
+                # start from the parent's default for this section (its default_factory may
+                # differ from the section class's own defaults), then apply the given keys
+                base = _field_default(cls, key)
+                merged = _deep_merge(to_dict(base), value or {}) if base is not None else value
+                kwargs[key] = from_dict(tp, merged or {}, full + ".", where)
             else:
                 kwargs[key] = _coerce(value, tp, full)
         except ConfigError as e:
@@ -230,6 +234,24 @@ def from_dict(cls: type, data: dict, prefix: str = "", where: dict[str, str] | N
             key = str(e).split(":", 1)[0]
             raise ConfigError(f"{prefix}{e}{_at(where, prefix + key)}") from None
     return obj
+
+
+def _field_default(cls: type, name: str):
+    """The default value a dataclass gives field `name` (None when it has none)."""
+    f = cls.__dataclass_fields__[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    """`update` over `base`, recursively for nested mappings (unknown keys kept for errors)."""
+    if not isinstance(update, dict):
+        return update
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(out.get(k), dict) else v
+    return out
 
 
 def _at(where: dict[str, str], key: str) -> str:

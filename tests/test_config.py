@@ -63,3 +63,20 @@ def test_every_field_is_documented():
         missing = [f for f in cls.__dataclass_fields__ if not docs.get(f)]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
     assert "Softmax temperature" in describe(GenerateConfig)
+
+
+def test_nested_section_keeps_parent_defaults(tmp_path):
+    """A section given in YAML starts from the parent's default_factory, not the bare class."""
+    from dataclasses import dataclass, field
+
+    from rlhf.config import SamplingConfig
+
+    @dataclass
+    class Outer:
+        sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(top_k=7))
+        """Sampling with a non-default top_k."""
+
+    p = write(tmp_path, "sampling:\n  temperature: 0.5\n")
+    cfg = load_config(Outer, p)
+    assert cfg.sampling.top_k == 7 and cfg.sampling.temperature == 0.5
+    assert load_config(Outer, None, ["sampling.greedy=true"]).sampling.top_k == 7

@@ -1,0 +1,163 @@
+"""Label efficiency: with N simulated comparisons, how much of the gold-score gain that direct
+RL on the rater's own scorer reaches (at the same KL) does learning from comparisons reach?
+(The "mock labels" experiments of Ziegler et al. 2019, sec. 3.1.)
+
+    python benchmarks/label_efficiency.py [CONFIG] [--labels 200 500 1000] [--seeds 0 1 2]
+                                          [--out DIR] [section.key=value ...]
+
+CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its settings.
+1. Direct RL: rlhf.train_policy with the gold scorer (VADER of the response) as the reward,
+   for as many policy steps as the loop's runs take (rounds x rl.steps), at the config's KL
+   coefficient and a quarter of it, evaluated every `--every` steps on the loop's held-out
+   prompts (rlhf.evaluate): (KL, gold) points, whose upper envelope is the frontier.
+2. Learning from comparisons: `rlhf loop` with N comparisons in all (N / rounds per round).
+3. For each N: gain fraction = (gold_N - gold_0) / (gold_direct(KL_N) - gold_0), with
+   gold_direct read off the direct-RL frontier at the loop's final KL (linear between points;
+   its last point if KL_N is beyond every direct-RL point: the share is then an upper
+   bound, marked `≤`).
+Prints one JSON line, then Markdown tables: each run, and the mean over seeds.
+The README's table: `configs/demo.yaml --seeds 0 1 2 rounds=2 rl.kl.coef=0.05`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rlhf.checkpoint import load_model
+from rlhf.config import load_config
+from rlhf.evaluate import evaluate_policy
+from rlhf.loop import LoopConfig, init_run, lines, run
+from rlhf.runtime import setup
+from rlhf.scorers import get_scorer
+from rlhf.train_policy import train
+
+
+def direct_rl(cfg: LoopConfig, out: Path, kl_coef: float, every: int) -> list[dict]:
+    """Direct RL on the gold scorer with KL coefficient `kl_coef`, as many steps as a loop run
+    takes; a (step, KL, gold) point on the held-out prompts every `every` steps."""
+    device = setup(cfg.runtime)
+    init_run(cfg, out)  # the same prompt split as the loop's runs
+    prompts = [p for p in lines(out / "prompts_eval.txt")
+               for _ in range(cfg.eval.samples_per_prompt)]
+    ref, tok = load_model(cfg.policy)
+    gold = get_scorer(cfg.eval.gold_scorer)
+    curve = [{"step": 0, "kl_coef": kl_coef, **summary(evaluate_policy(
+        ref, ref, tok, prompts, cfg.sampling, cfg.eval.seed, gold))}]
+    for step in range(every, cfg.rounds * cfg.rl.steps + 1, every):
+        pcfg = dataclasses.replace(cfg.rl, policy=cfg.policy, reference=cfg.policy,
+                                   out_dir=str(out / "policy_train"), steps=step,
+                                   sampling=cfg.sampling, runtime=cfg.runtime)
+        pcfg.kl = dataclasses.replace(cfg.rl.kl, coef=kl_coef)
+        pcfg.reward = dataclasses.replace(cfg.rl.reward, kind="scorer",
+                                          scorer=cfg.eval.gold_scorer, include_prompt=False)
+        pcfg.prompts = dataclasses.replace(cfg.rl.prompts, path=str(out / "prompts_train.txt"),
+                                           hold_out_every=0, eval_prompts=0)
+        train(pcfg)  # resumes from the previous segment's state
+        model, _ = load_model(out / "policy_train" / "policy")
+        ev = evaluate_policy(model.to(device), ref, tok, prompts, cfg.sampling, cfg.eval.seed,
+                             gold)
+        curve.append({"step": step, "kl_coef": kl_coef, **summary(ev)})
+        print(json.dumps({"direct_rl": curve[-1]}), file=sys.stderr, flush=True)
+    return curve
+
+
+def summary(ev: dict) -> dict:
+    return {"kl": ev["kl"], "gold": ev["gold"]}
+
+
+def gold_at(curve: list[dict], kl: float) -> tuple[float, bool]:
+    """Direct RL's frontier at `kl`: the best gold score of any direct-RL point at KL <= kl,
+    linear between frontier points. True when `kl` is beyond every direct-RL point."""
+    pts, best = [], float("-inf")
+    for p in sorted(curve, key=lambda p: p["kl"]):
+        if p["gold"] > best:
+            best = p["gold"]
+            pts.append((p["kl"], best))
+    if kl >= pts[-1][0]:
+        return pts[-1][1], kl > max(p["kl"] for p in curve)
+    for (k0, g0), (k1, g1) in zip(pts, pts[1:]):
+        if k0 <= kl <= k1:
+            return g0 + (g1 - g0) * (kl - k0) / max(k1 - k0, 1e-9), False
+    return pts[0][1], False
+
+
+def share(r: dict) -> str:
+    if math.isnan(r["fraction"]):
+        return "n/a"
+    return f"{'≤' if r['beyond'] else ''}{100 * r['fraction']:.0f}%"
+
+
+def table(rows: list[dict]) -> str:
+    """Per run, then the mean over seeds for each number of comparisons."""
+    out = ["| comparisons | seed | KL to start | gold score, start -> end | direct RL gold at "
+           "that KL | share of direct RL's gain |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['labels']} | {r['seed']} | {r['kl']:.1f} | {r['gold_start']:.3f} -> "
+            f"{r['gold']:.3f} | {r['direct_gold']:.3f} | {share(r)} |" for r in rows]
+    out += ["", "| comparisons | mean KL | mean gold gain | mean share of direct RL's gain | "
+            "per seed |", "|---|---|---|---|---|"]
+    for n in sorted({r["labels"] for r in rows}):
+        rs = [r for r in rows if r["labels"] == n]
+        kl, gain = sum(r["kl"] for r in rs) / len(rs), sum(r["gain"] for r in rs) / len(rs)
+        fracs = [r["fraction"] for r in rs if not math.isnan(r["fraction"])]
+        frac = sum(fracs) / len(fracs) if fracs else float("nan")
+        mean = "n/a" if math.isnan(frac) else f"{100 * frac:.0f}%"
+        out.append(f"| {n} | {kl:.1f} | {gain:+.3f} | {mean} | "
+                   f"{', '.join(share(r) for r in rs)} |")
+    return "\n".join(out)
+
+
+def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path) -> tuple[list, list]:
+    """Direct RL's (KL, gold) points and the loop runs' rows for one seed."""
+    # 1. direct RL on the gold scorer: (KL, gold) points at two KL coefficients
+    curve = []
+    for coef in (cfg.rl.kl.coef, cfg.rl.kl.coef / 4):
+        folder = out / f"direct_kl{coef:g}"
+        curve += direct_rl(dataclasses.replace(cfg, out_dir=str(folder)), folder, coef, every)
+    gold_0 = curve[0]["gold"]
+    # 2. learning from N comparisons, 3. the share of direct RL's gain at the same KL
+    rows = []
+    for n in labels:
+        res = run(dataclasses.replace(cfg, out_dir=str(out / f"labels_{n}"),
+                                      pairs_per_round=n // cfg.rounds))
+        direct, beyond = gold_at(curve, res["kl"])
+        rows.append({"labels": n // cfg.rounds * cfg.rounds, "seed": cfg.runtime.seed,
+                     "kl": res["kl"], "gold_start": gold_0, "gold": res["gold_end"],
+                     "gain": res["gold_end"] - gold_0, "direct_gold": direct, "beyond": beyond,
+                     "fraction": (res["gold_end"] - gold_0) / (direct - gold_0)
+                     if direct - gold_0 > 1e-6 else float("nan")})  # no direct-RL gain
+        print(json.dumps({"rlhf": rows[-1]}), file=sys.stderr, flush=True)
+    return curve, rows
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", default="configs/demo.yaml")
+    p.add_argument("--labels", type=int, nargs="+", default=[200, 500, 1000])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="runtime.seed values")
+    p.add_argument("--out", default="runs/label_efficiency")
+    p.add_argument("--every", type=int, default=10, help="direct RL: evaluate every N steps")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_intermixed_args(argv)
+    torch.set_num_threads(1)
+    t0, curves, rows = time.time(), {}, []
+    for seed in a.seeds:
+        cfg: LoopConfig = load_config(LoopConfig, a.config, [*a.overrides,
+                                                             f"runtime.seed={seed}"])
+        curves[seed], seed_rows = one_seed(cfg, a.labels, a.every, Path(a.out) / f"seed{seed}")
+        rows += seed_rows
+    print(json.dumps({"direct_rl": curves, "rlhf": rows, "seconds": round(time.time() - t0)}))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,497 @@
+"""`rlhf loop CONFIG [section.key=value ...]`: rounds of human (or simulated) feedback.
+
+Each round r = 1..R: (1) sample pairs from the current policy, (2) get them rated (a named
+simulated rater, or people through `rlhf rate`), (3) train the reward model on all
+comparisons so far, (4) fine-tune the policy against it (KL to the starting policy),
+(5) evaluate on fresh samples from held-out prompts. Round 0 is the starting policy,
+evaluated only. The loop ends by printing one JSON line: gold_start, gold_end, kl, report.
+
+Run folder (`out_dir`):
+    config.yaml              the resolved config
+    state.json               {"round": r, "step": s}: step s of round r is done; written
+                             atomically, only after that step's outputs are in place, so a
+                             killed loop resumes at the step it was in
+    round_current.json       the record of the round in progress, so far
+    prompts_train.txt        prompts for pairs and policy training (one per line)
+    prompts_eval.txt         held-out prompts: the same every round
+    comparisons.jsonl        the comparison store: every answer of every round
+    rounds.jsonl             one record per round (rebuilt from the round_*/record.json)
+    round_00/eval.json       evaluation of the starting policy (all its sample texts;
+                             samples.md: the same, readable)
+    round_00/record.json
+    round_RR/ (RR >= 01)
+        queue.jsonl          pairs sampled from the previous round's policy
+        comparisons_used.jsonl  the store as it was when this round's reward model trained
+        reward_model/        the reward-model training folder (metrics.jsonl, state/,
+                             model/: the round's reward model)
+        policy_train/        the policy training folder (metrics.jsonl, state/, policy/: the
+                             round's policy; gold.jsonl: the gold score of each step)
+        eval.json            evaluation of this round's policy (samples.md: its samples)
+        record.json          which policy made the pairs, which comparisons trained which
+                             reward model, the paths of both models and the metrics
+    report/                  `rlhf report`: report.md and PNG plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+
+from rlhf.config import (
+    RuntimeConfig,
+    SamplingConfig,
+    describe,
+    load_config,
+    require,
+    save_config,
+    to_dict,
+)
+from rlhf.train_policy import PolicyTrainConfig
+from rlhf.train_reward import RewardTrainConfig
+
+STEPS = ("sample", "rate", "reward", "policy", "eval")
+
+
+@dataclass
+class RaterConfig:
+    kind: Literal["simulated", "human"] = "simulated"
+    """'simulated': a named scorer with Bradley-Terry noise answers at once; 'human': the loop
+    writes the queue, prints the `rlhf rate` command and waits (or exits) until it is rated."""
+    scorer: str = "vader"
+    """Simulated rater: the scorer it prefers by ('vader' = the happier story, 'length')."""
+    temperature: float = 0.0
+    """Simulated rater noise in scorer units (0 = the scorer's default)."""
+    name: str = ""
+    """Simulated: the name recorded with its answers (default sim-<scorer>-<seed>). Human: the
+    name put in the printed `rlhf rate` command."""
+    poll_seconds: float = 0.0
+    """Human rater: 0 = exit with status 'waiting for ratings' (re-run to resume);
+    > 0 = wait, checking the store every this many seconds."""
+
+    def check(self) -> None:
+        require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
+
+
+@dataclass
+class EvalConfig:
+    n_prompts: int = 48
+    """Held-out prompts (never used for pairs or policy training), the same every round."""
+    samples_per_prompt: int = 2
+    """Fresh samples per held-out prompt."""
+    gold_scorer: str = "vader"
+    """The known true scorer for the gold score ('' = none, e.g. real human raters)."""
+    seed: int = 1234
+    """Sampling seed: the same every round, so rounds differ only by the policy."""
+
+    def check(self) -> None:
+        require(self.n_prompts >= 1, "n_prompts", "must be >= 1")
+        require(self.samples_per_prompt >= 1, "samples_per_prompt", "must be >= 1")
+
+
+@dataclass
+class LoopConfig:
+    """`rlhf loop`: rounds of sample, rate, train reward, train policy, evaluate."""
+
+    out_dir: str = "runs/loop"
+    """The run folder (layout in the module docstring); re-running resumes it."""
+    policy: str = "../shared/models/stories260K"
+    """The starting policy (llama2.c or HF-style folder); also the KL reference."""
+    prompts: str = ""
+    """Prompt file ('' = TinyStories story openings from the shared sample)."""
+    rounds: int = 3
+    """Rounds of feedback after round 0 (the starting policy)."""
+    pairs_per_round: int = 100
+    """Pairs sampled and rated each round."""
+    selection: Literal["random", "disagreement"] = "random"
+    """Which pairs are rated: 'random', or the ones the reward-model ensemble disagrees on
+    most among `oversample` times as many candidates (Christiano et al. 2017)."""
+    oversample: int = 4
+    """selection=disagreement: candidates per rated pair."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Sampling of pairs, policy training and evaluation."""
+    rater: RaterConfig = field(default_factory=RaterConfig)
+    """Who rates the pairs."""
+    reward_init: Literal["previous", "policy"] = "previous"
+    """Each round's reward model starts from the previous round's, or from the start policy."""
+    reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    """Reward-model training: rlhf.train_reward's keys. The loop sets `out` (the round's
+    folder), `data.paths` (its snapshot of the store), `model.init` and `runtime`."""
+    rl: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
+    """Policy fine-tuning each round: rlhf.train_policy's keys (`steps` is per round). The
+    loop sets `policy` (the previous round's), `reference` (the starting policy), `out_dir`,
+    `reward.kind`/`reward.path` (this round's reward model), `prompts.path` (the training
+    prompts; no hold-out, the loop evaluates), `sampling` and `runtime`."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Per-round evaluation."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Seed, threads, device."""
+
+    def check(self) -> None:
+        require(self.rounds >= 1, "rounds", "must be >= 1")
+        require(self.pairs_per_round >= 2, "pairs_per_round", "must be >= 2")
+        require(self.oversample >= 1, "oversample", "must be >= 1")
+        require(bool(self.out_dir), "out_dir", "must name a folder")
+
+
+# ----------------------------------------------------------------------------- run folder
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def round_dir(out: Path, r: int) -> Path:
+    d = out / f"round_{r:02d}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def next_step(state: dict) -> tuple[int, str]:
+    """The (round, step) after the one `state` says is done."""
+    i = STEPS.index(state["step"])
+    return (state["round"], STEPS[i + 1]) if i + 1 < len(STEPS) else (state["round"] + 1,
+                                                                     STEPS[0])
+
+
+def policy_path(cfg: LoopConfig, out: Path, r: int) -> str:
+    """The policy after round r (round 0: the starting policy)."""
+    return cfg.policy if r == 0 else str(out / f"round_{r:02d}" / "policy_train" / "policy")
+
+
+def rebuild_rounds(out: Path) -> None:
+    """rounds.jsonl from every finished round's record.json (idempotent on resume)."""
+    recs = [read_json(p) for p in sorted(out.glob("round_*/record.json"))]
+    tmp = out / "rounds.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    os.replace(tmp, out / "rounds.jsonl")
+
+
+def init_run(cfg: LoopConfig, out: Path) -> dict:
+    """Create the run folder (config, prompt split) or read back where a previous run was."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = read_json(out / "state.json")
+    if state is not None:
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        if saved != yaml.safe_load(yaml.safe_dump(to_dict(cfg))):
+            print(f"note: the config differs from {out / 'config.yaml'}; resuming with the "
+                  "new one (config.yaml is updated)", file=sys.stderr)
+            save_config(cfg, out / "config.yaml")
+        return state
+    from rlhf.prompts import load_prompts
+
+    prompts = load_prompts(cfg.prompts or None, seed=cfg.runtime.seed)
+    require(len(prompts) > cfg.eval.n_prompts + 1, "eval.n_prompts",
+            f"leaves no training prompts ({len(prompts)} prompts in all)")
+    held, train = prompts[:cfg.eval.n_prompts], prompts[cfg.eval.n_prompts:]
+    (out / "prompts_eval.txt").write_text("\n".join(held) + "\n")
+    (out / "prompts_train.txt").write_text("\n".join(train) + "\n")
+    save_config(cfg, out / "config.yaml")
+    return {"round": 0, "step": "policy"}  # round 0's only step is eval
+
+
+def lines(path: Path) -> list[str]:
+    return [s for s in path.read_text().splitlines() if s.strip()]
+
+
+# ----------------------------------------------------------------------------- the five steps
+
+
+def sample_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
+    """(1) Pairs from the policy of round r-1 on training prompts; with selection=disagreement
+    (from round 2 on) the ones the previous reward-model ensemble disagrees on most."""
+    from rlhf.checkpoint import load_model
+    from rlhf.pairs import sample_pairs, write_queue
+
+    active = cfg.selection == "disagreement" and r > 1
+    n = cfg.pairs_per_round * (cfg.oversample if active else 1)
+    pool = lines(out / "prompts_train.txt")
+    rng = random.Random(cfg.runtime.seed * 1000 + r)
+    prompts = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)]
+    src = policy_path(cfg, out, r - 1)
+    model, tok = load_model(src)
+    gen = torch.Generator(device=device).manual_seed(cfg.runtime.seed * 1000 + r)
+    items = sample_pairs(model.to(device), tok, prompts, cfg.sampling, gen,
+                         source={"model": src, "round": r - 1})
+    if active:
+        from rlhf.reward_model import load_reward_model, rank_pairs
+
+        rm, rm_tok = load_reward_model(out / f"round_{r - 1:02d}" / "reward_model" / "model")
+        scores = rank_pairs(rm, rm_tok, items)
+        order = sorted(range(len(items)), key=lambda i: -scores[i])[:cfg.pairs_per_round]
+        items = [items[i] for i in order]
+        for i, it in zip(order, items):
+            it.served_because, it.meta["disagreement"] = "active", scores[i]
+    for it in items:
+        it.meta["round"] = r
+    write_queue(round_dir(out, r) / "queue.jsonl", items)
+    return {"pairs_from": src, "n_pairs": len(items), "selection": "active" if active
+            else "random", "candidates": n}
+
+
+def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
+    """(2) Ratings for every pair of the round's queue. A simulated rater answers at once; for
+    people, print the `rlhf rate` command and wait (poll_seconds > 0) or return False."""
+    from rlhf.pairs import read_queue
+    from rlhf.store import ComparisonStore
+
+    queue = round_dir(out, r) / "queue.jsonl"
+    items = read_queue(queue)
+    store = ComparisonStore(out / "comparisons.jsonl")
+    if cfg.rater.kind == "simulated":
+        from rlhf.simulated import SimulatedRater
+
+        rater = SimulatedRater(cfg.rater.scorer, seed=cfg.runtime.seed * 1000 + r,
+                               temperature=cfg.rater.temperature or None,
+                               name=cfg.rater.name or None)
+        done = store.answered_item_ids(rater.name)  # a resumed step rates only the rest
+        store.extend(rater.rate_many([it for it in items if it.id not in done]))
+        return True
+    name = cfg.rater.name or "YOUR_NAME"
+    while True:
+        answered = {c.item_id for c in store.load()}
+        missing = [it for it in items if it.id not in answered]
+        if not missing:
+            return True
+        print(f"round {r}: {len(items) - len(missing)}/{len(items)} pairs rated. Rate them "
+              f"with:\n  rlhf rate {queue} --rater {name} --store {store.path}\n"
+              f"then run the same `rlhf loop` command again to resume.", file=sys.stderr)
+        if cfg.rater.poll_seconds <= 0:
+            return False
+        time.sleep(cfg.rater.poll_seconds)
+
+
+def reward_step(cfg: LoopConfig, out: Path, r: int) -> dict:
+    """(3) Train the reward model on every comparison so far (a snapshot of the store)."""
+    rd = round_dir(out, r)
+    snap = rd / "comparisons_used.jsonl"
+    if not snap.is_file():  # a resumed step trains on the same snapshot
+        shutil.copyfile(out / "comparisons.jsonl", snap.with_name(snap.name + ".tmp"))
+        os.replace(snap.with_name(snap.name + ".tmp"), snap)
+    from rlhf.store import ComparisonStore
+
+    used = ComparisonStore(snap).load()
+    prev = out / f"round_{r - 1:02d}" / "reward_model" / "model"
+    init = str(prev) if cfg.reward_init == "previous" and r > 1 else cfg.policy
+    rcfg = dataclasses.replace(cfg.reward, out=str(rd / "reward_model"), runtime=cfg.runtime,
+                               progress=False)
+    rcfg.data = dataclasses.replace(cfg.reward.data, paths=[str(snap)])
+    rcfg.model = dataclasses.replace(cfg.reward.model, init=init)
+    from rlhf.train_reward import train
+
+    new = [c for c in used if c.meta.get("round") == r]
+    fresh = previous_rm_accuracy(prev, new) if r > 1 else None
+    metrics = train(rcfg)
+    return {"comparisons": str(snap.relative_to(out)), "n_comparisons_total": len(used),
+            "previous_rm_accuracy_on_new": fresh,
+            "n_comparisons_new": len(new),
+            "reward_init": init, "reward_model": str(rd / "reward_model" / "model"),
+            "reward_metrics_file": f"round_{r:02d}/reward_model/metrics.jsonl",
+            "reward_metrics": metrics}
+
+
+def previous_rm_accuracy(path: Path, comparisons) -> float | None:
+    """The previous round's reward model on this round's fresh comparisons (pairs from the
+    newer policy, never trained on): how well it judged what the policy was becoming."""
+    from rlhf.comparisons import to_pairs
+    from rlhf.eval_reward import evaluate
+    from rlhf.reward_model import load_reward_model
+
+    pairs = to_pairs(comparisons, ties="drop")
+    if not pairs:
+        return None
+    rm, tok = load_reward_model(path)
+    return evaluate(rm, tok, pairs).get("accuracy")
+
+
+def policy_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
+    """(4) Fine-tune the policy of round r-1 against this round's reward model, KL to the
+    start. The gold score of every step's samples goes to policy_train/gold.jsonl."""
+    from rlhf.train_policy import make_score_fn, texts_of, train
+
+    rd = round_dir(out, r)
+    init = policy_path(cfg, out, r - 1)
+    pcfg = dataclasses.replace(cfg.rl, policy=init, reference=cfg.policy,
+                               out_dir=str(rd / "policy_train"), sampling=cfg.sampling,
+                               runtime=cfg.runtime)
+    pcfg.reward = dataclasses.replace(cfg.rl.reward, kind="model",
+                                      path=str(rd / "reward_model" / "model"))
+    pcfg.prompts = dataclasses.replace(cfg.rl.prompts, path=str(out / "prompts_train.txt"),
+                                       hold_out_every=0, eval_prompts=0)
+    score_fn = None
+    if cfg.eval.gold_scorer:
+        from rlhf.checkpoint import load_model
+        from rlhf.scorers import get_scorer
+
+        gold, gold_log = get_scorer(cfg.eval.gold_scorer), GoldLog(rd / "policy_train")
+        tok = load_model(init)[1]
+        reward = make_score_fn(pcfg.reward, tok, device)
+
+        def score_fn(gen, texts):
+            golds = gold([t.strip() for t in texts_of(tok, gen, include_prompt=False)])
+            gold_log.write(sum(golds) / len(golds))
+            return reward(gen, texts)
+    summary = train(pcfg, score_fn)
+    return {"policy_init": init, "policy": policy_path(cfg, out, r),
+            "policy_metrics_file": f"round_{r:02d}/policy_train/metrics.jsonl",
+            "policy_gold_file": f"round_{r:02d}/policy_train/gold.jsonl" if score_fn else None,
+            "policy_metrics": summary}
+
+
+def golds_of(ev: dict, gold) -> list:
+    """Per-sample gold scores of an evaluation (None each when no gold scorer)."""
+    return gold(ev["texts"]) if gold is not None else [None] * len(ev["texts"])
+
+
+class GoldLog:
+    """policy_train/gold.jsonl: the gold score of each training step's samples. Rows after the
+    policy trainer's saved state are dropped first, so a resumed step logs each step once."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "gold.jsonl"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = read_json(folder / "state" / "state.json", {})
+        done = state.get("meta", {}).get("step", 0)
+        rows = [json.loads(s) for s in lines(self.path)] if self.path.is_file() else []
+        rows = [row for row in rows if row["step"] <= done]
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        self.step = done
+
+    def write(self, gold: float) -> None:
+        self.step += 1
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": self.step, "gold": gold}) + "\n")
+
+
+def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
+    """(5) Gold score, KL to the start and reward-model win rate on held-out prompts."""
+    from rlhf.checkpoint import load_model
+    from rlhf.evaluate import evaluate_policy
+    from rlhf.scorers import get_scorer
+
+    prompts = [p for p in lines(out / "prompts_eval.txt")
+               for _ in range(cfg.eval.samples_per_prompt)]
+    model, tok = load_model(policy_path(cfg, out, r))
+    ref, _ = load_model(cfg.policy)
+    reward = start_texts = None
+    if r > 0:
+        from rlhf.reward_model import load_reward_model, score_texts
+
+        rm, rm_tok = load_reward_model(out / f"round_{r:02d}" / "reward_model" / "model",
+                                       device)
+        reward = lambda ps, ts: score_texts(rm, rm_tok, ps, ts).tolist()  # noqa: E731
+        start_texts = read_json(out / "round_00" / "eval.json")["texts"]
+    gold = get_scorer(cfg.eval.gold_scorer) if cfg.eval.gold_scorer else None
+    ev = evaluate_policy(model.to(device), ref.to(device), tok, prompts, cfg.sampling,
+                         cfg.eval.seed, gold, reward, start_texts)
+    if r == 0:  # the start against itself, for the plots
+        ev.update(reward_gain=0.0, win_rate=0.5)
+    write_json(round_dir(out, r) / "eval.json", ev)
+    md = [f"# Round {r}: `{policy_path(cfg, out, r)}` on held-out prompts (seed "
+          f"{cfg.eval.seed})", ""]
+    md += [f"**{p}** {t}" + (f"  *(gold {g:.2f})*" if g is not None else "") + "\n"
+           for p, t, g in zip(prompts, ev["texts"], golds_of(ev, gold))]
+    (round_dir(out, r) / "samples.md").write_text("\n".join(md))
+    return {k: v for k, v in ev.items() if k != "texts"}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run(cfg: LoopConfig) -> dict:
+    """Run (or resume) the loop to its last round; returns the final summary."""
+    from rlhf.runtime import setup
+
+    # 1. the run folder: a fresh one, or where a killed / waiting run stopped
+    device = setup(cfg.runtime)
+    out = Path(cfg.out_dir)
+    state = init_run(cfg, out)
+    record: dict = read_json(out / "round_current.json", {})
+    # 2. one step at a time; each step's outputs are in place before the state advances
+    while (state["round"], state["step"]) != (cfg.rounds, "eval"):
+        r, step = next_step(state)
+        t0 = time.time()
+        print(f"round {r}: {step}", file=sys.stderr, flush=True)
+        if step == "sample":
+            record = {"round": r, **sample_step(cfg, out, r, device)}
+        elif step == "rate":
+            if not rate_step(cfg, out, r):
+                return {"status": "waiting for ratings", "round": r,
+                        "queue": str(out / f"round_{r:02d}" / "queue.jsonl")}
+        elif step == "reward":
+            record.update(reward_step(cfg, out, r))
+        elif step == "policy":
+            record.update(policy_step(cfg, out, r, device))
+        elif step == "eval":
+            record.setdefault("round", r)
+            record.setdefault("policy", policy_path(cfg, out, r))
+            record["eval"] = eval_step(cfg, out, r, device)
+            acc = (record.get("reward_metrics") or {}).get("last_val_accuracy")
+            if isinstance(acc, (int, float)):
+                record["eval"]["rm_accuracy"] = acc
+            if isinstance(record.get("previous_rm_accuracy_on_new"), float):
+                record["eval"]["prev_rm_on_policy_accuracy"] = record[
+                    "previous_rm_accuracy_on_new"]
+        record.setdefault("seconds", {})[step] = round(time.time() - t0, 1)
+        if step == "eval":
+            write_json(round_dir(out, r) / "record.json", record)
+            rebuild_rounds(out)
+        write_json(out / "round_current.json", record)
+        state = {"round": r, "step": step}
+        write_json(out / "state.json", state)
+        print(f"round {r}: {step} done in {time.time() - t0:.1f}s", file=sys.stderr,
+              flush=True)
+    # 3. the report and the summary line
+    from rlhf.report import write_report
+
+    report = write_report(out)
+    rounds = [json.loads(s) for s in lines(out / "rounds.jsonl")]
+    first, last = rounds[0]["eval"], rounds[-1]["eval"]
+    summary = {"rounds": len(rounds) - 1, "kl": last["kl"], "report": str(report)}
+    if "gold" in first:
+        summary.update(gold_start=first["gold"], gold_end=last["gold"])
+    if "win_rate" in last:
+        summary["win_rate"] = last["win_rate"]
+    return summary
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="rlhf loop", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (section.key=value):\n" + describe(LoopConfig))
+    p.add_argument("config", nargs="?", help="YAML file of LoopConfig keys")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. out_dir=PATH")
+    a = p.parse_args(argv)
+    if a.config and "=" in a.config and not Path(a.config).is_file():
+        a.overrides.insert(0, a.config)
+        a.config = None
+    cfg: LoopConfig = load_config(LoopConfig, a.config, a.overrides)
+    summary = run(cfg)
+    if "report" in summary:
+        print(f"report: {summary['report']}", file=sys.stderr)
+    print(json.dumps(summary), flush=True)
+    return 3 if summary.get("status") == "waiting for ratings" else 0
+
