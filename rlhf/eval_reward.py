@@ -1,0 +1,163 @@
+"""Reward model evaluation and `rlhf eval-reward`.
+
+Reported on a set of pairs: accuracy (pairs with a clear preference), loss (ties included,
+1/2 targets), expected calibration error of P(chosen > rejected), the accuracy of the
+"longer response wins" rule on the same pairs, and both accuracies bucketed by how different
+the two responses' lengths are, so a reward model that only learned length is visible: it
+matches the length rule in every bucket and is at chance where lengths are equal.
+Lengths are in characters of the response (tokenizer-independent, as the shared facts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+
+import torch
+
+from rlhf.comparisons import PreferencePair, to_pairs
+from rlhf.config import RuntimeConfig, describe, load_config, require
+from rlhf.losses import preference_loss
+from rlhf.reward_model import encode_pair_side, load_reward_model, raw_scores
+from rlhf.runtime import setup
+
+LENGTH_BUCKETS = (0, 20, 100, 400)
+"""Lower edges of the |len(chosen) - len(rejected)| buckets, in characters."""
+
+
+def expected_calibration_error(p: torch.Tensor, correct: torch.Tensor, n_bins: int = 10
+                               ) -> float:
+    """ECE (Guo et al. 2017, eq. 3) of binary predictions. p (N,): probability that the
+    first side wins; correct (N,) bool: the first side did win. The confidence of a
+    prediction is max(p, 1 - p) and it is right when (p > 1/2) == correct; bins of equal
+    width over confidence in [1/2, 1]: sum_b n_b / N * |accuracy_b - confidence_b|."""
+    conf = torch.maximum(p, 1 - p)  # (N,)
+    right = ((p > 0.5) == correct).float()  # (N,)
+    edges = torch.linspace(0.5, 1.0, n_bins + 1)
+    bins = torch.bucketize(conf, edges[1:-1], right=True)  # (N,) in [0, n_bins)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += float(sel.float().mean()) * abs(float(right[sel].mean() - conf[sel].mean()))
+    return ece
+
+
+def length_rule_correct(len_chosen: torch.Tensor, len_rejected: torch.Tensor) -> torch.Tensor:
+    """Credit (N,) of the rule "the longer response wins": 1 when chosen is longer, 0 when
+    shorter, 1/2 when of equal length (a coin flip)."""
+    return (len_chosen > len_rejected).float() + 0.5 * (len_chosen == len_rejected).float()
+
+
+def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, target: torch.Tensor,
+                 len_chosen: torch.Tensor, len_rejected: torch.Tensor) -> dict:
+    """All evaluation numbers from raw member scores r_chosen, r_rejected (N, E), targets (N,)
+    and response lengths (N,). Members' probabilities are averaged (the ensemble's
+    prediction); a tie in score counts as half right."""
+    p = torch.sigmoid(r_chosen - r_rejected).mean(-1)  # (N,) P(chosen > rejected)
+    d = r_chosen.mean(-1) - r_rejected.mean(-1)  # (N,)
+    loss = preference_loss(r_chosen.mean(-1), r_rejected.mean(-1), target)  # (N,)
+    clear = target == 1.0
+    right = (p > 0.5).float() + 0.5 * (p == 0.5).float()  # (N,)
+    rule = length_rule_correct(len_chosen, len_rejected)
+    out = {"pairs": int(len(target)), "clear_pairs": int(clear.sum()),
+           "loss": float(loss.mean()) if len(loss) else float("nan"),
+           "accuracy": float(right[clear].mean()) if clear.any() else float("nan"),
+           "length_rule_accuracy": float(rule[clear].mean()) if clear.any() else float("nan"),
+           "ece": expected_calibration_error(p[clear], torch.ones(int(clear.sum()), dtype=bool))
+           if clear.any() else float("nan"),
+           "mean_margin": float(d[clear].mean()) if clear.any() else float("nan")}
+    gap = (len_chosen - len_rejected).abs()
+    buckets = {}
+    for i, lo in enumerate(LENGTH_BUCKETS):
+        hi = LENGTH_BUCKETS[i + 1] if i + 1 < len(LENGTH_BUCKETS) else None
+        sel = clear & (gap >= lo) & (gap < hi if hi is not None else True)
+        name = f"{lo}-{hi}" if hi is not None else f"{lo}+"
+        buckets[name] = {"pairs": int(sel.sum()),
+                         "accuracy": float(right[sel].mean()) if sel.any() else None,
+                         "length_rule_accuracy": float(rule[sel].mean()) if sel.any() else None}
+    out["by_length_difference"] = buckets
+    return out
+
+
+def evaluate_encoded(rm, chosen: list[list[int]], rejected: list[list[int]], target, len_c,
+                     len_r, pad_id: int, batch_size: int = 32) -> dict:
+    """`pair_metrics` of already tokenised pairs (the training loop's validation)."""
+    was_training = rm.training
+    rm.eval()
+    r = raw_scores(rm, chosen + rejected, pad_id, batch_size)  # (2N, E)
+    rm.train(was_training)
+    n = len(chosen)
+    t = torch.as_tensor(target, dtype=torch.float32)
+    return pair_metrics(r[:n], r[n:], t, torch.as_tensor(len_c), torch.as_tensor(len_r))
+
+
+def evaluate(rm, tokenizer, pairs: list[PreferencePair], batch_size: int = 32,
+             max_len: int | None = None) -> dict:
+    """Accuracy, loss, ECE, length-rule accuracy and length-difference buckets of `pairs`;
+    also how many pairs were truncated to `max_len` (default: the limit it was trained with)."""
+    max_len = max_len or rm.max_len
+    c = [encode_pair_side(tokenizer, p.prompt, p.chosen, max_len) for p in pairs]
+    r = [encode_pair_side(tokenizer, p.prompt, p.rejected, max_len) for p in pairs]
+    out = evaluate_encoded(rm, [x[0] for x in c], [x[0] for x in r],
+                           [p.target for p in pairs], [len(p.chosen) for p in pairs],
+                           [len(p.rejected) for p in pairs], tokenizer.pad_id, batch_size)
+    out["truncated_pairs"] = sum(a[1] or b[1] for a, b in zip(c, r))
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@dataclass
+class EvalRewardConfig:
+    """`rlhf eval-reward`: evaluate a saved reward model on preference data."""
+
+    model: str = "runs/reward/model"
+    """Reward model folder (written by `rlhf train-reward`)."""
+    data: list[str] = field(default_factory=list)
+    """Comparison stores or preference files (any format `rlhf.formats.read_any` reads)."""
+    split: str = "all"
+    """'all' pairs, or 'val' / 'train': the same split by prompt as `rlhf train-reward`
+    with `val_fraction` and `runtime.seed`."""
+    val_fraction: float = 0.1
+    """Share of prompts held out (only used with split val/train)."""
+    max_len: int = 0
+    """Token limit per side (the truncation rule of rlhf.reward_model); 0 = the limit the
+    model was trained with."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Seed, threads, device."""
+
+    def check(self) -> None:
+        require(self.split in ("all", "val", "train"), "split", "must be all, val or train")
+        require(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+        require(self.max_len == 0 or self.max_len >= 3, "max_len", "must be 0 or >= 3")
+
+
+def cli(argv: list[str]) -> int:
+    from rlhf.train_reward import read_comparisons, split_by_group
+
+    p = argparse.ArgumentParser(prog="rlhf eval-reward", description=__doc__,
+                                epilog="config keys:\n" + describe(EvalRewardConfig),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML file of EvalRewardConfig keys")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    a = p.parse_args(argv)
+    cfg_path = a.config if a.config and "=" not in a.config else None
+    over = ([a.config] if a.config and cfg_path is None else []) + list(a.overrides)
+    cfg: EvalRewardConfig = load_config(EvalRewardConfig, cfg_path, over)
+    require(bool(cfg.data), "data", "name at least one data file")
+    device = setup(cfg.runtime)
+    rm, tok = load_reward_model(cfg.model, device)
+    pairs = to_pairs(read_comparisons(cfg.data))
+    if cfg.split != "all":
+        train, val = split_by_group(pairs, cfg.val_fraction, cfg.runtime.seed)
+        pairs = val if cfg.split == "val" else train
+    out = evaluate(rm, tok, pairs, cfg.batch_size, cfg.max_len or None)
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0

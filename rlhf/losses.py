@@ -1,0 +1,77 @@
+"""Preference losses for reward models, as pure functions (tensors in, tensors out).
+
+Every function returns the loss of each element (no reduction), so the caller can weight
+ensemble members or pairs (bootstrap weights) and choose its own mean. Shapes: scores are
+(B,) or (B, E) for an ensemble of E members; targets and margins are (B,) and broadcast.
+Policy-gradient losses live elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+STRENGTH_MARGINS = {"slightly": 1 / 3, "clearly": 2 / 3, "much": 1.0}
+"""Margin per stated strength, after Llama 2's "margin small" set (Touvron et al. 2023,
+table 28: negligibly 0, slightly 1/3, better 2/3, significantly 1). No strength -> 0."""
+
+
+def _col(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (B,) tensor shaped to broadcast against `like` (B,) or (B, E)."""
+    return x.reshape(x.shape + (1,) * (like.dim() - x.dim()))
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(r_chosen - r_rejected) (Bradley & Terry 1952; Ouyang et al. 2022, eq. 1).
+
+    r_chosen, r_rejected (B,) or (B, E) -> (same shape). Computed as softplus(-d), which is
+    exact and does not overflow for large |d|."""
+    return F.softplus(r_rejected - r_chosen)
+
+
+def preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor,
+                    target: torch.Tensor | None = None,
+                    margin: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the Bradley-Terry preference probability against a soft target.
+
+    p = sigmoid(r_chosen - r_rejected - margin)
+    loss = -(target * log p + (1 - target) * log(1 - p))
+
+    - target (B,): 1 for a clear preference; 1/2 for "tie" / "can't tell", as Christiano et
+      al. 2017 (section 2.2.3) put "uniform mass" on both sides. target=1 gives
+      `bradley_terry_loss` exactly.
+    - margin (B,): Llama 2's margin (Touvron et al. 2023, eq. 2), -log sigmoid(d - m(r)),
+      larger when the rater said the preference was stronger. Departure: Llama 2 has no ties;
+      here a tie should be given margin 0 (a margin with target 1/2 would push the pair apart).
+    Scores (B,) or (B, E) -> loss of the same shape.
+    """
+    d = r_chosen - r_rejected  # (B,) or (B, E)
+    if margin is not None:
+        d = d - _col(margin.to(d.dtype), d)
+    if target is None:
+        return F.softplus(-d)
+    t = _col(target.to(d.dtype), d)
+    # -(t log s(d) + (1-t) log s(-d)) = t softplus(-d) + (1-t) softplus(d)
+    return t * F.softplus(-d) + (1 - t) * F.softplus(d)
+
+
+def centring_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """(r_chosen + r_rejected)^2, the auxiliary loss that keeps rewards centred on zero
+    (Eisenstein et al. 2023, "Helping or Herding?", section 3). Added with a small weight;
+    it fixes the free offset of a Bradley-Terry reward without changing any preference.
+    Scores (B,) or (B, E) -> (same shape)."""
+    return (r_chosen + r_rejected).pow(2)
+
+
+def preference_probability(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
+    """P(a preferred over b) under Bradley-Terry: sigmoid(r_a - r_b). (B,) or (B, E)."""
+    return torch.sigmoid(r_a - r_b)
+
+
+def margins_from_strengths(strengths: list[str | None], targets: list[float],
+                           table: dict[str, float] | None = None) -> torch.Tensor:
+    """Stated strengths -> margins (B,): table[strength] for clear preferences, 0 for ties
+    and for pairs with no stated strength."""
+    table = STRENGTH_MARGINS if table is None else table
+    return torch.tensor([table.get(s, 0.0) if (s is not None and t == 1.0) else 0.0
+                         for s, t in zip(strengths, targets)], dtype=torch.float32)

@@ -1,0 +1,236 @@
+"""The reward model: a causal-LM backbone with a scalar head per ensemble member, read at the
+last real token of [BOS | prompt | response | EOS].
+
+Text to tokens: `encode_pair_side` tokenises prompt + response as one text, BOS first and EOS
+last. Truncation rule (when longer than `max_len`): keep BOS and EOS and the *last*
+max_len - 2 tokens in between, so the prompt is cut from the left first and the response only
+when the prompt is gone (its end, which the rater read last, is always kept). Truncated pairs
+are counted by the callers, never dropped.
+
+Ensemble: E linear heads on one shared backbone (Christiano et al. 2017 use an ensemble of
+predictors, each trained on a bootstrap resample of the comparisons). Departure, for speed:
+the members share the backbone and differ in their head's initialisation and in their
+bootstrap weights (`bootstrap_weights`), so an ensemble costs one forward pass, not E.
+Their disagreement, the variance over members of P(a > b), ranks unrated pairs by how
+informative a label would be (`rank_pairs`). The price: members that share features disagree
+less than independently trained models would (a lower bound on the uncertainty); independent
+seeds would cost E times the training time, which the speed targets do not allow.
+
+Saved as the policy folder format (`checkpoint.save_model`): the backbone in HF Llama layout,
+the heads as the extra tensor `reward_head.weight` (E, dim), and
+`reward_model.json` with the normalisation statistics and settings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from rlhf.checkpoint import load_hf, load_model, read_safetensors, save_model
+from rlhf.model import Transformer
+
+META_FILE = "reward_model.json"
+
+
+class RewardModel(nn.Module):
+    """backbone Transformer + `head` Linear(dim, E, no bias) + score statistics (mean, std)."""
+
+    def __init__(self, backbone: Transformer, n_members: int = 1, seed: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        # no bias: it cancels in every pairwise loss (its gradient is rounding noise, which
+        # Adam would scale up to full steps); the offset is set by the statistics instead
+        self.head = nn.Linear(backbone.args.dim, n_members, bias=False)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():  # each member its own draw; small so initial rewards are ~0
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g)
+                                   / backbone.args.dim ** 0.5)
+        if not backbone.args.tie_embeddings:  # the LM head is unused: keep it out of DDP
+            backbone.output.weight.requires_grad_(False)
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("std", torch.ones(()))
+        self.max_len = backbone.args.max_seq_len
+        """Token limit per side that texts are truncated to (the one it was trained with)."""
+
+    @property
+    def n_members(self) -> int:
+        return self.head.out_features
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw scores of every member at each row's last real token: (B, T) -> (B, E).
+
+        A right-padded (or unpadded) batch runs on the causal fast path: under a causal mask a
+        real token never sees the padding after it, and its position is its index, so the
+        result equals the masked path. Any other padding goes through the masked path."""
+        if mask is None:
+            last = torch.full((tokens.shape[0],), tokens.shape[1] - 1, device=tokens.device)
+        else:
+            last = last_index(mask)  # (B,)
+            if is_right_padded(mask):
+                tokens, mask = tokens[:, :int(last.max()) + 1], None
+        h = self.backbone.hidden(tokens, mask)  # (B, T, dim)
+        h_last = h[torch.arange(h.shape[0], device=h.device), last]  # (B, dim)
+        return self.head(h_last.to(self.head.weight.dtype)).float()  # (B, E)
+
+    def score(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised ensemble-mean reward (B,): (mean_e r_e - mean) / std."""
+        return (self(tokens, mask).mean(-1) - self.mean) / self.std
+
+
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token: mask (B, T) -> (B,). Works for any padding side."""
+    T = mask.shape[1]
+    return T - 1 - mask.flip(-1).long().argmax(-1)
+
+
+def is_right_padded(mask: torch.Tensor) -> bool:
+    """True when every row is real tokens then padding (1...1 0...0), starting with a real one."""
+    m = mask.bool()
+    return bool(m[:, 0].all()) and bool((m[:, 1:] <= m[:, :-1]).all())
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def encode_pair_side(tok, prompt: str, response: str, max_len: int) -> tuple[list[int], bool]:
+    """[BOS] + ids(prompt + response) + [EOS], truncated by the module's rule.
+    Returns (ids, truncated)."""
+    body = tok.encode(prompt + response, bos=False)
+    keep = max_len - 2
+    truncated = len(body) > keep
+    if truncated:
+        body = body[len(body) - keep:]
+    return [tok.bos_id] + body + [tok.eos_id], truncated
+
+
+def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence: -> tokens (B, T), mask (B, T) 1 for real tokens.
+    The mask comes from the lengths, never from `tok == pad_id` (pad may equal EOS)."""
+    T = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return tokens, mask
+
+
+def _device(rm: nn.Module) -> torch.device:
+    return next(rm.parameters()).device
+
+
+@torch.no_grad()
+def raw_scores(rm: RewardModel, seqs: list[list[int]], pad_id: int,
+               batch_size: int = 32) -> torch.Tensor:
+    """Members' raw scores of token lists (N, E), batched by similar length (less padding)."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.empty(len(seqs), rm.n_members)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        tokens, mask = pad_right([seqs[j] for j in idx], pad_id)
+        out[idx] = rm(tokens.to(_device(rm)), mask.to(_device(rm))).cpu()
+    return out
+
+
+def score_tokens(rm: RewardModel, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Normalised reward of an already tokenised, padded batch (any padding side): (B,).
+    For policy samples [prompt | response]: read at each row's last real token."""
+    with torch.no_grad():
+        return rm.score(tokens, mask)
+
+
+def score_texts(rm: RewardModel, tok, prompts: list[str], responses: list[str],
+                batch_size: int = 32, max_len: int | None = None) -> torch.Tensor:
+    """Normalised reward of each (prompt, response) text: (B,)."""
+    max_len = max_len or rm.max_len
+    seqs = [encode_pair_side(tok, p, r, max_len)[0] for p, r in zip(prompts, responses)]
+    return (raw_scores(rm, seqs, tok.pad_id, batch_size).mean(-1) - rm.mean.cpu()) / rm.std.cpu()
+
+
+def disagreement(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
+    """Variance over ensemble members of P(a > b) = sigmoid(r_a - r_b) (Christiano et al.
+    2017, section 2.2.4): raw scores (B, E) -> (B,). Zero for a single member."""
+    return torch.sigmoid(r_a - r_b).var(-1, unbiased=False)
+
+
+def rank_pairs(rm: RewardModel, tok, items, batch_size: int = 32) -> list[float]:
+    """Informativeness of each unrated pair (objects with .prompt, .a, .b): the ensemble's
+    disagreement about it, higher = more worth asking a rater about."""
+    L = rm.max_len
+    a = [encode_pair_side(tok, it.prompt, it.a, L)[0] for it in items]
+    b = [encode_pair_side(tok, it.prompt, it.b, L)[0] for it in items]
+    r = raw_scores(rm, a + b, tok.pad_id, batch_size)  # (2N, E)
+    return disagreement(r[:len(items)], r[len(items):]).tolist()
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None = None) -> Path:
+    """Write the reward model as an HF-style folder (see the module docstring)."""
+    meta = {"n_members": rm.n_members, "mean": float(rm.mean), "std": float(rm.std),
+            "max_len": rm.max_len, "read_at": "last real token (EOS)", **(extra or {})}
+    return save_model(rm.backbone, tok, path,
+                      extra_tensors={"reward_head.weight": rm.head.weight},
+                      extra_json={META_FILE: meta})
+
+
+def is_reward_model(path: str | Path) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, object]:
+    """A folder written by `save_reward_model` -> (reward model in eval mode, tokenizer)."""
+    path = Path(path)
+    if not is_reward_model(path):
+        raise FileNotFoundError(f"{path}: not a reward model folder (no {META_FILE})")
+    meta = json.loads((path / META_FILE).read_text())
+    backbone, tok = load_hf(path, hub_ok=False)
+    sd = read_safetensors(path)
+    rm = RewardModel(backbone, meta["n_members"])
+    with torch.no_grad():
+        rm.head.weight.copy_(sd["reward_head.weight"])
+        rm.mean.fill_(meta["mean"])
+        rm.std.fill_(meta["std"])
+    rm.max_len = meta.get("max_len", rm.max_len)
+    return rm.to(device or "cpu").eval(), tok
+
+
+def init_reward_model(path: str | Path, n_members: int, seed: int = 0):
+    """From a previous reward model (heads kept when E matches) or any policy folder (fresh
+    heads) -> (rm, tokenizer)."""
+    if is_reward_model(path):
+        rm, tok = load_reward_model(path)
+        if rm.n_members == n_members:
+            return rm.train(), tok
+        fresh = RewardModel(rm.backbone, n_members, seed)
+        return fresh.train(), tok
+    backbone, tok = load_model(path)
+    return RewardModel(backbone, n_members, seed).train(), tok
+
+
+@torch.no_grad()
+def set_statistics(rm: RewardModel, seqs: list[list[int]], pad_id: int,
+                   batch_size: int = 32) -> tuple[float, float]:
+    """Store mean and std of the ensemble-mean raw score over `seqs` (training responses), so
+    that `score` is 0-mean, unit-std on them. Returns (mean, std)."""
+    r = raw_scores(rm, seqs, pad_id, batch_size).mean(-1)  # (N,)
+    mean, std = float(r.mean()), float(r.std()) if len(r) > 1 else 1.0
+    rm.mean.fill_(mean)
+    rm.std.fill_(max(std, 1e-6))
+    return mean, max(std, 1e-6)
+
+
+def bootstrap_weights(n: int, n_members: int, seed: int) -> torch.Tensor:
+    """Per-pair, per-member weights (n, E): member e's count of each pair in a bootstrap
+    resample of the n pairs (n draws with replacement), as Christiano et al. 2017 train each
+    predictor on a resample. A single member gets weight 1 everywhere (no resampling)."""
+    if n_members == 1:
+        return torch.ones(n, 1)
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, n, (n_members, n), generator=g)  # (E, n)
+    counts = torch.zeros(n_members, n).scatter_add_(1, draws, torch.ones(n_members, n))
+    return counts.T.contiguous()  # (n, E)
