@@ -81,7 +81,7 @@ def run_ours(init: Path, train_p, a, out: Path) -> tuple[float, object, object]:
             f.write(json.dumps({"prompt": p.prompt, "chosen": p.chosen,
                                 "rejected": p.rejected}) + "\n")
     cfg = load_config(RewardTrainConfig, None, [
-        f"out={out / 'ours'}", f"model.init={init}", f"data.paths=[{rows}]",
+        f"out_dir={out / 'ours'}", f"model.init={init}", f"data.paths=[{rows}]",
         "data.val_fraction=0", f"data.max_len={a.max_len}", "model.n_members=1",
         "model.bootstrap=false", f"train.batch_size={a.batch_size}",
         f"train.max_steps={a.steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",

@@ -47,7 +47,9 @@ class RuntimeConfig:
     device: str = "auto"
     """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available, else cpu)."""
     precision: Literal["fp32", "bf16"] = "fp32"
-    """'bf16' runs forward passes under bf16 autocast (GPUs that support it); fp32 on CPU."""
+    """'bf16' runs forward and backward under bf16 autocast: for GPUs that support it, and CPUs
+    with avx512_bf16/AMX (measured 1.56x faster reward training at the 25M shape here; slower
+    for tiny models, so fp32 is the default)."""
 
     def check(self) -> None:
         require(self.threads >= 0, "threads", "must be >= 0")

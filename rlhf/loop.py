@@ -295,7 +295,7 @@ def reward_step(cfg: LoopConfig, out: Path, r: int) -> dict:
     used = ComparisonStore(snap).load()
     prev = out / f"round_{r - 1:02d}" / "reward_model" / "model"
     init = str(prev) if cfg.reward_init == "previous" and r > 1 else cfg.policy
-    rcfg = dataclasses.replace(cfg.reward, out=str(rd / "reward_model"), runtime=cfg.runtime,
+    rcfg = dataclasses.replace(cfg.reward, out_dir=str(rd / "reward_model"), runtime=cfg.runtime,
                                progress=False)
     rcfg.data = dataclasses.replace(cfg.reward.data, paths=[str(snap)])
     rcfg.model = dataclasses.replace(cfg.reward.model, init=init)

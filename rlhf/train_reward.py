@@ -149,10 +149,10 @@ class RewardOptimConfig:
 class RewardTrainConfig:
     """`rlhf train-reward`: train a reward model on pairwise comparisons."""
 
-    out: str = "runs/reward"
+    out_dir: str = "runs/reward"
     """Run folder: config.yaml, metrics.jsonl, state/ (resumable), model/ (the reward model)."""
     resume: bool = True
-    """Continue from out/state when it exists."""
+    """Continue from out_dir/state when it exists."""
     progress: bool = True
     """Show a tqdm progress bar."""
     data: RewardDataConfig = field(default_factory=RewardDataConfig)
@@ -343,7 +343,7 @@ def train(cfg: RewardTrainConfig) -> dict:
     info = dist.init(cfg.runtime.device)
     device = info.device
     setup(cfg.runtime)
-    out = Path(cfg.out)
+    out = Path(cfg.out_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")

@@ -33,7 +33,7 @@ def test_two_processes_equal_one_and_resume_with_another_count(tmp_path):
             "train.lr=3e-3", "progress=false", "runtime.threads=1", *COMMON]
     train(config(model_dir, store, tmp_path / "one", *COMMON, "train.stop_at=2"))
     one_at_2 = load_file(str(tmp_path / "one/state/tensors.safetensors"))
-    torchrun([f"out={tmp_path / 'two'}", *base, "train.stop_at=2"], tmp_path)
+    torchrun([f"out_dir={tmp_path / 'two'}", *base, "train.stop_at=2"], tmp_path)
     two_at_2 = load_file(str(tmp_path / "two/state/tensors.safetensors"))
     assert not (tmp_path / "two/model").exists()
     for k in one_at_2:

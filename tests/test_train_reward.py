@@ -52,7 +52,7 @@ def make_fixture(folder: Path, n: int = 600, seed: int = 0) -> tuple[Path, Path]
 
 def config(model_dir, store, out, *extra):
     return load_config(RewardTrainConfig, None, [
-        f"out={out}", f"model.init={model_dir}", f"data.paths=[{store}]", "data.max_len=64",
+        f"out_dir={out}", f"model.init={model_dir}", f"data.paths=[{store}]", "data.max_len=64",
         "train.batch_size=16", "train.lr=3e-3", "train.warmup_steps=5", "progress=false",
         "runtime.threads=1", *extra])
 
@@ -170,7 +170,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
 
     model_dir, store = make_fixture(tmp_path, n=100)
     cfg = tmp_path / "r.yaml"
-    cfg.write_text(f"out: {tmp_path / 'run'}\nprogress: false\nmodel:\n  init: {model_dir}\n"
+    cfg.write_text(f"out_dir: {tmp_path / 'run'}\nprogress: false\nmodel:\n  init: {model_dir}\n"
                    f"data:\n  paths: [{store}]\n  max_len: 64\ntrain:\n  batch_size: 8\n")
     assert main(["train-reward", str(cfg), "train.max_steps=2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
