@@ -461,8 +461,11 @@ def run(cfg: LoopConfig) -> dict:
         write_json(out / "round_current.json", record)
         state = {"round": r, "step": step}
         write_json(out / "state.json", state)
-        print(f"round {r}: {step} done in {time.time() - t0:.1f}s", file=sys.stderr,
-              flush=True)
+        ev = record.get("eval", {}) if step == "eval" else {}
+        shown = ", ".join(f"{k} {ev[k]:.3f}" for k in ("gold", "kl", "win_rate", "rm_accuracy")
+                          if isinstance(ev.get(k), (int, float)))
+        print(f"round {r}: {step} done in {time.time() - t0:.1f}s" + (f" ({shown})" if shown
+              else ""), file=sys.stderr, flush=True)
     # 3. the report and the summary line
     from rlhf.report import write_report
 
