@@ -43,7 +43,7 @@ from rlhf.config import load_config  # noqa: E402
 from rlhf.eval_reward import evaluate  # noqa: E402
 from rlhf.formats import read_hh  # noqa: E402
 from rlhf.model import ModelArgs, Transformer  # noqa: E402
-from rlhf.reward_model import encode_pair_side, init_reward_model  # noqa: E402
+from rlhf.reward_model import encode_pair_side, init_reward_model, packed_length  # noqa: E402
 from rlhf.train_reward import RewardTrainConfig, split_by_group, train  # noqa: E402
 
 HH = "../shared/data/preferences/hh-rlhf-harmless-base-test.jsonl.gz"
@@ -165,16 +165,20 @@ def hf_accuracy(model, tok, pairs, batch_size: int = 32) -> float:
 
 
 def train_flops(init: Path, pairs, tok, max_len: int) -> float:
-    """Training FLOPs per pair on average: 6 * matmul weights * real tokens + attention."""
+    """Training FLOPs per pair actually needed, on average: 6 * matmul weights * tokens of the
+    packed row (the shared prompt counted once, as `pack_pairs` computes it) + attention of
+    each side over its own prompt and response."""
     from rlhf.checkpoint import load_hf
 
     args = load_hf(init, hub_ok=False)[0].args
     weights = args.num_params() - args.vocab_size * args.dim  # no lookup, no LM head
     total = 0.0
     for p in pairs:
-        for r in (p.chosen, p.rejected):
-            n = len(encode_pair_side(tok, p.prompt, r, max_len)[0])
-            total += 6 * weights * n + 6 * args.n_layers * n * n * args.dim  # causal: n^2 / 2
+        sides = [encode_pair_side(tok, p.prompt, r, max_len)[0] for r in (p.chosen, p.rejected)]
+        total += 6 * weights * packed_length(*sides)
+        for ids in sides:
+            n = len(ids)
+            total += 6 * args.n_layers * n * n * args.dim  # causal: n^2 / 2 pairs, fwd+bwd
     return total / len(pairs)
 
 

@@ -188,13 +188,15 @@ class Transformer(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def hidden(self, tokens, mask=None, positions=None, cache: KVCache | None = None,
-               key_mask=None):
+               key_mask=None, attn_mask=None):
         """Final-norm hidden states (B, T, dim).
 
         tokens (B, T); mask (B, T) 1 for real tokens (None: no padding, causal only);
         positions (B, T) rotary positions (default: count of real tokens before each one);
         cache: a KVCache to read from and extend (generation); key_mask (B, S) validity of
-        every key in the cache including the new ones (generation only).
+        every key in the cache including the new ones (generation only); attn_mask: an
+        explicit bool (B, 1, T, T) mask (True = may attend) used instead of the built one,
+        for layouts other than causal-with-padding (shared-prompt pairs; no cache).
         """
         B, T = tokens.shape
         if positions is None:
@@ -206,7 +208,8 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence position {int(positions.max())} exceeds max_seq_len "
                              f"{self.args.max_seq_len}")
         rot = self.rope[positions]  # (B, T, D/2) complex
-        attn_mask = self._attention_mask(mask, cache, key_mask, T, tokens.device)
+        if attn_mask is None:
+            attn_mask = self._attention_mask(mask, cache, key_mask, T, tokens.device)
         x = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             x = layer(x, rot, attn_mask, cache, i)
@@ -235,9 +238,9 @@ class Transformer(nn.Module):
         return allowed.unsqueeze(1)
 
     def forward(self, tokens, mask=None, positions=None, cache=None, key_mask=None,
-                last_only: bool = False):
+                last_only: bool = False, attn_mask=None):
         """Logits (B, T, V), or (B, 1, V) for the last position only."""
-        h = self.hidden(tokens, mask, positions, cache, key_mask)
+        h = self.hidden(tokens, mask, positions, cache, key_mask, attn_mask)
         if last_only:
             h = h[:, -1:]
         return self.output(h)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -59,12 +60,21 @@ class RewardModel(nn.Module):
     def n_members(self) -> int:
         return self.head.out_features
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+                packed: PackedPairs | None = None) -> torch.Tensor:
         """Raw scores of every member at each row's last real token: (B, T) -> (B, E).
 
         A right-padded (or unpadded) batch runs on the causal fast path: under a causal mask a
         real token never sees the padding after it, and its position is its index, so the
-        result equals the masked path. Any other padding goes through the masked path."""
+        result equals the masked path. Any other padding goes through the masked path.
+        With `packed` (from `pack_pairs`; tokens = packed.tokens): scores of all chosen
+        sides, then all rejected sides (2B, E), the shared prompt run once per pair."""
+        if packed is not None:
+            h = self.backbone.hidden(tokens, positions=packed.positions,
+                                     attn_mask=packed.attn_mask)  # (B, T, dim)
+            rows = torch.arange(h.shape[0], device=h.device)
+            h_last = h[rows.repeat(2), packed.read_at.T.reshape(-1)]  # (2B, dim)
+            return self.head(h_last.to(self.head.weight.dtype)).float()  # (2B, E)
         if mask is None:
             last = torch.full((tokens.shape[0],), tokens.shape[1] - 1, device=tokens.device)
         else:
@@ -116,6 +126,58 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
         tokens[i, :len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, :len(s)] = 1
     return tokens, mask
+
+
+class PackedPairs(NamedTuple):
+    """Pairs as one row each: [shared prefix | chosen rest | rejected rest | padding]."""
+
+    tokens: torch.Tensor  # (B, T)
+    positions: torch.Tensor  # (B, T) rotary positions; the rejected rest restarts after prefix
+    attn_mask: torch.Tensor  # (B, 1, T, T) bool: causal, rejected never sees chosen
+    read_at: torch.Tensor  # (B, 2) columns of the chosen and rejected last tokens
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two id lists, leaving each at least one own token."""
+    n = 0
+    for x, y in zip(a[:len(b) - 1], b[:len(a) - 1]):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def packed_length(a: list[int], b: list[int]) -> int:
+    """Tokens in the packed row of sides a and b (`pack_pairs`)."""
+    return len(a) + len(b) - shared_prefix(a, b)
+
+
+def pack_pairs(chosen: list[list[int]], rejected: list[list[int]], pad_id: int,
+               device=None) -> PackedPairs:
+    """Both sides of each pair in one row: the common prefix of their ids (BOS + prompt, as
+    `encode_pair_side` encoded them), then the rest of chosen, then the rest of rejected,
+    right-padded. Each side's tokens get the positions and see exactly the keys they would
+    alone (rejected tokens are masked off the chosen ones), so the scores equal two separate
+    rows while the prompt is computed once. Same ids in, so truncation is unchanged."""
+    rows, pos, seg = [], [], []
+    for c, r in zip(chosen, rejected):
+        p = shared_prefix(c, r)
+        rows.append(c + r[p:])
+        pos.append(list(range(len(c))) + list(range(p, len(r))))
+        seg.append([0] * p + [1] * (len(c) - p) + [2] * (len(r) - p))
+    B, T = len(rows), max(map(len, rows))
+    tokens = torch.full((B, T), pad_id, dtype=torch.long)
+    positions = torch.zeros((B, T), dtype=torch.long)
+    segment = torch.full((B, T), 3, dtype=torch.long)  # 0 prefix, 1 chosen, 2 rejected, 3 pad
+    for i, (row, ps, sg) in enumerate(zip(rows, pos, seg)):
+        tokens[i, :len(row)] = torch.tensor(row)
+        positions[i, :len(row)] = torch.tensor(ps)
+        segment[i, :len(row)] = torch.tensor(sg)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T); padding only sees backwards
+    cross = (segment[:, :, None] == 2) & (segment[:, None, :] == 1)  # (B, T, T)
+    attn_mask = (causal & ~cross).unsqueeze(1)  # (B, 1, T, T)
+    ends = torch.tensor([[len(c) - 1, len(row) - 1] for c, row in zip(chosen, rows)])  # (B, 2)
+    return PackedPairs(*(t.to(device) for t in (tokens, positions, attn_mask, ends)))
 
 
 def _device(rm: nn.Module) -> torch.device:

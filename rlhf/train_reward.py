@@ -7,7 +7,8 @@ One loop (`train`), read top to bottom:
 3. model (from a policy folder or a previous reward model), AdamW, resume from `state/`;
 4. steps: the global batch of step s is a pure function of (seed, s) (shuffled, then grouped by
    length so a batch is padded only as far as it needs); each rank takes its `shard`, splits
-   it into micro-batches (gradient accumulation), chosen and rejected in one forward pass;
+   it into micro-batches (gradient accumulation), chosen and rejected in one forward pass
+   with their shared prompt computed once (`reward_model.pack_pairs`);
    warmup + cosine learning rate; validation every `eval_every` steps; checkpoints;
 5. normalisation statistics on the training responses, the saved model, a summary.
 
@@ -48,7 +49,8 @@ from rlhf.reward_model import (
     bootstrap_weights,
     encode_pair_side,
     init_reward_model,
-    pad_right,
+    pack_pairs,
+    packed_length,
     save_reward_model,
     set_statistics,
 )
@@ -209,7 +211,8 @@ class EncodedPairs:
         return len(self.chosen)
 
     def lengths(self) -> list[int]:
-        return [max(len(a), len(b)) for a, b in zip(self.chosen, self.rejected)]
+        """Tokens of each pair's packed row (shared prompt once), what a batch computes."""
+        return [packed_length(a, b) for a, b in zip(self.chosen, self.rejected)]
 
 
 def encode_pairs(pairs: list[PreferencePair], tok, max_len: int, margin: bool) -> EncodedPairs:
@@ -254,13 +257,14 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_ratio: float) -> fl
 
 def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.Tensor,
                      cfg: RewardTrainConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean weighted loss of pairs `idx`, chosen and rejected in one forward; also the
-    per-pair ensemble-mean score difference (b,) for training accuracy."""
+    """Mean weighted loss of pairs `idx`, chosen and rejected in one forward with their
+    shared prompt computed once (`pack_pairs`); also the per-pair ensemble-mean score
+    difference (b,) for training accuracy."""
     b = len(idx)
-    seqs = [data.chosen[i] for i in idx] + [data.rejected[i] for i in idx]
-    tokens, mask = pad_right(seqs, 0)  # (2b, T); the mask comes from lengths, not pad ids
+    packed = pack_pairs([data.chosen[i] for i in idx], [data.rejected[i] for i in idx], 0,
+                        device)  # rows (b, T)
     with autocast(cfg.runtime, device):
-        r = model(tokens.to(device), mask.to(device))  # (2b, E)
+        r = model(packed.tokens, packed=packed)  # (2b, E): chosen rows, then rejected
     rc, rr = r[:b], r[b:]  # (b, E)
     loss = preference_loss(rc, rr, data.target[idx].to(device), data.margin[idx].to(device))
     if cfg.loss.centring > 0:

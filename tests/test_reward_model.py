@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rlhf.losses import preference_loss
 from rlhf.model import ModelArgs, Transformer
 from rlhf.reward_model import (
     RewardModel,
@@ -16,12 +17,15 @@ from rlhf.reward_model import (
     is_right_padded,
     last_index,
     load_reward_model,
+    pack_pairs,
+    pad_right,
     rank_pairs,
     raw_scores,
     save_reward_model,
     score_texts,
     score_tokens,
     set_statistics,
+    shared_prefix,
 )
 
 TOK = Path(__file__).resolve().parents[2] / "shared/models/stories260K/tok512.bin"
@@ -101,6 +105,51 @@ def test_batched_scoring_equals_one_at_a_time():
     batched = raw_scores(rm, SEQS, pad_id=0, batch_size=3)
     naive = torch.cat([rm(torch.tensor([s])) for s in SEQS])
     torch.testing.assert_close(batched, naive, atol=1e-5, rtol=0)
+
+
+# (chosen, rejected): long shared prompts, a 1-token prompt (only BOS shared), one side a
+# prefix of the other, identical sides, and different lengths so rows are padded
+PAIRS = [([1, 5, 9, 13, 17, 21, 25, 30, 2], [1, 5, 9, 13, 17, 40, 2]),
+         ([1, 7, 2], [1, 8, 9, 10, 11, 12, 2]),
+         ([1, 3, 4, 5, 2], [1, 3, 4, 5, 2, 6, 2]),
+         ([1, 3, 4, 2], [1, 3, 4, 2]),
+         ([1, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 50, 51, 2],
+          [1, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 60, 2])]
+
+
+def test_shared_prefix_leaves_each_side_a_token():
+    assert shared_prefix([1, 5, 9, 2], [1, 5, 7, 2]) == 2
+    assert shared_prefix([1, 3, 2], [1, 3, 2]) == 2  # identical: the EOS stays with each
+    assert shared_prefix([1, 3, 4, 5, 2], [1, 3, 4, 5, 2, 6, 2]) == 4
+
+
+def test_shared_prompt_scores_and_gradients_equal_separate_rows():
+    """One packed row per pair (prompt once) gives the scores and parameter gradients of
+    chosen and rejected as separate right-padded rows."""
+    chosen, rejected = [c for c, _ in PAIRS], [r for _, r in PAIRS]
+    target = torch.tensor([1.0, 0.5, 1.0, 1.0, 0.0])
+    grads, scores = [], []
+    for packed in (False, True):
+        rm = tiny_rm().train()
+        if packed:
+            p = pack_pairs(chosen, rejected, pad_id=0)
+            assert p.tokens.shape[1] < 2 * max(map(len, chosen + rejected))
+            r = rm(p.tokens, packed=p)  # (2B, E)
+        else:
+            r = rm(*pad_right(chosen + rejected, 0))  # (2B, E)
+        rc, rr = r[:len(PAIRS)], r[len(PAIRS):]
+        loss = preference_loss(rc, rr, target.unsqueeze(-1)).mean() + (rc * rr).mean()
+        loss.backward()
+        scores.append(r.detach())
+        grads.append({n: q.grad.clone() for n, q in rm.named_parameters() if q.grad is not None})
+    torch.testing.assert_close(scores[1], scores[0], atol=1e-5, rtol=0)
+    alone = torch.cat([tiny_rm()(torch.tensor([s])) for s in chosen + rejected])
+    torch.testing.assert_close(scores[1], alone.detach(), atol=1e-5, rtol=0)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
+    for n, g in grads[0].items():
+        assert g.abs().max() > 0, n
+        torch.testing.assert_close(grads[1][n], g, rtol=1e-5, atol=1e-5 * float(g.abs().max()),
+                                   msg=lambda m, n=n: f"{n}: {m}")
 
 
 class CharTok:
