@@ -104,7 +104,9 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
     logits = model(prompt_tokens, mask=prompt_mask, cache=cache, key_mask=key_mask[:, :P],
                    last_only=True)[:, -1]  # (B, V)
     for t in range(N):
-        logits = logits.float() / (1.0 if cfg.greedy else cfg.temperature)
+        logits = logits.float()  # (B, V)
+        if not cfg.greedy and cfg.temperature != 1.0:
+            logits = logits / cfg.temperature
         if cfg.greedy:
             nxt = logits.argmax(-1)
         else:
