@@ -43,7 +43,8 @@ def make_models(tmp: Path) -> tuple[Path, Path]:
 
 def run_ours(policy: Path, rm: Path, tmp: Path, steps: int, warmup: int, threads: int) -> dict:
     from rlhf.config import load_config
-    from rlhf.train_policy import PolicyTrainConfig, train
+    from rlhf.policy_config import PolicyTrainConfig
+    from rlhf.train_policy import train
 
     cfg = load_config(PolicyTrainConfig, None, [
         f"policy={policy}", f"out_dir={tmp / 'ours'}", f"steps={steps + warmup}",

@@ -58,7 +58,7 @@ from rlhf.config import (
     save_config,
     to_dict,
 )
-from rlhf.train_policy import PolicyTrainConfig
+from rlhf.policy_config import PolicyTrainConfig
 from rlhf.train_reward import RewardTrainConfig
 
 STEPS = ("sample", "rate", "reward", "policy", "eval")

@@ -16,6 +16,7 @@ batch statistics (normalisation, whitening, baselines, KL controller) use all ra
 Run folder (`out_dir`): config.yaml, metrics.jsonl, samples/step_NNNNNN.jsonl (rank 0's
 samples), samples/eval_start.jsonl and eval_end.jsonl (held-out prompts, fixed seed),
 state/ (latest resumable state), policy/ (final policy, HF-style folder).
+The configuration (`PolicyTrainConfig`) lives in `rlhf.policy_config`.
 
 Reusable pieces: `make_score_fn(RewardConfig, tok, device)` -> score_fn(gen, texts) -> (B,);
 `sample_and_score(model, tok, prompts, sampling, score_fn, generator, ref=None, k=1)` ->
@@ -30,7 +31,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -38,159 +38,12 @@ from rlhf import distributed as dist
 from rlhf import pg_losses as L
 from rlhf import rewards as R
 from rlhf.checkpoint import load_model, load_state, save_model, save_state
-from rlhf.config import RuntimeConfig, SamplingConfig, describe, load_config, require, save_config
+from rlhf.config import describe, load_config, save_config
 from rlhf.generation import Generation, generate
 from rlhf.model import entropy_from_logits
+from rlhf.policy_config import AlgoConfig, PolicyTrainConfig, RewardConfig
 from rlhf.prompts import load_prompts, split_prompts
 from rlhf.runtime import MetricsLog, setup
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass
-class RewardConfig:
-    kind: Literal["scorer", "model"] = "scorer"
-    """'model': a reward-model folder (`path`); 'scorer': a named function of the text."""
-    scorer: str = "vader"
-    """kind=scorer: a name from rlhf.scorers (vader, length)."""
-    path: str = ""
-    """kind=model: the reward-model folder (rlhf.reward_model.save_reward_model)."""
-    include_prompt: bool = True
-    """kind=scorer: score prompt + response (the whole story); false: the response alone."""
-    normalize: Literal["none", "batch", "running"] = "none"
-    """Scores -> (score - mean) / std over this step's batch, or over every step so far."""
-    clip: float = 0.0
-    """Clip (normalised) scores to [-clip, clip]; 0 = off."""
-    missing_eos_penalty: float = 0.0
-    """Subtracted from the score of a response with no EOS within max_new_tokens."""
-
-    def check(self) -> None:
-        from rlhf.scorers import SCORERS
-
-        require(self.kind != "model" or bool(self.path), "path", "kind=model needs a path")
-        require(self.kind != "scorer" or self.scorer in SCORERS, "scorer",
-                f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
-        require(self.clip >= 0, "clip", "must be >= 0")
-
-
-@dataclass
-class KLConfig:
-    estimator: Literal["k1", "k2", "k3"] = "k1"
-    """Per-token estimator of KL(policy || reference) (Schulman 2020)."""
-    placement: Literal["reward", "loss"] = "reward"
-    """'reward': -coef * KL on every token's reward; 'loss': coef * KL added to the loss."""
-    coef: float = 0.05
-    """KL coefficient beta (the initial one when `target` > 0)."""
-    target: float = 0.0
-    """> 0: adapt beta towards this KL (nats per response; Ziegler et al. 2019 eq. 2)."""
-    k_beta: float = 0.1
-    """Gain of the adaptive controller."""
-
-    def check(self) -> None:
-        require(self.coef >= 0, "coef", "must be >= 0")
-        require(self.target >= 0, "target", "must be >= 0 (0 = fixed coefficient)")
-        require(self.k_beta > 0, "k_beta", "must be > 0")
-
-
-@dataclass
-class AlgoConfig:
-    name: Literal["rloo", "reinforce", "ppo"] = "rloo"
-    """'rloo' (leave-one-out baseline), 'reinforce' (running-mean baseline) or 'ppo'
-    (clipped objective, group baseline, epochs of minibatches)."""
-    k: int = 4
-    """Samples per prompt (an RLOO/PPO group; >= 2 for those)."""
-    lr: float = 3e-4
-    """AdamW learning rate (betas 0.9, 0.95)."""
-    warmup_steps: int = 0
-    """Linear learning-rate warm-up over this many steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Clip the gradient's global norm to this."""
-    whiten_advantages: bool = False
-    """Advantages -> zero mean, unit std over the global batch."""
-    baseline_momentum: float = 0.9
-    """reinforce: EMA momentum of the running-mean baseline."""
-    ppo_epochs: int = 2
-    """ppo: passes over each sampled batch."""
-    minibatches: int = 2
-    """ppo: minibatches per pass (one optimiser step each)."""
-    clip_eps: float = 0.2
-    """ppo: clip range epsilon of the ratio."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient (0 = monitored only)."""
-
-    def check(self) -> None:
-        require(self.k >= 1, "k", "must be >= 1")
-        require(self.name == "reinforce" or self.k >= 2, "k", f"{self.name} needs k >= 2")
-        require(self.lr > 0, "lr", "must be > 0")
-        require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-        require(0 <= self.baseline_momentum < 1, "baseline_momentum", "must be in [0, 1)")
-        require(self.ppo_epochs >= 1, "ppo_epochs", "must be >= 1")
-        require(self.minibatches >= 1, "minibatches", "must be >= 1")
-        require(0 < self.clip_eps < 1, "clip_eps", "must be in (0, 1)")
-
-
-@dataclass
-class PromptConfig:
-    path: str = ""
-    """Prompt file ('' = TinyStories story openings from ../shared; see rlhf.prompts)."""
-    batch_prompts: int = 16
-    """Prompts per step (global, over all processes); each gets `algo.k` samples."""
-    hold_out_every: int = 10
-    """Every n-th prompt is held out for evaluation, never trained on (0 = none)."""
-    eval_prompts: int = 16
-    """Held-out prompts sampled at the start and end of training (0 = no evaluation)."""
-    eval_samples: int = 4
-    """Samples per held-out prompt at evaluation (same seed at start and end)."""
-
-    def check(self) -> None:
-        require(self.batch_prompts >= 1, "batch_prompts", "must be >= 1")
-        require(self.hold_out_every >= 0, "hold_out_every", "must be >= 0")
-        require(self.eval_prompts >= 0, "eval_prompts", "must be >= 0")
-        require(self.eval_samples >= 1, "eval_samples", "must be >= 1")
-
-
-@dataclass
-class PolicyTrainConfig:
-    """`rlhf train-policy`: policy-gradient fine-tuning with a KL penalty."""
-
-    policy: str = "../shared/models/stories260K"
-    """Initial policy (llama2.c or HF-style folder)."""
-    reference: str = ""
-    """Frozen KL reference policy ('' = the initial policy)."""
-    out_dir: str = "runs/policy"
-    """Run folder; an existing state/ in it is resumed (see `resume`)."""
-    steps: int = 100
-    """Total policy-gradient steps (a resumed run continues up to this)."""
-    sample_every: int = 10
-    """Write the step's samples to samples/ every n steps (0 = never)."""
-    save_every: int = 25
-    """Save the resumable state every n steps (and always at the end; 0 = end only)."""
-    resume: bool = True
-    """Continue from out_dir/state when it exists."""
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    """Where the reward comes from and how it is normalised."""
-    kl: KLConfig = field(default_factory=KLConfig)
-    """The KL penalty to the reference."""
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
-    """Algorithm and optimiser."""
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    """Prompts and batch size."""
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    """How responses are sampled (temperature also scales the training log-probs)."""
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    """Seed, threads, device."""
-
-    def check(self) -> None:
-        require(self.steps >= 0, "steps", "must be >= 0")
-        require(self.sample_every >= 0, "sample_every", "must be >= 0")
-        require(self.save_every >= 0, "save_every", "must be >= 0")
-        require(not self.sampling.greedy, "sampling.greedy", "policy gradients need sampling")
-        require(self.algo.name != "ppo" or self.prompts.batch_prompts * self.algo.k
-                >= self.algo.minibatches, "algo.minibatches", "more minibatches than samples")
-
 
 # ----------------------------------------------------------------------------- helpers
 

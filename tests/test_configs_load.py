@@ -16,7 +16,7 @@ def config_class(name: str):
 
         return RewardTrainConfig
     if name.startswith("policy"):
-        from rlhf.train_policy import PolicyTrainConfig
+        from rlhf.policy_config import PolicyTrainConfig
 
         return PolicyTrainConfig
     if name.startswith(("demo", "loop")):
