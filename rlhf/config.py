@@ -46,10 +46,11 @@ class RuntimeConfig:
     (measured: see README); 0 leaves torch's default."""
     device: str = "auto"
     """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available, else cpu)."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """'bf16' runs forward and backward under bf16 autocast: for GPUs that support it, and CPUs
-    with avx512_bf16/AMX (measured 1.56x faster reward training at the 25M shape here; slower
-    for tiny models, so fp32 is the default)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """'bf16' runs the training forward passes (and policy sampling) under bf16 autocast;
+    'auto' = bf16 on CUDA GPUs that support it, fp32 elsewhere. On CPUs with avx512_bf16/AMX
+    'bf16' can pay off for larger models (measured 1.56x faster reward training at the 25M
+    shape here; slower for tiny models, so 'auto' keeps CPUs on fp32)."""
 
     def check(self) -> None:
         require(self.threads >= 0, "threads", "must be >= 0")

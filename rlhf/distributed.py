@@ -88,6 +88,15 @@ def all_gather_list(x: list, info: DistInfo) -> list:
     return [v for part in out for v in part]
 
 
+def from_main(obj, info: DistInfo):
+    """Rank 0's value of `obj` on every rank (other ranks pass anything, e.g. None)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

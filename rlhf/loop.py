@@ -30,6 +30,12 @@ Run folder (`out_dir`):
         record.json          which policy made the pairs, which comparisons trained which
                              reward model, the paths of both models and the metrics
     report/                  `rlhf report`: report.md and PNG plots
+
+The configuration (`LoopConfig`) lives in `rlhf.loop_config`.
+
+Under torchrun (`torchrun --nproc-per-node N -m rlhf loop CONFIG`) the training steps
+(reward, policy) run on every process with DDP; sampling pairs, rating, evaluation and every
+file of the run folder are rank 0's, the other ranks waiting at a barrier after each step.
 """
 
 from __future__ import annotations
@@ -42,108 +48,16 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import yaml
 
-from rlhf.config import (
-    RuntimeConfig,
-    SamplingConfig,
-    describe,
-    load_config,
-    require,
-    save_config,
-    to_dict,
-)
-from rlhf.policy_config import PolicyTrainConfig
-from rlhf.train_reward import RewardTrainConfig
+from rlhf import distributed as dist
+from rlhf.config import describe, load_config, require, save_config, to_dict
+from rlhf.loop_config import LoopConfig
 
 STEPS = ("sample", "rate", "reward", "policy", "eval")
-
-
-@dataclass
-class RaterConfig:
-    kind: Literal["simulated", "human"] = "simulated"
-    """'simulated': a named scorer with Bradley-Terry noise answers at once; 'human': the loop
-    writes the queue, prints the `rlhf rate` command and waits (or exits) until it is rated."""
-    scorer: str = "vader"
-    """Simulated rater: the scorer it prefers by ('vader' = the happier story, 'length')."""
-    temperature: float = 0.0
-    """Simulated rater noise in scorer units (0 = the scorer's default)."""
-    name: str = ""
-    """Simulated: the name recorded with its answers (default sim-<scorer>-<seed>). Human: the
-    name put in the printed `rlhf rate` command."""
-    poll_seconds: float = 0.0
-    """Human rater: 0 = exit with status 'waiting for ratings' (re-run to resume);
-    > 0 = wait, checking the store every this many seconds."""
-
-    def check(self) -> None:
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
-
-
-@dataclass
-class EvalConfig:
-    n_prompts: int = 48
-    """Held-out prompts (never used for pairs or policy training), the same every round."""
-    samples_per_prompt: int = 2
-    """Fresh samples per held-out prompt."""
-    gold_scorer: str = "vader"
-    """The known true scorer for the gold score ('' = none, e.g. real human raters)."""
-    seed: int = 1234
-    """Sampling seed: the same every round, so rounds differ only by the policy."""
-
-    def check(self) -> None:
-        require(self.n_prompts >= 1, "n_prompts", "must be >= 1")
-        require(self.samples_per_prompt >= 1, "samples_per_prompt", "must be >= 1")
-
-
-@dataclass
-class LoopConfig:
-    """`rlhf loop`: rounds of sample, rate, train reward, train policy, evaluate."""
-
-    out_dir: str = "runs/loop"
-    """The run folder (layout in the module docstring); re-running resumes it."""
-    policy: str = "../shared/models/stories260K"
-    """The starting policy (llama2.c or HF-style folder); also the KL reference."""
-    prompts: str = ""
-    """Prompt file ('' = TinyStories story openings from the shared sample)."""
-    rounds: int = 3
-    """Rounds of feedback after round 0 (the starting policy)."""
-    pairs_per_round: int = 100
-    """Pairs sampled and rated each round."""
-    selection: Literal["random", "disagreement"] = "random"
-    """Which pairs are rated: 'random', or the ones the reward-model ensemble disagrees on
-    most among `oversample` times as many candidates (Christiano et al. 2017)."""
-    oversample: int = 4
-    """selection=disagreement: candidates per rated pair."""
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    """Sampling of pairs, policy training and evaluation."""
-    rater: RaterConfig = field(default_factory=RaterConfig)
-    """Who rates the pairs."""
-    reward_init: Literal["previous", "policy"] = "previous"
-    """Each round's reward model starts from the previous round's, or from the start policy."""
-    reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
-    """Reward-model training: rlhf.train_reward's keys. The loop sets `out` (the round's
-    folder), `data.paths` (its snapshot of the store), `model.init` and `runtime`."""
-    rl: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
-    """Policy fine-tuning each round: rlhf.train_policy's keys (`steps` is per round). The
-    loop sets `policy` (the previous round's), `reference` (the starting policy), `out_dir`,
-    `reward.kind`/`reward.path` (this round's reward model), `prompts.path` (the training
-    prompts; no hold-out, the loop evaluates), `sampling` and `runtime`."""
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    """Per-round evaluation."""
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    """Seed, threads, device."""
-
-    def check(self) -> None:
-        require(self.rounds >= 1, "rounds", "must be >= 1")
-        require(self.pairs_per_round >= 2, "pairs_per_round", "must be >= 2")
-        require(self.oversample >= 1, "oversample", "must be >= 1")
-        require(bool(self.out_dir), "out_dir", "must name a folder")
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -283,13 +197,14 @@ def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
         time.sleep(cfg.rater.poll_seconds)
 
 
-def reward_step(cfg: LoopConfig, out: Path, r: int) -> dict:
+def reward_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict:
     """(3) Train the reward model on every comparison so far (a snapshot of the store)."""
-    rd = round_dir(out, r)
+    rd = out / f"round_{r:02d}"
     snap = rd / "comparisons_used.jsonl"
-    if not snap.is_file():  # a resumed step trains on the same snapshot
+    if info.is_main and not snap.is_file():  # a resumed step trains on the same snapshot
         shutil.copyfile(out / "comparisons.jsonl", snap.with_name(snap.name + ".tmp"))
         os.replace(snap.with_name(snap.name + ".tmp"), snap)
+    dist.barrier(info)
     from rlhf.store import ComparisonStore
 
     used = ComparisonStore(snap).load()
@@ -302,7 +217,7 @@ def reward_step(cfg: LoopConfig, out: Path, r: int) -> dict:
     from rlhf.train_reward import train
 
     new = [c for c in used if c.meta.get("round") == r]
-    fresh = previous_rm_accuracy(prev, new) if r > 1 else None
+    fresh = previous_rm_accuracy(prev, new) if r > 1 and info.is_main else None
     metrics = train(rcfg)
     return {"comparisons": str(snap.relative_to(out)), "n_comparisons_total": len(used),
             "previous_rm_accuracy_on_new": fresh,
@@ -326,12 +241,13 @@ def previous_rm_accuracy(path: Path, comparisons) -> float | None:
     return evaluate(rm, tok, pairs).get("accuracy")
 
 
-def policy_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
+def policy_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict:
     """(4) Fine-tune the policy of round r-1 against this round's reward model, KL to the
-    start. The gold score of every step's samples goes to policy_train/gold.jsonl."""
+    start. The gold score of every step's samples (all ranks') goes to
+    policy_train/gold.jsonl."""
     from rlhf.train_policy import make_score_fn, texts_of, train
 
-    rd = round_dir(out, r)
+    rd = out / f"round_{r:02d}"
     init = policy_path(cfg, out, r - 1)
     pcfg = dataclasses.replace(cfg.rl, policy=init, reference=cfg.policy,
                                out_dir=str(rd / "policy_train"), sampling=cfg.sampling,
@@ -345,13 +261,16 @@ def policy_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
         from rlhf.checkpoint import load_model
         from rlhf.scorers import get_scorer
 
-        gold, gold_log = get_scorer(cfg.eval.gold_scorer), GoldLog(rd / "policy_train")
+        gold = get_scorer(cfg.eval.gold_scorer)
+        gold_log = GoldLog(rd / "policy_train") if info.is_main else None
         tok = load_model(init)[1]
-        reward = make_score_fn(pcfg.reward, tok, device)
+        reward = make_score_fn(pcfg.reward, tok, info.device)
 
         def score_fn(gen, texts):
             golds = gold([t.strip() for t in texts_of(tok, gen, include_prompt=False)])
-            gold_log.write(sum(golds) / len(golds))
+            golds = dist.all_gather_list(golds, info)  # every rank's samples
+            if gold_log is not None:
+                gold_log.write(sum(golds) / len(golds))
             return reward(gen, texts)
     summary = train(pcfg, score_fn)
     return {"policy_init": init, "policy": policy_path(cfg, out, r),
@@ -421,52 +340,51 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
 
 
 def run(cfg: LoopConfig) -> dict:
-    """Run (or resume) the loop to its last round; returns the final summary."""
+    """Run (or resume) the loop to its last round; returns the final summary (on rank 0)."""
     from rlhf.runtime import setup
 
-    # 1. the run folder: a fresh one, or where a killed / waiting run stopped
-    device = setup(cfg.runtime)
-    out = Path(cfg.out_dir)
-    state = init_run(cfg, out)
-    record: dict = read_json(out / "round_current.json", {})
+    # 1. processes (torchrun), the run folder: a fresh one, or where a killed run stopped
+    info = dist.init(cfg.runtime.device)
+    setup(cfg.runtime)
+    main, out = info.is_main, Path(cfg.out_dir)
+    state = dist.from_main(init_run(cfg, out) if main else None, info)
+    record: dict = read_json(out / "round_current.json", {}) if main else {}
     # 2. one step at a time; each step's outputs are in place before the state advances
     while (state["round"], state["step"]) != (cfg.rounds, "eval"):
         r, step = next_step(state)
         t0 = time.time()
-        print(f"round {r}: {step}", file=sys.stderr, flush=True)
-        if step == "sample":
-            record = {"round": r, **sample_step(cfg, out, r, device)}
+        if main:
+            print(f"round {r}: {step}", file=sys.stderr, flush=True)
+        if step == "sample" and main:
+            record = {"round": r, **sample_step(cfg, out, r, info.device)}
         elif step == "rate":
-            if not rate_step(cfg, out, r):
+            if not dist.from_main(rate_step(cfg, out, r) if main else None, info):
                 return {"status": "waiting for ratings", "round": r,
                         "queue": str(out / f"round_{r:02d}" / "queue.jsonl")}
         elif step == "reward":
-            record.update(reward_step(cfg, out, r))
+            record.update(reward_step(cfg, out, r, info))
         elif step == "policy":
-            record.update(policy_step(cfg, out, r, device))
-        elif step == "eval":
-            record.setdefault("round", r)
-            record.setdefault("policy", policy_path(cfg, out, r))
-            record["eval"] = eval_step(cfg, out, r, device)
-            acc = (record.get("reward_metrics") or {}).get("last_val_accuracy")
-            if isinstance(acc, (int, float)):
-                record["eval"]["rm_accuracy"] = acc
-            if isinstance(record.get("previous_rm_accuracy_on_new"), float):
-                record["eval"]["prev_rm_on_policy_accuracy"] = record[
-                    "previous_rm_accuracy_on_new"]
-        record.setdefault("seconds", {})[step] = round(time.time() - t0, 1)
-        if step == "eval":
-            write_json(round_dir(out, r) / "record.json", record)
-            rebuild_rounds(out)
-        write_json(out / "round_current.json", record)
+            record.update(policy_step(cfg, out, r, info))
+        elif step == "eval" and main:
+            record = eval_record(cfg, out, r, info.device, record)
         state = {"round": r, "step": step}
-        write_json(out / "state.json", state)
-        ev = record.get("eval", {}) if step == "eval" else {}
-        shown = ", ".join(f"{k} {ev[k]:.3f}" for k in ("gold", "kl", "win_rate", "rm_accuracy")
-                          if isinstance(ev.get(k), (int, float)))
-        print(f"round {r}: {step} done in {time.time() - t0:.1f}s" + (f" ({shown})" if shown
-              else ""), file=sys.stderr, flush=True)
-    # 3. the report and the summary line
+        if main:
+            record.setdefault("seconds", {})[step] = round(time.time() - t0, 1)
+            if step == "eval":
+                write_json(round_dir(out, r) / "record.json", record)
+                rebuild_rounds(out)
+            write_json(out / "round_current.json", record)
+            write_json(out / "state.json", state)
+            ev = record.get("eval", {}) if step == "eval" else {}
+            shown = ", ".join(f"{k} {ev[k]:.3f}" for k in ("gold", "kl", "win_rate",
+                                                           "rm_accuracy")
+                              if isinstance(ev.get(k), (int, float)))
+            print(f"round {r}: {step} done in {time.time() - t0:.1f}s"
+                  + (f" ({shown})" if shown else ""), file=sys.stderr, flush=True)
+        dist.barrier(info)
+    # 3. the report and the summary line (rank 0)
+    if not main:
+        return {"rank": info.rank}
     from rlhf.report import write_report
 
     report = write_report(out)
@@ -478,6 +396,20 @@ def run(cfg: LoopConfig) -> dict:
     if "win_rate" in last:
         summary["win_rate"] = last["win_rate"]
     return summary
+
+
+def eval_record(cfg: LoopConfig, out: Path, r: int, device, record: dict) -> dict:
+    """(5) as a round record: the evaluation, with the reward model's held-out accuracy and
+    the previous reward model's accuracy on this round's pairs beside it."""
+    record.setdefault("round", r)
+    record.setdefault("policy", policy_path(cfg, out, r))
+    record["eval"] = eval_step(cfg, out, r, device)
+    acc = (record.get("reward_metrics") or {}).get("last_val_accuracy")
+    if isinstance(acc, (int, float)):
+        record["eval"]["rm_accuracy"] = acc
+    if isinstance(record.get("previous_rm_accuracy_on_new"), float):
+        record["eval"]["prev_rm_on_policy_accuracy"] = record["previous_rm_accuracy_on_new"]
+    return record
 
 
 def cli(argv: list[str]) -> int:
@@ -493,8 +425,11 @@ def cli(argv: list[str]) -> int:
         a.config = None
     cfg: LoopConfig = load_config(LoopConfig, a.config, a.overrides)
     summary = run(cfg)
-    if "report" in summary:
-        print(f"report: {summary['report']}", file=sys.stderr)
-    print(json.dumps(summary), flush=True)
+    info = dist.init(cfg.runtime.device)
+    if info.is_main:
+        if "report" in summary:
+            print(f"report: {summary['report']}", file=sys.stderr)
+        print(json.dumps(summary), flush=True)
+    dist.finish(info)
     return 3 if summary.get("status") == "waiting for ratings" else 0
 

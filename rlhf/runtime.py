@@ -37,9 +37,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def use_bf16(cfg: RuntimeConfig, device: torch.device) -> bool:
+    """precision 'bf16', or 'auto' on a CUDA device that supports bf16."""
+    if cfg.precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return cfg.precision == "bf16"
+
+
 def autocast(cfg: RuntimeConfig, device: torch.device):
-    """bf16 autocast where asked for (CUDA, or CPU if explicitly requested); else a no-op."""
-    if cfg.precision == "bf16":
+    """bf16 autocast where `use_bf16` says so; else a no-op."""
+    if use_bf16(cfg, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

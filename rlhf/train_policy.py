@@ -43,7 +43,7 @@ from rlhf.generation import Generation, generate
 from rlhf.model import entropy_from_logits
 from rlhf.policy_config import AlgoConfig, PolicyTrainConfig, RewardConfig
 from rlhf.prompts import load_prompts, split_prompts
-from rlhf.runtime import MetricsLog, setup
+from rlhf.runtime import MetricsLog, autocast, setup
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -164,7 +164,8 @@ def policy_loss(cfg, model, gen, adv, old_logp, ref_logp, kl_coef, with_entropy)
     """The loss of one (mini)batch and its statistics: the algorithm's policy-gradient term,
     the KL term when the KL is placed in the loss, minus the entropy bonus."""
     entropy = "grad" if cfg.algo.entropy_coef else "monitor" if with_entropy else "none"
-    logp, ent = response_logprobs(model, gen, cfg.sampling.temperature, entropy)
+    with autocast(cfg.runtime, gen.tokens.device):  # the same precision as sampling
+        logp, ent = response_logprobs(model, gen, cfg.sampling.temperature, entropy)
     mask = gen.response_mask
     stats = {}
     if cfg.algo.name == "ppo":
@@ -323,8 +324,9 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
         local = dist.shard(global_batch(len(prompt_ids), step, Bp, cfg.runtime.seed), info)
         ids = [prompt_ids[i] for i in local for _ in range(k)]  # groups of k contiguous
         policy.eval()
-        gen = generate(policy, ids, cfg.sampling, tok.eos_id, tok.pad_id, tok.bos_id,
-                       step_generator(cfg.runtime.seed, step, info.rank, device))
+        with autocast(cfg.runtime, device):  # bf16 where runtime.precision says so
+            gen = generate(policy, ids, cfg.sampling, tok.eos_id, tok.pad_id, tok.bos_id,
+                           step_generator(cfg.runtime.seed, step, info.rank, device))
         policy.train()
         t1 = time.perf_counter()
 
@@ -335,7 +337,7 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
         t2 = time.perf_counter()
 
         # (3) per-token KL to the reference, in the reward (default) or later in the loss
-        with torch.no_grad():
+        with torch.no_grad(), autocast(cfg.runtime, device):
             ref_logp, _ = response_logprobs(ref, gen, cfg.sampling.temperature)  # (B, N)
         kl_tok = R.kl_per_token(gen.logprobs, ref_logp, cfg.kl.estimator, gen.response_mask)
         beta_in_reward = st.kl.coef if cfg.kl.placement == "reward" else 0.0

@@ -112,3 +112,27 @@ def test_human_rater_waits_then_resumes(tmp_path, capsys):
     assert [r["round"] for r in recs] == [0, 1]
     assert {c.rater for c in ComparisonStore(store).load()} == {"ann"}
     assert recs[1]["n_comparisons_total"] >= 8
+
+
+def test_loop_under_torchrun_two_processes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m rlhf loop`: the training steps run on both processes
+    (gloo DDP), everything else on rank 0; the run folder is the same as a single process's,
+    written once."""
+    need_shared()
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "rlhf", "loop", *TINY, f"out_dir={out}", "runtime.device=cpu"]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summaries = [s for s in r.stdout.splitlines() if s.startswith('{"rounds"')]
+    assert len(summaries) == 1  # printed by rank 0 only
+    check_run(out)
+    for rd in ("round_01", "round_02"):
+        reward_rows = (out / rd / "reward_model/metrics.jsonl").read_text().splitlines()
+        assert '"world_size": 2' in reward_rows[0]
+        policy_state = json.loads((out / rd / "policy_train/state/state.json").read_text())
+        assert policy_state["meta"]["world_size"] == 2
+        gold = [json.loads(s)["step"] for s in
+                (out / rd / "policy_train/gold.jsonl").read_text().splitlines()]
+        assert gold == [1, 2]  # one row per step (both ranks' samples), written once

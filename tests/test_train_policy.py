@@ -245,3 +245,17 @@ def test_torchrun_two_processes_then_resume_with_one(tiny_folder, prompt_file, t
     assert r.returncode == 0, r.stderr[-3000:]
     rows = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in rows] == [1, 2, 3]
+
+
+def test_bf16_autocast_learns_and_sampling_matches_training(tiny_folder, prompt_file, tmp_path):
+    """runtime.precision=bf16 (autocast; 'auto' picks it on CUDA GPUs with bf16): sampling, the
+    reference pass and the update all run under it, so step 1's KL to the (identical)
+    reference is ~0 and the reward still rises."""
+    cfg = tiny_cfg(tiny_folder, prompt_file, tmp_path / "bf16", "steps=20", "algo.lr=0.1",
+                   "runtime.precision=bf16")
+    train(cfg, score_fn=even_token_share)
+    rows = [json.loads(x) for x in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    assert abs(rows[0]["kl"]) < 0.05, rows[0]["kl"]
+    first = sum(r["reward"] for r in rows[:5]) / 5
+    last = sum(r["reward"] for r in rows[-5:]) / 5
+    assert last > first + 0.2, (first, last)

@@ -1,0 +1,95 @@
+"""Typed configuration of `rlhf loop`: the rounds, who rates, the per-round evaluation, and the
+reward-model and policy stages' own configs nested as `reward` and `rl`. Each field's docstring
+is its documentation (`rlhf loop --help` lists them); `check()` rejects impossible values by
+key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rlhf.config import RuntimeConfig, SamplingConfig, require
+from rlhf.policy_config import PolicyTrainConfig
+from rlhf.train_reward import RewardTrainConfig
+
+
+@dataclass
+class RaterConfig:
+    kind: Literal["simulated", "human"] = "simulated"
+    """'simulated': a named scorer with Bradley-Terry noise answers at once; 'human': the loop
+    writes the queue, prints the `rlhf rate` command and waits (or exits) until it is rated."""
+    scorer: str = "vader"
+    """Simulated rater: the scorer it prefers by ('vader' = the happier story, 'length')."""
+    temperature: float = 0.0
+    """Simulated rater noise in scorer units (0 = the scorer's default)."""
+    name: str = ""
+    """Simulated: the name recorded with its answers (default sim-<scorer>-<seed>). Human: the
+    name put in the printed `rlhf rate` command."""
+    poll_seconds: float = 0.0
+    """Human rater: 0 = exit with status 'waiting for ratings' (re-run to resume);
+    > 0 = wait, checking the store every this many seconds."""
+
+    def check(self) -> None:
+        require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
+
+
+@dataclass
+class EvalConfig:
+    n_prompts: int = 48
+    """Held-out prompts (never used for pairs or policy training), the same every round."""
+    samples_per_prompt: int = 2
+    """Fresh samples per held-out prompt."""
+    gold_scorer: str = "vader"
+    """The known true scorer for the gold score ('' = none, e.g. real human raters)."""
+    seed: int = 1234
+    """Sampling seed: the same every round, so rounds differ only by the policy."""
+
+    def check(self) -> None:
+        require(self.n_prompts >= 1, "n_prompts", "must be >= 1")
+        require(self.samples_per_prompt >= 1, "samples_per_prompt", "must be >= 1")
+
+
+@dataclass
+class LoopConfig:
+    """`rlhf loop`: rounds of sample, rate, train reward, train policy, evaluate."""
+
+    out_dir: str = "runs/loop"
+    """The run folder (layout in the module docstring); re-running resumes it."""
+    policy: str = "../shared/models/stories260K"
+    """The starting policy (llama2.c or HF-style folder); also the KL reference."""
+    prompts: str = ""
+    """Prompt file ('' = TinyStories story openings from the shared sample)."""
+    rounds: int = 3
+    """Rounds of feedback after round 0 (the starting policy)."""
+    pairs_per_round: int = 100
+    """Pairs sampled and rated each round."""
+    selection: Literal["random", "disagreement"] = "random"
+    """Which pairs are rated: 'random', or the ones the reward-model ensemble disagrees on
+    most among `oversample` times as many candidates (Christiano et al. 2017)."""
+    oversample: int = 4
+    """selection=disagreement: candidates per rated pair."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Sampling of pairs, policy training and evaluation."""
+    rater: RaterConfig = field(default_factory=RaterConfig)
+    """Who rates the pairs."""
+    reward_init: Literal["previous", "policy"] = "previous"
+    """Each round's reward model starts from the previous round's, or from the start policy."""
+    reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    """Reward-model training: rlhf.train_reward's keys. The loop sets `out` (the round's
+    folder), `data.paths` (its snapshot of the store), `model.init` and `runtime`."""
+    rl: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
+    """Policy fine-tuning each round: rlhf.train_policy's keys (`steps` is per round). The
+    loop sets `policy` (the previous round's), `reference` (the starting policy), `out_dir`,
+    `reward.kind`/`reward.path` (this round's reward model), `prompts.path` (the training
+    prompts; no hold-out, the loop evaluates), `sampling` and `runtime`."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Per-round evaluation."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Seed, threads, device."""
+
+    def check(self) -> None:
+        require(self.rounds >= 1, "rounds", "must be >= 1")
+        require(self.pairs_per_round >= 2, "pairs_per_round", "must be >= 2")
+        require(self.oversample >= 1, "oversample", "must be >= 1")
+        require(bool(self.out_dir), "out_dir", "must name a folder")
