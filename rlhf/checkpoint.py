@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rlhf.distributed import full_tensor, sharded_like
 from rlhf.model import ModelArgs, Transformer
 from rlhf.tokenizer import HFTokenizer, Llama2cTokenizer, llama2c_to_tokenizer_json
 
@@ -114,7 +115,7 @@ def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     """Our parameter names and layout -> HF `LlamaForCausalLM` names and layout
     (fused wqkv and w13 split; q and k rows permuted to HF's rotate-half rotary layout)."""
     a = model.args
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
     out = {"model.embed_tokens.weight": sd["tok_embeddings.weight"].clone(),
            "model.norm.weight": sd["norm.weight"]}
     if not a.tie_embeddings:
@@ -229,18 +230,22 @@ def load_model(path: str | Path):
 
 def save_model(model: Transformer, tokenizer, folder: str | Path,
                extra_tensors: dict[str, torch.Tensor] | None = None,
-               extra_json: dict[str, dict] | None = None) -> Path:
+               extra_json: dict[str, dict] | None = None, write: bool = True) -> Path:
     """Write an HF-style folder atomically: config.json, model.safetensors, tokenizer.json.
 
     `extra_tensors` go into model.safetensors beside the weights (e.g. a reward head);
     `extra_json` maps file names to dicts written beside them (e.g. reward statistics).
+    An FSDP-sharded model is gathered first: every rank calls this, rank 0 with `write`.
     """
     folder = Path(folder)
+    tensors = to_hf_state_dict(model)
+    tensors.update({k: full_tensor(v).detach().cpu().contiguous()
+                    for k, v in (extra_tensors or {}).items()})
+    if not write:
+        return folder
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors = to_hf_state_dict(model)
-    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     cfg = hf_config(model.args, tokenizer.bos_id, tokenizer.eos_id)
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -302,23 +307,28 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimiser state as full tensors (FSDP shards gathered: collective) and JSON."""
     sd = opt.state_dict()
     tensors, state_meta = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
+                tensors[f"optim.{pid}.{k}"] = full_tensor(v).detach().cpu().contiguous()
             else:
                 state_meta[f"{pid}.{k}"] = v
     return tensors, {"param_groups": sd["param_groups"], "scalars": state_meta}
 
 
 def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    """Inverse of `optimizer_to_flat`; state of an FSDP-sharded parameter is sharded alike."""
+    params = [p for group in opt.param_groups for p in group["params"]]  # state ids' order
     state: dict[int, dict] = {}
     for key, v in tensors.items():
         if key.startswith("optim."):
             _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
+            p = params[int(pid)]
+            state.setdefault(int(pid), {})[name] = (sharded_like(v, p) if v.shape == p.shape
+                                                    else v)
     for key, v in meta["scalars"].items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
@@ -327,26 +337,30 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -
 
 def save_state(folder: str | Path, modules: dict[str, torch.nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], meta: dict,
-               tensors: dict[str, torch.Tensor] | None = None) -> Path:
+               tensors: dict[str, torch.Tensor] | None = None, write: bool = True) -> Path:
     """Atomically write a resumable training state: module weights, optimiser states,
-    RNG states, extra tensors and a JSON-able `meta` (step, data position, controllers...)."""
+    RNG states, extra tensors and a JSON-able `meta` (step, data position, controllers...).
+    Always full tensors: FSDP shards are gathered, so every rank calls this for a sharded
+    model, rank 0 with `write`."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     flat: dict[str, torch.Tensor] = {}
     for name, m in modules.items():
-        seen: dict[int, str] = {}
-        for k, v in m.state_dict().items():
-            if v.data_ptr() in seen:  # tied weights are stored once
+        seen: set[int] = set()
+        for k, v in m.state_dict(keep_vars=True).items():
+            if id(v) in seen:  # tied weights (one Parameter under two names) are stored once
                 continue
-            seen[v.data_ptr()] = k
-            flat[f"module.{name}.{k}"] = v.detach().cpu().contiguous()
+            seen.add(id(v))
+            flat[f"module.{name}.{k}"] = full_tensor(v.detach()).cpu().contiguous()
     opt_meta = {}
     for name, opt in optimizers.items():
         t, m = optimizer_to_flat(opt)
         flat.update({f"{name}.{k}": v for k, v in t.items()})
         opt_meta[name] = m
+    if not write:
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     rng_t, rng_m = rng_state()
     flat.update(rng_t)
     flat.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()})
@@ -366,7 +380,9 @@ def load_state(folder: str | Path, modules: dict[str, torch.nn.Module],
     doc = json.loads((folder / "state.json").read_text())
     for name, m in modules.items():
         prefix = f"module.{name}."
+        current = m.state_dict()
         sd = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        sd = {k: sharded_like(v, current[k]) if k in current else v for k, v in sd.items()}
         missing, unexpected = m.load_state_dict(sd, strict=False)
         tied = {k for k in missing if k.endswith("output.weight")}
         if set(missing) - tied or unexpected:

@@ -52,6 +52,12 @@ class RuntimeConfig:
     'bf16' can pay off for larger models (measured 1.56x faster reward training at the 25M
     shape here; slower for tiny models, so 'auto' keeps CPUs on fp32)."""
 
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: 'ddp' keeps a full replica per process and all-reduces gradients;
+    'fsdp' shards parameters, gradients and optimiser state over the processes (FSDP2, one
+    unit per transformer block), for models that do not fit one device. One process: no
+    effect."""
+
     def check(self) -> None:
         require(self.threads >= 0, "threads", "must be >= 0")
         require(

@@ -1,13 +1,22 @@
-"""torch.distributed glue for runs launched with `torchrun` (DDP; never a home-made launcher).
+"""torch.distributed glue for runs launched with `torchrun` (never a home-made launcher).
 
 A training loop stays one loop: every rank builds the same *global* batch from the same seed,
-takes its slice with `shard`, and DDP averages gradients. Because the data position is counted
-in global batches, a run saved with N processes resumes with M (as long as M divides the global
-batch). Only rank 0 writes metrics and checkpoints (`is_main`).
+takes its slice with `shard`, and gradients are averaged over ranks. Because the data position
+is counted in global batches, a run saved with N processes resumes with M (as long as M divides
+the global batch). Only rank 0 writes metrics and checkpoints (`is_main`).
+
+Two ways to spread a model (`runtime.parallel`):
+- 'ddp': DistributedDataParallel, a full replica per process, gradients all-reduced;
+- 'fsdp': FSDP2 (`fully_shard` on every transformer block, then the whole model): parameters,
+  gradients and optimiser state sharded over the processes, for models that do not fit one
+  device. Every forward pass is then collective, so every rank runs the same passes
+  (validation and statistics on all ranks, generation without early stop), and checkpoints
+  gather full tensors (`full_tensor`), so a state written under FSDP loads anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -58,12 +67,69 @@ def shard(items, info: DistInfo):
     return items[info.rank * per:(info.rank + 1) * per]
 
 
-def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    """DistributedDataParallel when distributed, the model itself otherwise."""
+def wrap(model: torch.nn.Module, info: DistInfo, parallel: str = "ddp",
+         trainable: bool = True) -> torch.nn.Module:
+    """One process: the model itself. 'ddp': DistributedDataParallel (frozen models, with
+    `trainable` False, stay plain replicas). 'fsdp': the model sharded in place by FSDP2, one
+    unit per transformer block plus the root (the same object is returned)."""
     if not info.enabled:
+        return model
+    if parallel == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        from rlhf.model import Block
+
+        mesh = init_device_mesh(info.device.type, (info.world_size,))
+        for block in [m for m in model.modules() if isinstance(m, Block)]:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+    if not trainable:
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True for a model sharded by `wrap(..., "fsdp")`: its forward passes are collective."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP shard (collective: every rank calls it), else `t`."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def sharded_like(full: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """A full tensor laid out like `ref`: this rank's shard where `ref` is an FSDP DTensor
+    (every rank holds `full`, so no communication), else `full` itself."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(ref, DTensor):
+        return full
+    return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements,
+                             src_data_rank=None)
+
+
+@contextlib.contextmanager
+def no_grad_sync(model: torch.nn.Module, skip: bool):
+    """Skip the gradient reduction of this backward (an accumulation micro-batch)."""
+    if skip and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif skip and is_sharded(model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -75,12 +75,14 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
 @torch.no_grad()
 def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, eos_id: int,
              pad_id: int | None = None, bos_id: int | None = None,
-             generator: torch.Generator | None = None) -> Generation:
+             generator: torch.Generator | None = None, stop_early: bool = True) -> Generation:
     """Sample one continuation per prompt (repeat prompts for several samples).
 
     1. left-pad the prompts and run them through the model once, filling the KV cache;
     2. each step: pick the next token for every unfinished row, then run only that token.
-    A row stops at `eos_id` (and at `bos_id` when `cfg.stop_at_bos`).
+    A row stops at `eos_id` (and at `bos_id` when `cfg.stop_at_bos`). The loop ends when every
+    row has stopped, or, with `stop_early` False, after max_new_tokens steps in any case (an
+    FSDP-sharded model: every rank must run the same number of forward passes).
     """
     device = next(model.parameters()).device
     if pad_id is None:
@@ -122,7 +124,7 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
             stop |= nxt == bos_id
         ended |= stop & ~done
         done |= stop
-        if t == N - 1 or bool(done.all()):
+        if t == N - 1 or (stop_early and bool(done.all())):
             break
         logits = model(nxt[:, None], positions=positions, cache=cache,
                        key_mask=key_mask[:, :P + t + 1], last_only=True)[:, -1]

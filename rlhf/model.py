@@ -259,11 +259,14 @@ class Transformer(nn.Module):
         return allowed.unsqueeze(1)
 
     def forward(self, tokens, mask=None, positions=None, cache=None, key_mask=None,
-                last_only: bool = False, attn_mask=None):
-        """Logits (B, T, V), or (B, 1, V) for the last position only."""
+                last_only: bool = False, attn_mask=None, start: int = 0):
+        """Logits (B, T, V); (B, 1, V) for the last position only; (B, T - start, V) for
+        positions start.. only (the output layer runs only where it is needed)."""
         h = self.hidden(tokens, mask, positions, cache, key_mask, attn_mask)
         if last_only:
             h = h[:, -1:]
+        elif start:
+            h = h[:, start:]
         return self.output(h)
 
 

@@ -231,13 +231,15 @@ def rank_pairs(rm: RewardModel, tok, items, batch_size: int = 32) -> list[float]
 # ----------------------------------------------------------------------------- files
 
 
-def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None = None) -> Path:
-    """Write the reward model as an HF-style folder (see the module docstring)."""
+def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None = None,
+                      write: bool = True) -> Path:
+    """Write the reward model as an HF-style folder (see the module docstring). FSDP-sharded:
+    every rank calls this (the weights are gathered), rank 0 with `write`."""
     meta = {"n_members": rm.n_members, "mean": float(rm.mean), "std": float(rm.std),
             "max_len": rm.max_len, "read_at": "last real token (EOS)", **(extra or {})}
     return save_model(rm.backbone, tok, path,
                       extra_tensors={"reward_head.weight": rm.head.weight},
-                      extra_json={META_FILE: meta})
+                      extra_json={META_FILE: meta}, write=write)
 
 
 def is_reward_model(path: str | Path) -> bool:

@@ -96,11 +96,8 @@ def response_logprobs(model, gen: Generation, temperature: float, entropy: str =
     """log pi(response token) under logits / temperature, from one forward pass of the padded
     batch: (B, N); and the per-token entropy (B, N) when `entropy` is "monitor" (no gradient)
     or "grad" (differentiable, for an entropy bonus), else None."""
-    P = gen.prompt_width
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):  # DDP needs its forward
-        logits = model(gen.tokens, gen.mask)[:, P - 1:-1].float()  # (B, N, V)
-    else:  # the output layer only where a response token is predicted
-        logits = model.output(model.hidden(gen.tokens, gen.mask)[:, P - 1:-1]).float()
+    # the output layer only where a response token is predicted: positions P-1 .. P+N-2
+    logits = model(gen.tokens, gen.mask, start=gen.prompt_width - 1)[:, :-1].float()  # (B,N,V)
     if temperature != 1.0:
         logits = logits / temperature
     picked = logits.gather(-1, gen.responses.unsqueeze(-1)).squeeze(-1)  # (B, N)
@@ -137,7 +134,8 @@ def sample_and_score(model, tok, prompts: list[str], sampling, score_fn, generat
     "ended", means over samples, and "rows": [{prompt, response, reward, ended}]}."""
     model.eval()
     ids = [tok.encode(p) for p in prompts for _ in range(k)]
-    gen = generate(model, ids, sampling, tok.eos_id, tok.pad_id, tok.bos_id, generator)
+    gen = generate(model, ids, sampling, tok.eos_id, tok.pad_id, tok.bos_id, generator,
+                   stop_early=not dist.is_sharded(model))
     scores = score_fn(gen, texts_of(tok, gen)).float().cpu()
     out = {"reward": float(scores.mean()), "length": float(gen.response_mask.sum(1).float().mean()),
            "ended": float(gen.ended.float().mean())}
@@ -210,7 +208,8 @@ def update(cfg, model, opt, gen, adv, ref_logp, kl_coef, lr, step) -> dict:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.algo.max_grad_norm)
             opt.step()
-            for key, v in {"loss": loss.detach(), "grad_norm": norm, **s}.items():
+            for key, v in {"loss": loss.detach(), "grad_norm": dist.full_tensor(norm),
+                           **s}.items():
                 stats.setdefault(key, []).append(float(v))
     return {key: sum(v) / len(v) for key, v in stats.items()}
 
@@ -286,7 +285,9 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
     ref, _ = load_model(cfg.reference or cfg.policy)
     policy.to(device).train()
     ref.to(device).eval().requires_grad_(False)
-    model = dist.wrap(policy, info)
+    model = dist.wrap(policy, info, cfg.runtime.parallel)  # FSDP shards `policy` in place
+    ref = dist.wrap(ref, info, cfg.runtime.parallel, trainable=False)
+    sharded = dist.is_sharded(policy)  # forward passes are collective: ranks in lock-step
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.algo.lr, betas=(0.9, 0.95),
                             weight_decay=cfg.algo.weight_decay)
     score_fn = score_fn or make_score_fn(cfg.reward, tok, device)
@@ -326,7 +327,8 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
         policy.eval()
         with autocast(cfg.runtime, device):  # bf16 where runtime.precision says so
             gen = generate(policy, ids, cfg.sampling, tok.eos_id, tok.pad_id, tok.bos_id,
-                           step_generator(cfg.runtime.seed, step, info.rank, device))
+                           step_generator(cfg.runtime.seed, step, info.rank, device),
+                           stop_early=not sharded)
         policy.train()
         t1 = time.perf_counter()
 
@@ -373,13 +375,16 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
                           [{"prompt": train_prompts[i], "response": r, "reward": float(s)}
                            for i, r, s in zip([j for j in local for _ in range(k)],
                                               texts_of(tok, gen, False), raw.tolist())])
-        if info.is_main and (done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0)):
+        if (info.is_main or sharded) and (done == cfg.steps or (cfg.save_every and
+                                                                done % cfg.save_every == 0)):
             save_state(out / "state", {"policy": policy}, {"policy": opt}, meta={
-                **asdict(st), "global_prompts_seen": done * Bp, "world_size": info.world_size})
+                **asdict(st), "global_prompts_seen": done * Bp, "world_size": info.world_size,
+                "sharded": sharded},
+                write=info.is_main)
         dist.barrier(info)
 
-    if info.is_main:
-        save_model(policy, tok, out / "policy")
+    if info.is_main or sharded:
+        save_model(policy, tok, out / "policy", write=info.is_main)
     summary.update({
         "policy": str(out / "policy"), "steps": cfg.steps,
         "reward_first": first and first["reward"], "reward_last": last and last["reward"],

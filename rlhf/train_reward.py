@@ -21,7 +21,6 @@ of processes. Only rank 0 writes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
@@ -280,8 +279,7 @@ def train_step(model, opt, data, batch, weights, cfg, info, accum, device) -> di
     total_loss, right = torch.zeros((), device=device), torch.zeros((), device=device)
     for k in range(accum):
         idx = mine[k * micro:(k + 1) * micro]
-        sync = k == accum - 1 or not info.enabled
-        with contextlib.nullcontext() if sync else model.no_sync():
+        with dist.no_grad_sync(model, skip=k < accum - 1):  # reduce on the last one only
             loss, d = micro_batch_loss(model, data, idx, weights, cfg, device)
             (loss / accum).backward()
         total_loss += loss.detach() / accum
@@ -292,7 +290,8 @@ def train_step(model, opt, data, batch, weights, cfg, info, accum, device) -> di
     opt.step()
     opt.zero_grad(set_to_none=True)
     return {"loss": float(dist.all_reduce_mean(total_loss, info)),
-            "accuracy": float(dist.all_reduce_mean(right, info)), "grad_norm": float(gnorm)}
+            "accuracy": float(dist.all_reduce_mean(right, info)),
+            "grad_norm": float(dist.full_tensor(gnorm))}
 
 
 def make_optimizer(rm, cfg: RewardOptimConfig) -> torch.optim.AdamW:
@@ -360,8 +359,9 @@ def train(cfg: RewardTrainConfig) -> dict:
     lengths = train_d.lengths()
     per_epoch = len(train_d) // cfg.train.batch_size
     total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
-    # 3. model, optimiser, resume
+    # 3. model (DDP replica or FSDP shards), optimiser, resume
     rm.to(device).train()
+    model = dist.wrap(rm, info, cfg.runtime.parallel)  # FSDP shards `rm` in place
     opt = make_optimizer(rm, cfg.train)
     step, best = 0, {"val_accuracy": float("nan")}
     log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
@@ -369,11 +369,10 @@ def train(cfg: RewardTrainConfig) -> dict:
         meta, _ = load_state(out / "state", {"rm": rm}, {"opt": opt})
         step, best = meta["step"], meta["best"]
         log.truncate_after(step)
-    model = dist.wrap(rm, info)
     if info.is_main:
         log.write(event="data", step=step, train_pairs=len(train_d), val_pairs=len(val_d),
                   truncated_pairs=train_d.truncated + val_d.truncated, total_steps=total,
-                  world_size=info.world_size)
+                  world_size=info.world_size, sharded=dist.is_sharded(rm))
     # 4. steps
     bar = tqdm(range(step, total), initial=step, total=total,
                disable=not (cfg.progress and info.is_main), desc="reward")
@@ -407,8 +406,9 @@ def train(cfg: RewardTrainConfig) -> dict:
 
 
 def _evaluate_and_log(rm, val_d, tok, cfg, info, row: dict, best: dict) -> dict:
-    """Validation on rank 0 (others wait); returns the best validation metrics so far."""
-    if info.is_main:
+    """Validation on rank 0 (others wait; under FSDP every rank runs it, forward passes being
+    collective); returns the best validation metrics so far."""
+    if info.is_main or dist.is_sharded(rm):
         row.update(validate(rm, val_d, tok, cfg))
         acc = row.get("val_accuracy", float("nan"))
         if not best["val_accuracy"] >= acc:  # also replaces nan
@@ -418,9 +418,10 @@ def _evaluate_and_log(rm, val_d, tok, cfg, info, row: dict, best: dict) -> dict:
 
 
 def _checkpoint(out: Path, rm, opt, step: int, best: dict, info) -> None:
-    if info.is_main:
+    if info.is_main or dist.is_sharded(rm):  # FSDP: every rank gathers, rank 0 writes
         save_state(out / "state", {"rm": rm}, {"opt": opt},
-                   {"step": step, "best": best, "world_size": info.world_size})
+                   {"step": step, "best": best, "world_size": info.world_size},
+                   write=info.is_main)
     dist.barrier(info)
 
 
@@ -428,19 +429,21 @@ def _finish(cfg, rm, tok, train_d, val_d, out, info, best, total) -> dict:
     summary = {"model": str(out / "model"), "steps": total, "train_pairs": len(train_d),
                "val_pairs": len(val_d), "truncated_pairs": train_d.truncated + val_d.truncated,
                "best_val_accuracy": best.get("val_accuracy"), "best_step": best.get("step")}
-    if info.is_main:
+    if info.is_main or dist.is_sharded(rm):  # FSDP: every rank runs the passes, 0 writes
         rm.eval()
         n = min(len(train_d), 512)  # statistics on (up to) 2 x 512 training responses
         set_statistics(rm, train_d.chosen[:n] + train_d.rejected[:n], tok.pad_id,
                        cfg.train.eval_batch_size)
         rm.max_len = cfg.data.max_len
-        save_reward_model(rm, tok, out / "model", {"trained_steps": total})
+        save_reward_model(rm, tok, out / "model", {"trained_steps": total},
+                          write=info.is_main)
         last = validate(rm, val_d, tok, cfg)
         summary.update(last_val_accuracy=last.get("val_accuracy"),
                        last_val_length_rule_accuracy=last.get("val_length_rule_accuracy"),
                        last_val_ece=last.get("val_ece"), last_val_loss=last.get("val_loss"),
                        score_mean=float(rm.mean), score_std=float(rm.std))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if info.is_main:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
     dist.barrier(info)
     return summary
 

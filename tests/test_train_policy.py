@@ -259,3 +259,27 @@ def test_bf16_autocast_learns_and_sampling_matches_training(tiny_folder, prompt_
     first = sum(r["reward"] for r in rows[:5]) / 5
     last = sum(r["reward"] for r in rows[-5:]) / 5
     assert last > first + 0.2, (first, last)
+
+
+def test_fsdp_two_processes_then_resume_with_one(tiny_folder, prompt_file, tmp_path):
+    """runtime.parallel=fsdp on 2 processes (policy and reference sharded, sampling without
+    early stop so the ranks' collective forward passes match), then one process resumes."""
+    over = [f"policy={tiny_folder}", f"out_dir={tmp_path / 'fsdp'}", f"prompts.path={prompt_file}",
+            "prompts.batch_prompts=4", "prompts.hold_out_every=2", "prompts.eval_prompts=2",
+            "prompts.eval_samples=1", "sampling.max_new_tokens=8", "algo.k=2", "save_every=1",
+            "runtime.device=cpu", "reward.scorer=length"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "rlhf", "train-policy", "steps=2", "runtime.parallel=fsdp", *over]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = json.loads((tmp_path / "fsdp" / "state" / "state.json").read_text())["meta"]
+    assert state["world_size"] == 2 and state["global_prompts_seen"] == 8 and state["sharded"]
+    saved = params(tmp_path / "fsdp" / "policy")  # whole tensors, gathered from the shards
+    assert saved.keys() == params(tiny_folder).keys()
+    assert all(saved[k].shape == v.shape for k, v in params(tiny_folder).items())
+    r = subprocess.run([sys.executable, "-m", "rlhf", "train-policy", "steps=3", *over],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in rows] == [1, 2, 3]
