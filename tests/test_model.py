@@ -9,7 +9,7 @@ import torch
 from conftest import STORIES, TEXT, need_shared, tiny_model
 
 from rlhf.checkpoint import load_hf, load_llama2c, load_model, save_model
-from rlhf.model import RMSNorm, apply_rope, token_logprobs
+from rlhf.model import RMSNorm, apply_rope, decode_attention, token_logprobs
 from rlhf.tokenizer import Llama2cTokenizer
 
 
@@ -34,6 +34,28 @@ def test_token_logprobs_matches_naive_loop():
         for t in range(4):
             ref = torch.log_softmax(logits[b, t], -1)[toks[b, t + 1]]
             assert abs(float(fast[b, t] - ref)) < 1e-6
+
+
+def test_decode_attention_matches_naive_loop():
+    """One query per (row, head) against S cached keys, grouped heads folded into the batch,
+    padded keys masked by the additive bias: equals softmax attention written out per head."""
+    torch.manual_seed(0)
+    B, Hkv, rep, D, S = 2, 2, 3, 4, 5
+    q, k, v = torch.randn(B, Hkv, rep, D), torch.randn(B, Hkv, S, D), torch.randn(B, Hkv, S, D)
+    keep = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], dtype=torch.bool)  # row 1 padded
+    bias = torch.zeros(B, 1, S).masked_fill(~keep[:, None], float("-inf"))
+    qf, kt, vf = (q.reshape(B * Hkv, rep, D), k.transpose(-1, -2).reshape(B * Hkv, D, S),
+                  v.reshape(B * Hkv, S, D))
+    out = decode_attention(qf, kt, vf, bias.repeat_interleave(Hkv, 0)).view(B, Hkv, rep, D)
+    for b in range(B):
+        for h in range(Hkv):
+            for r in range(rep):
+                w = [math.exp(float(q[b, h, r] @ k[b, h, s]) / math.sqrt(D)) if keep[b, s]
+                     else 0.0 for s in range(S)]
+                ref = sum(wi * v[b, h, s] for s, wi in enumerate(w)) / sum(w)
+                assert torch.allclose(out[b, h, r], ref, atol=1e-5)
+    unmasked = decode_attention(qf, kt, vf)
+    assert torch.allclose(unmasked[:Hkv], out[0].reshape(Hkv, rep, D), atol=1e-6)  # row 0: all
 
 
 def test_padding_side_and_length_do_not_change_outputs():
