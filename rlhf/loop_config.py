@@ -27,7 +27,8 @@ class RaterConfig:
     name put in the printed `rlhf rate` command."""
     poll_seconds: float = 0.0
     """Human rater: 0 = exit with status 'waiting for ratings' (re-run to resume);
-    > 0 = wait, checking the store every this many seconds."""
+    > 0 = wait, checking the store every this many seconds. Under torchrun prefer 0: the
+    other processes wait in a collective, which times out (30 minutes by default)."""
 
     def check(self) -> None:
         require(self.temperature >= 0, "temperature", "must be >= 0")
