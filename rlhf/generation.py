@@ -101,6 +101,8 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
     done = torch.zeros(B, dtype=torch.bool, device=device)
     ended = torch.zeros(B, dtype=torch.bool, device=device)
     dtype = model.tok_embeddings.weight.dtype
+    if torch.is_autocast_enabled(device.type):  # keys/values arrive in the autocast dtype
+        dtype = torch.get_autocast_dtype(device.type)
     cache = KVCache(model.args, B, P + N, device, dtype)
     positions = prompt_mask.sum(1, keepdim=True)  # (B, 1) next rotary position per row
     logits = model(prompt_tokens, mask=prompt_mask, cache=cache, key_mask=key_mask[:, :P],
