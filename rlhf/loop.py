@@ -199,7 +199,7 @@ def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
 
 def reward_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict:
     """(3) Train the reward model on every comparison so far (a snapshot of the store)."""
-    rd = out / f"round_{r:02d}"
+    rd = round_dir(out, r)
     snap = rd / "comparisons_used.jsonl"
     if info.is_main and not snap.is_file():  # a resumed step trains on the same snapshot
         shutil.copyfile(out / "comparisons.jsonl", snap.with_name(snap.name + ".tmp"))
@@ -247,7 +247,7 @@ def policy_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict
     policy_train/gold.jsonl."""
     from rlhf.train_policy import make_score_fn, texts_of, train
 
-    rd = out / f"round_{r:02d}"
+    rd = round_dir(out, r)
     init = policy_path(cfg, out, r - 1)
     pcfg = dataclasses.replace(cfg.rl, policy=init, reference=cfg.policy,
                                out_dir=str(rd / "policy_train"), sampling=cfg.sampling,

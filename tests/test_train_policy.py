@@ -227,24 +227,30 @@ def test_cli_help_and_bad_key(capsys):
     assert "algo.nope" in capsys.readouterr().err
 
 
+def run_policy(over: list[str], processes: int = 1) -> None:
+    """`rlhf train-policy` in a subprocess: plain, or under torchrun with `processes` ranks."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+              str(processes)] if processes > 1 else [sys.executable]
+    r = subprocess.run([*launch, "-m", "rlhf", "train-policy", *over], capture_output=True,
+                       text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def steps_logged(out: Path) -> list[int]:
+    return [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_then_resume_with_one(tiny_folder, prompt_file, tmp_path):
     """2-process gloo DDP run, then the same run folder resumed by a single process."""
     over = [f"policy={tiny_folder}", f"out_dir={tmp_path / 'ddp'}", f"prompts.path={prompt_file}",
             "prompts.batch_prompts=4", "prompts.hold_out_every=0", "prompts.eval_prompts=0",
             "sampling.max_new_tokens=8", "algo.k=2", "save_every=1", "runtime.device=cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", "29517", "-m", "rlhf", "train-policy", "steps=2", *over]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_policy(["steps=2", *over], processes=2)
     state = json.loads((tmp_path / "ddp" / "state" / "state.json").read_text())["meta"]
     assert state["world_size"] == 2 and state["global_prompts_seen"] == 8
-    r = subprocess.run([sys.executable, "-m", "rlhf", "train-policy", "steps=3", *over],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in rows] == [1, 2, 3]
+    run_policy(["steps=3", *over])
+    assert steps_logged(tmp_path / "ddp") == [1, 2, 3]
 
 
 def test_bf16_autocast_learns_and_sampling_matches_training(tiny_folder, prompt_file, tmp_path):
@@ -268,18 +274,11 @@ def test_fsdp_two_processes_then_resume_with_one(tiny_folder, prompt_file, tmp_p
             "prompts.batch_prompts=4", "prompts.hold_out_every=2", "prompts.eval_prompts=2",
             "prompts.eval_samples=1", "sampling.max_new_tokens=8", "algo.k=2", "save_every=1",
             "runtime.device=cpu", "reward.scorer=length"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "-m", "rlhf", "train-policy", "steps=2", "runtime.parallel=fsdp", *over]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_policy(["steps=2", "runtime.parallel=fsdp", *over], processes=2)
     state = json.loads((tmp_path / "fsdp" / "state" / "state.json").read_text())["meta"]
     assert state["world_size"] == 2 and state["global_prompts_seen"] == 8 and state["sharded"]
     saved = params(tmp_path / "fsdp" / "policy")  # whole tensors, gathered from the shards
     assert saved.keys() == params(tiny_folder).keys()
     assert all(saved[k].shape == v.shape for k, v in params(tiny_folder).items())
-    r = subprocess.run([sys.executable, "-m", "rlhf", "train-policy", "steps=3", *over],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in rows] == [1, 2, 3]
+    run_policy(["steps=3", *over])
+    assert steps_logged(tmp_path / "fsdp") == [1, 2, 3]
