@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlhf.checkpoint import load_model, save_model  # noqa: E402
-from rlhf.config import SamplingConfig  # noqa: E402
-from rlhf.generation import generate  # noqa: E402
+from rlhf.lm.config import SamplingConfig  # noqa: E402
+from rlhf.lm.folders import load_model, save_model  # noqa: E402
+from rlhf.lm.generation import generate  # noqa: E402
 from rlhf.prompts import load_prompts  # noqa: E402
 
 

@@ -6,10 +6,10 @@ RL on the rater's own scorer reaches (at the same KL) does learning from compari
                                           [--out DIR] [section.key=value ...]
 
 CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its settings.
-1. Direct RL: rlhf.train_policy with the gold scorer (VADER of the response) as the reward,
+1. Direct RL: rlhf.policy.train with the gold scorer (VADER of the response) as the reward,
    for as many policy steps as the loop's runs take (rounds x rl.steps), at the config's KL
    coefficient and a quarter of it, evaluated every `--every` steps on the loop's held-out
-   prompts (rlhf.evaluate): (KL, gold) points, whose upper envelope is the frontier.
+   prompts (rlhf.policy.evaluate): (KL, gold) points, whose upper envelope is the frontier.
 2. Learning from comparisons: `rlhf loop` with N comparisons in all (N / rounds per round).
 3. For each N: gain fraction = (gold_N - gold_0) / (gold_direct(KL_N) - gold_0), with
    gold_direct read off the direct-RL frontier at the loop's final KL (linear between points;
@@ -31,13 +31,14 @@ from pathlib import Path
 
 import torch
 
-from rlhf.checkpoint import load_model
 from rlhf.config import load_config
-from rlhf.evaluate import evaluate_policy
-from rlhf.loop import LoopConfig, init_run, lines, run
+from rlhf.feedback.scorers import get_scorer
+from rlhf.lm.folders import load_model
+from rlhf.loop.config import LoopConfig
+from rlhf.loop.cycle import init_run, lines, run
+from rlhf.policy.evaluate import evaluate_policy
+from rlhf.policy.train import train
 from rlhf.runtime import setup
-from rlhf.scorers import get_scorer
-from rlhf.train_policy import train
 
 
 def direct_rl(cfg: LoopConfig, out: Path, kl_coef: float, every: int) -> list[dict]:

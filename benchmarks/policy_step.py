@@ -31,8 +31,8 @@ PROMPTS, K, NEW_TOKENS, LR, BETA = 16, 4, 64, 1e-4, 0.05
 
 def make_models(tmp: Path) -> tuple[Path, Path]:
     """stories260K as an HF-style policy folder, and a reward model of the same shape."""
-    from rlhf.checkpoint import load_model, save_model
-    from rlhf.reward_model import RewardModel, save_reward_model
+    from rlhf.lm.folders import load_model, save_model
+    from rlhf.reward.model import RewardModel, save_reward_model
 
     model, tok = load_model(STORIES)
     save_model(model, tok, tmp / "policy")
@@ -43,8 +43,8 @@ def make_models(tmp: Path) -> tuple[Path, Path]:
 
 def run_ours(policy: Path, rm: Path, tmp: Path, steps: int, warmup: int, threads: int) -> dict:
     from rlhf.config import load_config
-    from rlhf.policy_config import PolicyTrainConfig
-    from rlhf.train_policy import train
+    from rlhf.policy.config import PolicyTrainConfig
+    from rlhf.policy.train import train
 
     cfg = load_config(PolicyTrainConfig, None, [
         f"policy={policy}", f"out_dir={tmp / 'ours'}", f"steps={steps + warmup}",

@@ -37,14 +37,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from matmul_flops import measure  # noqa: E402
 
-from rlhf.checkpoint import hf_config, load_model, save_model, to_hf_state_dict  # noqa: E402
-from rlhf.comparisons import to_pairs  # noqa: E402
 from rlhf.config import load_config  # noqa: E402
-from rlhf.eval_reward import evaluate  # noqa: E402
-from rlhf.formats import read_hh  # noqa: E402
-from rlhf.model import ModelArgs, Transformer  # noqa: E402
-from rlhf.reward_model import encode_pair_side, init_reward_model, packed_length  # noqa: E402
-from rlhf.train_reward import RewardTrainConfig, split_by_group, train  # noqa: E402
+from rlhf.feedback.comparisons import to_pairs  # noqa: E402
+from rlhf.feedback.formats import read_hh  # noqa: E402
+from rlhf.lm.folders import hf_config, load_model, save_model, to_hf_state_dict  # noqa: E402
+from rlhf.lm.model import ModelArgs, Transformer  # noqa: E402
+from rlhf.reward.config import RewardTrainConfig  # noqa: E402
+from rlhf.reward.data import split_by_group  # noqa: E402
+from rlhf.reward.evaluate import evaluate  # noqa: E402
+from rlhf.reward.model import encode_pair_side, init_reward_model, packed_length  # noqa: E402
+from rlhf.reward.train import train  # noqa: E402
 
 HH = "../shared/data/preferences/hh-rlhf-harmless-base-test.jsonl.gz"
 STORIES = "../shared/models/stories260K"
@@ -91,7 +93,7 @@ def run_ours(init: Path, train_p, a, out: Path) -> tuple[float, object, object]:
     train(cfg)
     last = [json.loads(x) for x in (out / "ours/metrics.jsonl").read_text().splitlines()]
     speed = [r["pairs_per_s"] for r in last if "pairs_per_s" in r][-1]
-    from rlhf.reward_model import load_reward_model
+    from rlhf.reward.model import load_reward_model
 
     rm, tok = load_reward_model(out / "ours/model")
     return speed, rm, tok
@@ -168,7 +170,7 @@ def train_flops(init: Path, pairs, tok, max_len: int) -> float:
     """Training FLOPs per pair actually needed, on average: 6 * matmul weights * tokens of the
     packed row (the shared prompt counted once, as `pack_pairs` computes it) + attention of
     each side over its own prompt and response."""
-    from rlhf.checkpoint import load_hf
+    from rlhf.lm.folders import load_hf
 
     args = load_hf(init, hub_ok=False)[0].args
     weights = args.num_params() - args.vocab_size * args.dim  # no lookup, no LM head

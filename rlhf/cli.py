@@ -1,29 +1,34 @@
 """The `rlhf` console command: `rlhf <subcommand> ...`.
 
-Each subcommand lives in the module of its stage, as a `cli(argv) -> int` function; this file
-only lists them (imported lazily, so `rlhf --help` stays fast).
+Each subcommand is the `cli(argv) -> int` function of its stage's module; this file only
+lists them, in pipeline order, and turns expected failures into one line on stderr.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from rlhf.comparisons import RecordError
 from rlhf.config import ConfigError
+from rlhf.feedback import formats, pairs, rate, stats
+from rlhf.feedback.comparisons import RecordError
+from rlhf.lm import cli as generate
+from rlhf.loop import cycle, report
+from rlhf.policy import train as train_policy
+from rlhf.reward import evaluate as eval_reward
+from rlhf.reward import train as train_reward
 
 COMMANDS = {
-    # name: (module holding `cli(argv)`, one-line description)
-    "generate": ("rlhf.generation_cli", "sample text from a model"),
-    "sample-pairs": ("rlhf.pairs", "draw two responses per prompt into a queue to rate"),
-    "import-pairs": ("rlhf.formats", "import HH/TRL/PandaLM/FineGrained pairs"),
-    "rate": ("rlhf.rater", "the pairwise comparison prompt (terminal or piped stdin)"),
-    "stats": ("rlhf.stats", "counts, bias, consistency and agreement of a comparison store"),
-    "train-reward": ("rlhf.train_reward", "train a reward model from comparisons"),
-    "eval-reward": ("rlhf.eval_reward", "accuracy, calibration, length baseline"),
-    "train-policy": ("rlhf.train_policy", "fine-tune the policy (RLOO/REINFORCE/PPO)"),
-    "loop": ("rlhf.loop", "rounds of sample, rate, train reward, train policy"),
-    "report": ("rlhf.report", "a Markdown report with plots of a run folder"),
+    # name: (the stage's `cli(argv)`, one-line description)
+    "generate": (generate.cli, "sample text from a model"),
+    "sample-pairs": (pairs.cli, "draw two responses per prompt into a queue to rate"),
+    "import-pairs": (formats.cli, "import HH/TRL/PandaLM/FineGrained pairs"),
+    "rate": (rate.cli, "the pairwise comparison prompt (terminal or piped stdin)"),
+    "stats": (stats.cli, "counts, bias, consistency and agreement of a comparison store"),
+    "train-reward": (train_reward.cli, "train a reward model from comparisons"),
+    "eval-reward": (eval_reward.cli, "accuracy, calibration, length baseline"),
+    "train-policy": (train_policy.cli, "fine-tune the policy (RLOO/REINFORCE/PPO)"),
+    "loop": (cycle.cli, "rounds of sample, rate, train reward, train policy"),
+    "report": (report.cli, "a Markdown report with plots of a run folder"),
 }
 
 
@@ -42,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"rlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
     try:
-        return int(module.cli(rest) or 0)
+        return int(COMMANDS[name][0](rest) or 0)
     except (ConfigError, RecordError, FileNotFoundError) as e:
         print(f"rlhf {name}: error: {e}", file=sys.stderr)
         return 2

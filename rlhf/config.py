@@ -11,13 +11,14 @@ A dataclass may define `check(self)` that calls `require(...)` for cross-field r
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import inspect
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ def require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-# ----------------------------------------------------------------------------- shared sections
+# ----------------------------------------------------------------------------- the shared section
 
 
 @dataclass
@@ -65,47 +66,6 @@ class RuntimeConfig:
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
         )
-
-
-@dataclass
-class SamplingConfig:
-    max_new_tokens: int = 64
-    """Most tokens generated after the prompt."""
-    temperature: float = 1.0
-    """Softmax temperature; must be > 0 (use greedy for argmax decoding)."""
-    top_k: int = 0
-    """Keep only the k most likely tokens (0 = off)."""
-    top_p: float = 1.0
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
-    greedy: bool = False
-    """Argmax decoding (ignores temperature, top_k, top_p)."""
-    stop_at_bos: bool = True
-    """Also stop a sequence when it samples BOS (llama2.c models start a new story with BOS)."""
-
-    def check(self) -> None:
-        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        require(self.temperature > 0, "temperature", "must be > 0")
-        require(self.top_k >= 0, "top_k", "must be >= 0")
-        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-
-
-@dataclass
-class GenerateConfig:
-    """`rlhf generate`: sample text from a model."""
-
-    model: str = "../shared/models/stories260K"
-    """Model folder: a llama2.c checkpoint (*.bin + tok*.bin) or an HF-style folder."""
-    prompts: list[str] = field(default_factory=lambda: ["Once upon a time"])
-    """Prompts to continue."""
-    n: int = 1
-    """Samples per prompt."""
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    """How tokens are drawn."""
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    """Seed, threads, device."""
-
-    def check(self) -> None:
-        require(self.n >= 1, "n", "must be >= 1")
 
 
 # ----------------------------------------------------------------------------- machinery
@@ -326,6 +286,30 @@ def load_config(cls: type, path: str | os.PathLike | None = None,
     return from_dict(cls, data, "", where)
 
 
+def with_keys(cfg, values: dict[str, Any], who: str = "the caller"):
+    """A copy of config `cfg` with dotted keys set ({"data.paths": [...], "out_dir": ...}),
+    validated again like a loaded one. How a parent stage hands a child its config: the child's
+    type, with only the keys the parent decides set, in one call."""
+    data = to_dict(cfg)
+    where = {}
+    for key, value in values.items():
+        node, parts = data, key.split(".")
+        for k in parts[:-1]:
+            node = node[k]
+        if parts[-1] not in node:
+            raise ConfigError(f"{key}: not a key of {type(cfg).__name__}")
+        node[parts[-1]] = to_dict(value) if dataclasses.is_dataclass(value) else value
+        where[key] = f"set by {who}"
+    return from_dict(type(cfg), data, "", where)
+
+
+def get_key(cfg, key: str):
+    """The value of dotted `key` in a config."""
+    for k in key.split("."):
+        cfg = getattr(cfg, k)
+    return cfg
+
+
 def to_dict(cfg) -> dict:
     """Plain nested dict of a config (for the run folder's resolved config)."""
     return dataclasses.asdict(cfg)
@@ -337,3 +321,31 @@ def save_config(cfg, path: str | os.PathLike) -> None:
     tmp = p.with_suffix(p.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     os.replace(tmp, p)
+
+
+def parse_cli(cls: type, prog: str, doc: str | None, argv: list[str]):
+    """The command line of every stage: `prog [CONFIG.yaml] [section.key=value ...]` ->
+    a validated `cls` (defaults < YAML < overrides). A first argument holding '=' that is not
+    a file is an override. `--help` lists every key with its docstring. A command with flags
+    of its own builds on `config_parser` and `config_from_args` instead."""
+    a = config_parser(prog, cls, doc).parse_args(argv)
+    return config_from_args(cls, a)
+
+
+def config_parser(prog: str, cls: type, doc: str | None,
+                  parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """An ArgumentParser with the positional CONFIG and overrides of `parse_cli`."""
+    p = parser or argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (section.key=value):\n" + describe(cls))
+    p.add_argument("config", nargs="?", help=f"YAML file of {cls.__name__} keys")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    return p
+
+
+def config_from_args(cls: type, a: argparse.Namespace, extra: list[str] | tuple = ()):
+    """`cls` from parsed `config_parser` arguments, then `extra` overrides (flags)."""
+    path, over = a.config, list(a.overrides)
+    if path and "=" in path and not Path(path).is_file():
+        path, over = None, [path, *over]
+    return load_config(cls, path, [*over, *extra])

@@ -7,7 +7,8 @@ the global batch). Only rank 0 writes metrics and checkpoints (`is_main`).
 
 Two ways to spread a model (`runtime.parallel`):
 - 'ddp': DistributedDataParallel, a full replica per process, gradients all-reduced;
-- 'fsdp': FSDP2 (`fully_shard` on every transformer block, then the whole model): parameters,
+- 'fsdp': FSDP2 (`fully_shard` on every transformer block (each element of a
+  `ModuleList`), then the whole model): parameters,
   gradients and optimiser state sharded over the processes, for models that do not fit one
   device. Every forward pass is then collective, so every rank runs the same passes
   (validation and statistics on all ranks, generation without early stop), and checkpoints
@@ -78,10 +79,9 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str = "ddp",
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        from rlhf.model import Block
-
         mesh = init_device_mesh(info.device.type, (info.world_size,))
-        for block in [m for m in model.modules() if isinstance(m, Block)]:
+        blocks = [b for m in model.modules() if isinstance(m, torch.nn.ModuleList) for b in m]
+        for block in blocks:  # the transformer blocks: every model keeps them in a ModuleList
             fully_shard(block, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model

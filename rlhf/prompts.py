@@ -1,12 +1,16 @@
-"""Prompts for policy training and evaluation.
+"""The project's one prompt reader: every command (`sample-pairs`, `train-policy`, `loop`) gets
+its prompts from `load_prompts`, by one rule:
 
-- default: story openings from the shared TinyStories sample
-  (`../shared/data/text/tinystories-sample.txt`). The file is stories joined by blank lines
+- default ('' / None, or the shared TinyStories sample itself): story openings from
+  `../shared/data/text/tinystories-sample.txt`. The file is stories joined by blank lines
   with no marker between stories, so a paragraph is taken as a story's first when it opens
   like one ("Once upon a time", "Once there was", "One day, a ...", "Long ago", "There was");
   its first sentence is the prompt. Duplicates are dropped, order is kept.
 - `*.jsonl`: one object per line with a "prompt" (or "text") string.
-- any other text file: one prompt per non-empty line.
+- any other text file: one prompt per non-empty line, stripped of surrounding whitespace
+  (nothing is cut: a line is a prompt).
+- Everywhere: exact duplicates are dropped (the first is kept) and the order is kept; then an
+  optional seeded shuffle and an optional limit.
 
 `split_prompts` makes a fixed held-out set for evaluation (every `every`-th prompt).
 """
@@ -68,6 +72,7 @@ def load_prompts(path: str | None = None, n: int | None = None, seed: int | None
         prompts = story_openings(p.read_text())
     else:
         prompts = read_prompt_file(p)
+    prompts = list(dict.fromkeys(prompts))  # duplicates dropped, first kept, order kept
     if not prompts:
         raise ValueError(f"{p}: no prompts found")
     if seed is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf.model import ModelArgs, Transformer
+from rlhf.lm.model import ModelArgs, Transformer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -39,6 +39,6 @@ def tiny_model(seed: int = 0, **kw) -> Transformer:
 @pytest.fixture
 def stories():
     need_shared()
-    from rlhf.checkpoint import load_model
+    from rlhf.lm.folders import load_model
 
     return load_model(STORIES)

@@ -11,9 +11,9 @@ import warnings
 
 import pytest
 
-from rlhf.comparisons import Comparison, Item, RecordError, to_pairs
-from rlhf.pairs import read_queue, write_queue
-from rlhf.store import ComparisonStore, StoreWarning
+from rlhf.feedback.comparisons import Comparison, Item, RecordError, to_pairs
+from rlhf.feedback.queue import read_queue, write_queue
+from rlhf.feedback.store import ComparisonStore, StoreWarning
 
 
 def comp(i: int, rater: str = "ann", label: str = "a", **kw) -> Comparison:
@@ -78,8 +78,8 @@ def test_malformed_lines_reported_by_file_and_line(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from rlhf.comparisons import Comparison
-    from rlhf.store import ComparisonStore
+    from rlhf.feedback.comparisons import Comparison
+    from rlhf.feedback.store import ComparisonStore
     store, who, n = ComparisonStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for i in range(n):
         store.append(Comparison(item_id=f"{who}{i}", prompt="p" * 2000, a="a", b="b",

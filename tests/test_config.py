@@ -2,7 +2,8 @@
 
 import pytest
 
-from rlhf.config import ConfigError, GenerateConfig, describe, field_docs, load_config
+from rlhf.config import ConfigError, describe, field_docs, load_config
+from rlhf.lm.config import GenerateConfig
 
 
 def write(tmp_path, text):
@@ -56,7 +57,8 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
 
 
 def test_every_field_is_documented():
-    from rlhf.config import RuntimeConfig, SamplingConfig
+    from rlhf.config import RuntimeConfig
+    from rlhf.lm.config import SamplingConfig
 
     for cls in (GenerateConfig, SamplingConfig, RuntimeConfig):
         docs = field_docs(cls)
@@ -69,7 +71,7 @@ def test_nested_section_keeps_parent_defaults(tmp_path):
     """A section given in YAML starts from the parent's default_factory, not the bare class."""
     from dataclasses import dataclass, field
 
-    from rlhf.config import SamplingConfig
+    from rlhf.lm.config import SamplingConfig
 
     @dataclass
     class Outer:

@@ -12,18 +12,18 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def config_class(name: str):
     """configs/<kind>_*.yaml -> the config class of that kind of run."""
     if name.startswith("reward"):
-        from rlhf.train_reward import RewardTrainConfig
+        from rlhf.reward.config import RewardTrainConfig
 
         return RewardTrainConfig
     if name.startswith("policy"):
-        from rlhf.policy_config import PolicyTrainConfig
+        from rlhf.policy.config import PolicyTrainConfig
 
         return PolicyTrainConfig
     if name.startswith(("demo", "loop")):
-        from rlhf.loop import LoopConfig
+        from rlhf.loop.config import LoopConfig
 
         return LoopConfig
-    from rlhf.config import GenerateConfig
+    from rlhf.lm.config import GenerateConfig
 
     return GenerateConfig
 

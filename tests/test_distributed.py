@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_train_reward import config, make_fixture
 
-from rlhf.checkpoint import read_safetensors
-from rlhf.train_reward import train
+from rlhf.lm.folders import read_safetensors
+from rlhf.reward.train import train
 
 COMMON = ["train.max_steps=4", "train.batch_size=8", "model.n_members=2", "train.eval_every=2",
           "train.warmup_steps=2"]

@@ -11,9 +11,8 @@ import pytest
 import torch
 from conftest import PREFS, STORIES, TEXT, need_shared
 
-from rlhf.comparisons import RecordError, to_pairs
-from rlhf.config import SamplingConfig
-from rlhf.formats import (
+from rlhf.feedback.comparisons import RecordError, to_pairs
+from rlhf.feedback.formats import (
     common_prefix,
     detect_format,
     majority,
@@ -26,8 +25,11 @@ from rlhf.formats import (
     to_dataset,
     to_trl,
 )
-from rlhf.pairs import items_from_pairs_file, read_prompts, read_queue, sample_pairs
-from rlhf.store import ComparisonStore
+from rlhf.feedback.pairs import sample_pairs
+from rlhf.feedback.queue import items_from_pairs_file, read_queue
+from rlhf.feedback.store import ComparisonStore
+from rlhf.lm.config import SamplingConfig
+from rlhf.prompts import load_prompts
 
 HH = PREFS / "hh-rlhf-harmless-base-test.jsonl.gz"
 PANDALM = PREFS / "pandalm-testset-v1.json"
@@ -153,7 +155,7 @@ def test_queue_from_ready_made_pairs(tmp_path):
 def test_sample_pairs_from_stories260k(stories, tmp_path):
     need_shared(TEXT)
     model, tok = stories
-    prompts = read_prompts(TEXT, limit=3)
+    prompts = load_prompts(str(TEXT), n=3)
     assert len(prompts) == 3 and all(p.endswith((".", "!", "?", '"')) for p in prompts)
     cfg = SamplingConfig(max_new_tokens=24)
     items = sample_pairs(model, tok, prompts, cfg, torch.Generator().manual_seed(0),

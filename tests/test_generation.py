@@ -3,8 +3,9 @@
 import torch
 from conftest import tiny_model
 
-from rlhf.config import SamplingConfig
-from rlhf.generation import filter_logits, full_pass_logprobs, generate
+from rlhf.lm.config import SamplingConfig
+from rlhf.lm.generation import filter_logits, generate
+from rlhf.lm.logprobs import response_logprobs
 
 
 def prompts():
@@ -15,7 +16,7 @@ def test_cached_logprobs_equal_full_pass():
     model = tiny_model()
     cfg = SamplingConfig(max_new_tokens=20, temperature=0.8)
     gen = generate(model, prompts(), cfg, eos_id=2, generator=torch.Generator().manual_seed(1))
-    ref = full_pass_logprobs(model, gen, temperature=0.8)
+    ref, _ = response_logprobs(model, gen, temperature=0.8)
     assert torch.allclose(gen.logprobs, ref, atol=1e-5)
 
 
@@ -65,7 +66,7 @@ def test_filter_logits_hand_computed():
 
 
 def test_inverse_cdf_sampler_matches_probabilities():
-    from rlhf.generation import sample_from
+    from rlhf.lm.generation import sample_from
 
     probs = torch.tensor([[0.1, 0.6, 0.0, 0.3]]).expand(20000, 4)
     draws = sample_from(probs, torch.Generator().manual_seed(0))

@@ -13,8 +13,9 @@ from conftest import ROOT, STORIES, need_shared
 
 from rlhf.cli import main
 from rlhf.config import ConfigError, load_config
-from rlhf.loop import LoopConfig, next_step, run
-from rlhf.store import ComparisonStore
+from rlhf.feedback.store import ComparisonStore
+from rlhf.loop.config import LoopConfig
+from rlhf.loop.cycle import next_step, run
 
 TINY = ["rounds=2", "pairs_per_round=8", f"policy={STORIES}", "eval.n_prompts=4",
         "eval.samples_per_prompt=1", "sampling.max_new_tokens=12",
@@ -95,7 +96,7 @@ def test_killed_mid_round_resumes(tmp_path):
 
 def test_human_rater_waits_then_resumes(tmp_path, capsys):
     need_shared()
-    from rlhf.rater import run_session
+    from rlhf.feedback.rate import run_session
 
     out = tmp_path / "run"
     over = [*TINY, "rounds=1", "rater.kind=human", "rater.name=ann", f"out_dir={out}"]

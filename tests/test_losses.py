@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhf.losses import (
+from rlhf.reward.losses import (
     bradley_terry_loss,
     centring_penalty,
     margins_from_strengths,

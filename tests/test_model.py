@@ -8,9 +8,10 @@ import pytest
 import torch
 from conftest import STORIES, TEXT, need_shared, tiny_model
 
-from rlhf.checkpoint import load_hf, load_llama2c, load_model, save_model
-from rlhf.model import RMSNorm, apply_rope, decode_attention, token_logprobs
-from rlhf.tokenizer import Llama2cTokenizer
+from rlhf.lm.folders import load_hf, load_llama2c, load_model, save_model
+from rlhf.lm.logprobs import token_logprobs
+from rlhf.lm.model import RMSNorm, apply_rope, decode_attention
+from rlhf.lm.tokenizer import Llama2cTokenizer
 
 
 def test_rmsnorm_hand_computed():
@@ -71,12 +72,13 @@ def test_padding_side_and_length_do_not_change_outputs():
 
 
 def test_known_greedy_story(stories):
-    from rlhf.config import SamplingConfig
-    from rlhf.generation import generate_text
+    from rlhf.lm.config import SamplingConfig
+    from rlhf.lm.sampling import decode_rows, sample
 
     model, tok = stories
-    text = generate_text(model, tok, ["Once upon a time"],
-                         SamplingConfig(greedy=True, max_new_tokens=40))[0]
+    s = sample(model, tok, ["Once upon a time"], SamplingConfig(greedy=True, max_new_tokens=40),
+               None)
+    text = decode_rows(tok, s.batches[0])[0]  # prompt + response
     assert text.startswith("Once upon a time, there was a little girl named Lily. "
                            "She loved to play outside in the park.")
 
@@ -111,7 +113,7 @@ def test_hf_folder_written_by_test(tmp_path):
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from rlhf.checkpoint import hf_config, to_hf_state_dict
+    from rlhf.lm.folders import hf_config, to_hf_state_dict
 
     model = tiny_model(seed=3, tie_embeddings=False)
     folder = tmp_path / "hf"

@@ -1,4 +1,4 @@
-"""rlhf.pg_losses: hand-computed values, naive-loop references, gradient identities."""
+"""rlhf.policy.losses: hand-computed values, naive-loop references, gradient identities."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlhf import pg_losses as L
+from rlhf.policy import losses as L
 
 
 def test_reinforce_loss_hand_value():

@@ -13,11 +13,12 @@ import threading
 
 import pytest
 
-from rlhf.comparisons import Item
-from rlhf.pairs import write_queue
-from rlhf.rater import Session, parse_command, run_session
-from rlhf.rater_screen import layout
-from rlhf.store import ComparisonStore
+from rlhf.feedback.comparisons import Item
+from rlhf.feedback.queue import write_queue
+from rlhf.feedback.rate import run_session
+from rlhf.feedback.screen import layout
+from rlhf.feedback.session import Session, parse_command
+from rlhf.feedback.store import ComparisonStore
 
 
 def make_queue(path, n=6, gold=None):

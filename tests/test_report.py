@@ -3,7 +3,7 @@
 import json
 
 from rlhf.cli import main
-from rlhf.report import write_report
+from rlhf.loop.report import write_report
 
 
 def make_run(tmp_path, n_rounds=3):

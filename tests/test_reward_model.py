@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlhf.losses import preference_loss
-from rlhf.model import ModelArgs, Transformer
-from rlhf.reward_model import (
+from rlhf.lm.model import ModelArgs, Transformer
+from rlhf.reward.losses import preference_loss
+from rlhf.reward.model import (
     RewardModel,
     bootstrap_weights,
     disagreement,
@@ -175,7 +175,7 @@ def test_truncation_keeps_the_end_and_is_flagged():
 def test_save_load_roundtrip_keeps_heads_and_statistics(tmp_path):
     if not TOK.is_file():
         pytest.skip("needs ../shared/models/stories260K/tok512.bin")
-    from rlhf.tokenizer import Llama2cTokenizer
+    from rlhf.lm.tokenizer import Llama2cTokenizer
 
     tok = Llama2cTokenizer(TOK)
     torch.manual_seed(0)

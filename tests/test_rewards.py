@@ -1,4 +1,4 @@
-"""rlhf.rewards: hand-computed values, naive-loop references, exact expectations."""
+"""rlhf.policy.advantages: hand-computed values, naive-loop references, exact expectations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlhf import rewards as R
+from rlhf.policy import advantages as R
 
 
 def test_kl_estimators_hand_values():

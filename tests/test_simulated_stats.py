@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from rlhf.comparisons import Comparison, Item
-from rlhf.pairs import write_queue
-from rlhf.rater import run_simulated
-from rlhf.simulated import SimulatedRater, make_rater, sigmoid
-from rlhf.stats import agreement, cohen_kappa, compute, position_bias, self_consistency
-from rlhf.store import ComparisonStore
+from rlhf.feedback.comparisons import Comparison, Item
+from rlhf.feedback.queue import write_queue
+from rlhf.feedback.rate import run_simulated
+from rlhf.feedback.simulated import SimulatedRater, make_rater, sigmoid
+from rlhf.feedback.stats import agreement, cohen_kappa, compute, position_bias, self_consistency
+from rlhf.feedback.store import ComparisonStore
 
 HAPPY = "They laughed and played all day. It was a wonderful, happy, great day!"
 SAD = "The dog was lost and sad. Everyone cried. It was a terrible, awful day."

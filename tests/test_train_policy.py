@@ -1,4 +1,4 @@
-"""rlhf.train_policy and rlhf.prompts: behaviour of the loop on a tiny model."""
+"""rlhf.policy.train and rlhf.prompts: behaviour of the loop on a tiny model."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from rlhf import distributed as dist
 from rlhf.config import ConfigError, load_config
+from rlhf.policy.config import PolicyTrainConfig
+from rlhf.policy.train import global_batch, train
 from rlhf.prompts import load_prompts, split_prompts, story_openings
-from rlhf.train_policy import PolicyTrainConfig, global_batch, train
 
 PROMPTS = ["Once upon a time", "One day, a cat", "Tom had a ball", "The sun was up",
            "Lily saw a dog", "A bird sang", "Mom made a cake", "The boy ran"]
@@ -26,8 +27,8 @@ PROMPTS = ["Once upon a time", "One day, a cat", "Tom had a ball", "The sun was 
 def tiny_folder(tmp_path_factory):
     """A tiny random policy with the stories260K tokenizer, as an HF-style folder."""
     need_shared()
-    from rlhf.checkpoint import save_model
-    from rlhf.tokenizer import Llama2cTokenizer
+    from rlhf.lm.folders import save_model
+    from rlhf.lm.tokenizer import Llama2cTokenizer
 
     folder = tmp_path_factory.mktemp("tiny") / "policy"
     model = tiny_model(seed=0, vocab_size=512, dim=16, hidden_dim=32, n_heads=2, n_kv_heads=1)
@@ -124,9 +125,9 @@ def test_global_batch_passes_and_shards():
 def test_reward_on_last_real_token_of_generated_batch():
     """On a real sampled batch (ragged prompts, some responses ending early): the score sits on
     EOS for ended rows, on the last column for truncated ones, and padding gets nothing."""
-    from rlhf.config import SamplingConfig
-    from rlhf.generation import generate
-    from rlhf.rewards import kl_per_token, shape_rewards
+    from rlhf.lm.config import SamplingConfig
+    from rlhf.lm.generation import generate
+    from rlhf.policy.advantages import kl_per_token, shape_rewards
 
     model = tiny_model(seed=5, vocab_size=6)  # EOS (2) is drawn often
     prompts = [[1, 3], [1, 4, 5, 3, 4], [1], [1, 5, 5]] * 4
@@ -202,9 +203,9 @@ def test_scorer_reward_writes_samples_and_eval(tiny_folder, tmp_path):
 
 
 def test_reward_model_reward(tiny_folder, prompt_file, tmp_path):
-    """reward.kind=model reads a reward-model folder (rlhf.reward_model) and scores tokens."""
-    from rlhf.checkpoint import load_model
-    from rlhf.reward_model import RewardModel, save_reward_model
+    """reward.kind=model reads a reward-model folder (rlhf.reward.model) and scores tokens."""
+    from rlhf.lm.folders import load_model
+    from rlhf.reward.model import RewardModel, save_reward_model
 
     backbone, tok = load_model(tiny_folder)
     save_reward_model(RewardModel(backbone, n_members=2, seed=1), tok, tmp_path / "rm")

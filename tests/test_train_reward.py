@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf.checkpoint import read_safetensors, save_model
-from rlhf.comparisons import Comparison, PreferencePair
 from rlhf.config import ConfigError, load_config
-from rlhf.eval_reward import expected_calibration_error, pair_metrics
-from rlhf.model import ModelArgs, Transformer
-from rlhf.train_reward import RewardTrainConfig, epoch_batches, lr_at, split_by_group, train
+from rlhf.feedback.comparisons import Comparison, PreferencePair
+from rlhf.lm.folders import read_safetensors, save_model
+from rlhf.lm.model import ModelArgs, Transformer
+from rlhf.optim import lr_at
+from rlhf.reward.config import RewardTrainConfig
+from rlhf.reward.data import epoch_batches, split_by_group
+from rlhf.reward.evaluate import expected_calibration_error, pair_metrics
+from rlhf.reward.train import train
 
 TOK = Path(__file__).resolve().parents[2] / "shared/models/stories260K/tok512.bin"
 WORDS = "the cat dog sun tree ran big red blue sat".split()
@@ -24,8 +27,8 @@ def make_fixture(folder: Path, n: int = 600, seed: int = 0) -> tuple[Path, Path]
     "happy" in it (anywhere) beats the one with "sad"; lengths are random (length rule ~1/2)."""
     if not TOK.is_file():
         pytest.skip("needs ../shared/models/stories260K/tok512.bin")
-    from rlhf.store import ComparisonStore
-    from rlhf.tokenizer import Llama2cTokenizer
+    from rlhf.feedback.store import ComparisonStore
+    from rlhf.lm.tokenizer import Llama2cTokenizer
 
     torch.manual_seed(seed)
     args = ModelArgs(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2,

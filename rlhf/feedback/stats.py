@@ -22,7 +22,9 @@ import sys
 import warnings
 from collections import Counter, defaultdict
 
-from rlhf.comparisons import Comparison, RecordError
+from rlhf.feedback.comparisons import Comparison, RecordError
+from rlhf.feedback.formats import detect_format, read_any
+from rlhf.feedback.store import ComparisonStore
 
 
 def cohen_kappa(x: list[str], y: list[str]) -> float | None:
@@ -147,8 +149,6 @@ def cli(argv: list[str]) -> int:
     p.add_argument("store", help="comparison store (JSONL) or any preference file")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON line")
     a = p.parse_args(argv)
-    from rlhf.formats import detect_format, read_any
-    from rlhf.store import ComparisonStore
 
     try:
         if detect_format(a.store) == "store":

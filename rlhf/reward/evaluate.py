@@ -10,17 +10,17 @@ Lengths are in characters of the response (tokenizer-independent, as the shared 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from dataclasses import dataclass, field
 
 import torch
 
-from rlhf.comparisons import PreferencePair, to_pairs
-from rlhf.config import RuntimeConfig, describe, load_config, require
-from rlhf.losses import preference_loss
-from rlhf.reward_model import encode_pair_side, load_reward_model, raw_scores
+from rlhf.config import parse_cli, require
+from rlhf.feedback.comparisons import PreferencePair, to_pairs
+from rlhf.reward.config import EvalRewardConfig
+from rlhf.reward.data import read_comparisons, split_by_group
+from rlhf.reward.losses import preference_loss
+from rlhf.reward.model import encode_pair_side, load_reward_model, raw_scores
 from rlhf.runtime import setup
 
 LENGTH_BUCKETS = (0, 20, 100, 400)
@@ -111,45 +111,8 @@ def evaluate(rm, tokenizer, pairs: list[PreferencePair], batch_size: int = 32,
 # ----------------------------------------------------------------------------- CLI
 
 
-@dataclass
-class EvalRewardConfig:
-    """`rlhf eval-reward`: evaluate a saved reward model on preference data."""
-
-    model: str = "runs/reward/model"
-    """Reward model folder (written by `rlhf train-reward`)."""
-    data: list[str] = field(default_factory=list)
-    """Comparison stores or preference files (any format `rlhf.formats.read_any` reads)."""
-    split: str = "all"
-    """'all' pairs, or 'val' / 'train': the same split by prompt as `rlhf train-reward`
-    with `val_fraction` and `runtime.seed`."""
-    val_fraction: float = 0.1
-    """Share of prompts held out (only used with split val/train)."""
-    max_len: int = 0
-    """Token limit per side (the truncation rule of rlhf.reward_model); 0 = the limit the
-    model was trained with."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    """Seed, threads, device."""
-
-    def check(self) -> None:
-        require(self.split in ("all", "val", "train"), "split", "must be all, val or train")
-        require(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
-        require(self.max_len == 0 or self.max_len >= 3, "max_len", "must be 0 or >= 3")
-
-
 def cli(argv: list[str]) -> int:
-    from rlhf.train_reward import read_comparisons, split_by_group
-
-    p = argparse.ArgumentParser(prog="rlhf eval-reward", description=__doc__,
-                                epilog="config keys:\n" + describe(EvalRewardConfig),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="YAML file of EvalRewardConfig keys")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    a = p.parse_args(argv)
-    cfg_path = a.config if a.config and "=" not in a.config else None
-    over = ([a.config] if a.config and cfg_path is None else []) + list(a.overrides)
-    cfg: EvalRewardConfig = load_config(EvalRewardConfig, cfg_path, over)
+    cfg: EvalRewardConfig = parse_cli(EvalRewardConfig, "rlhf eval-reward", __doc__, argv)
     require(bool(cfg.data), "data", "name at least one data file")
     device = setup(cfg.runtime)
     rm, tok = load_reward_model(cfg.model, device)

@@ -1,6 +1,6 @@
 """`rlhf report RUN_DIR`: a self-contained Markdown report of a `rlhf loop` run folder.
 
-It reads what the loop wrote (layout: see rlhf/loop.py) and writes, inside the run folder,
+It reads what the loop wrote (layout: see rlhf/loop/cycle.py) and writes, inside the run folder,
 `report/report.md` and PNG plots beside it:
 - `rounds.png`: per round (0 = the starting policy) the proxy reward (reward-model score of
   fresh samples), the win rate against the starting policy, KL to the start, the gold score

@@ -1,6 +1,6 @@
 """Simulated raters: a real scorer nobody here wrote, plus Bradley-Terry noise.
 
-A simulated rater scores both responses with a scorer from `rlhf.scorers` (e.g. "vader":
+A simulated rater scores both responses with a scorer from `rlhf.feedback.scorers` (e.g. "vader":
 VADER sentiment, "prefers the happier story") and answers:
 - "tie" when |score_a - score_b| < tie_band;
 - otherwise "a" with probability sigmoid((score_a - score_b) / temperature), else "b"
@@ -20,8 +20,8 @@ import math
 import random
 import time
 
-from rlhf.comparisons import Comparison, Item
-from rlhf.scorers import SCORERS, get_scorer
+from rlhf.feedback.comparisons import Comparison, Item
+from rlhf.feedback.scorers import SCORERS, get_scorer
 
 DEFAULTS = {
     # scorer: (temperature, tie_band) in the scorer's units
@@ -86,7 +86,7 @@ class SimulatedRater:
 
 
 def make_rater(name: str, seed: int = 0, **kw) -> SimulatedRater:
-    """A simulated rater by name: any scorer of `rlhf.scorers` ("vader", "length")."""
+    """A simulated rater by name: any scorer of `rlhf.feedback.scorers` ("vader", "length")."""
     if name not in SCORERS:
         raise KeyError(f"unknown simulated rater {name!r}; known: {sorted(SCORERS)}")
     return SimulatedRater(name, seed, **kw)

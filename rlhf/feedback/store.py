@@ -35,7 +35,7 @@ import time
 import warnings
 from pathlib import Path
 
-from rlhf.comparisons import Comparison, RecordError
+from rlhf.feedback.comparisons import Comparison, RecordError
 
 
 class StoreWarning(UserWarning):

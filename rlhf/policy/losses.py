@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.rewards import kl_per_token
+from rlhf.policy.advantages import kl_per_token
 
 
 def seq_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -270,28 +270,6 @@ class Transformer(nn.Module):
         return self.output(h)
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens[:, t+1] | tokens[:, :t+1]) from logits (B, T, V) -> (B, T-1).
-
-    Computed as logit - logsumexp in float32 (no full log_softmax tensor is materialised).
-    """
-    logits = logits[:, :-1].float()  # (B, T-1, V)
-    target = tokens[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
-    picked = logits.gather(-1, target).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
-
-
-def sequence_logprobs(model: Transformer, tokens, mask=None) -> torch.Tensor:
-    """Per-token log-probs of a padded batch: (B, T-1), entry t scores token t+1."""
-    return token_logprobs(model(tokens, mask), tokens)
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each next-token distribution: logits (B, T, V) -> (B, T), in nats."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def flops_per_token(args: ModelArgs, seq_len: int) -> float:
     """Forward FLOPs per token (Kaplan et al. 2020, table 1): 2 per weight of every matmul
     (the output layer included, the embedding lookup not) plus 2 * n_layers * seq_len * dim

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from rlhf.config import SamplingConfig
-from rlhf.model import KVCache, Transformer
+from rlhf.lm.config import SamplingConfig
+from rlhf.lm.logprobs import logprob_of
+from rlhf.lm.model import KVCache, Transformer
 
 
 @dataclass
@@ -116,8 +116,7 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
         else:
             probs = filter_logits(logits, cfg.top_k, cfg.top_p).softmax(-1)
             nxt = sample_from(probs, generator)
-        logprobs[:, t] = (logits.gather(-1, nxt[:, None]).squeeze(-1)
-                          - torch.logsumexp(logits, -1)).masked_fill(done, 0.0)
+        logprobs[:, t] = logprob_of(logits, nxt).masked_fill(done, 0.0)
         nxt = nxt.masked_fill(done, pad_id)
         tokens[:, P + t] = nxt
         key_mask[:, P + t] = (~done).long()
@@ -134,24 +133,3 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
     response_mask = key_mask[:, P:]
     return Generation(tokens=tokens, mask=key_mask, prompt_width=P, response_mask=response_mask,
                       logprobs=logprobs, ended=ended)
-
-
-def generate_text(model, tokenizer, prompts: list[str], cfg: SamplingConfig, n: int = 1,
-                  generator: torch.Generator | None = None) -> list[str]:
-    """Convenience: strings in, decoded continuations out (n per prompt, prompt first)."""
-    ids = [tokenizer.encode(p, bos=True) for p in prompts for _ in range(n)]
-    gen = generate(model, ids, cfg, tokenizer.eos_id, tokenizer.pad_id, tokenizer.bos_id,
-                   generator)
-    out = []
-    for prompt, resp in zip(ids, gen.response_lists()):
-        out.append(tokenizer.decode(prompt + resp))
-    return out
-
-
-def full_pass_logprobs(model: Transformer, gen: Generation, temperature: float = 1.0):
-    """Log-probs of the sampled responses from one fresh forward pass: (B, N).
-    The reference for the cached path (they must agree)."""
-    logits = model(gen.tokens, mask=gen.mask).float() / temperature  # (B, P+N, V)
-    logp = F.log_softmax(logits[:, gen.prompt_width - 1:-1], -1)
-    picked = logp.gather(-1, gen.responses.unsqueeze(-1)).squeeze(-1)
-    return picked * gen.response_mask

@@ -26,7 +26,8 @@ import os
 import sys
 from pathlib import Path
 
-from rlhf.comparisons import Comparison, RecordError, to_pairs
+from rlhf.feedback.comparisons import Comparison, RecordError, to_pairs
+from rlhf.feedback.store import ComparisonStore
 
 FORMATS = ("hh", "trl", "pandalm", "finegrained", "store")
 
@@ -262,7 +263,6 @@ def read_any(path: str | os.PathLike, fmt: str | None = None) -> list[Comparison
     """Read a preference file in any known format (detected unless `fmt` is given)."""
     fmt = fmt or detect_format(path)
     if fmt == "store":
-        from rlhf.store import ComparisonStore
 
         return ComparisonStore(path).load()
     readers = {"hh": read_hh, "trl": read_trl, "pandalm": read_pandalm,
@@ -329,7 +329,6 @@ def _import(a: argparse.Namespace) -> int:
         to_dataset(comps).save_to_disk(a.out)
         print(f"saved a datasets.Dataset of {len(comps)} comparisons ({fmt}) to {a.out}")
     else:
-        from rlhf.store import ComparisonStore
 
         ComparisonStore(a.out).extend(comps)
         print(f"imported {len(comps)} comparisons ({fmt}) into {a.out}: {labels}")

@@ -31,7 +31,7 @@ Run folder (`out_dir`):
                              reward model, the paths of both models and the metrics
     report/                  `rlhf report`: report.md and PNG plots
 
-The configuration (`LoopConfig`) lives in `rlhf.loop_config`.
+The configuration (`LoopConfig`) lives in `rlhf.loop.config`.
 
 Under torchrun (`torchrun --nproc-per-node N -m rlhf loop CONFIG`) the training steps
 (reward, policy) run on every process with DDP; sampling pairs, rating, evaluation and every
@@ -40,8 +40,6 @@ file of the run folder are rank 0's, the other ranks waiting at a barrier after 
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import random
@@ -54,8 +52,24 @@ import torch
 import yaml
 
 from rlhf import distributed as dist
-from rlhf.config import describe, load_config, require, save_config, to_dict
-from rlhf.loop_config import LoopConfig
+from rlhf.config import parse_cli, require, save_config, to_dict, with_keys
+from rlhf.feedback.comparisons import to_pairs
+from rlhf.feedback.pairs import sample_pairs
+from rlhf.feedback.queue import read_queue, write_queue
+from rlhf.feedback.scorers import get_scorer
+from rlhf.feedback.simulated import SimulatedRater
+from rlhf.feedback.store import ComparisonStore
+from rlhf.lm.folders import load_model
+from rlhf.lm.sampling import decode_rows
+from rlhf.loop.config import LoopConfig
+from rlhf.loop.report import write_report
+from rlhf.policy import train as policy_stage
+from rlhf.policy.evaluate import evaluate_policy
+from rlhf.prompts import load_prompts
+from rlhf.reward import train as reward_stage
+from rlhf.reward.evaluate import evaluate as evaluate_reward_model
+from rlhf.reward.model import load_reward_model, rank_pairs, score_texts
+from rlhf.runtime import setup
 
 STEPS = ("sample", "rate", "reward", "policy", "eval")
 
@@ -114,8 +128,6 @@ def init_run(cfg: LoopConfig, out: Path) -> dict:
                   "new one (config.yaml is updated)", file=sys.stderr)
             save_config(cfg, out / "config.yaml")
         return state
-    from rlhf.prompts import load_prompts
-
     prompts = load_prompts(cfg.prompts or None, seed=cfg.runtime.seed)
     require(len(prompts) > cfg.eval.n_prompts + 1, "eval.n_prompts",
             f"leaves no training prompts ({len(prompts)} prompts in all)")
@@ -136,8 +148,6 @@ def lines(path: Path) -> list[str]:
 def sample_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
     """(1) Pairs from the policy of round r-1 on training prompts; with selection=disagreement
     (from round 2 on) the ones the previous reward-model ensemble disagrees on most."""
-    from rlhf.checkpoint import load_model
-    from rlhf.pairs import sample_pairs, write_queue
 
     active = cfg.selection == "disagreement" and r > 1
     n = cfg.pairs_per_round * (cfg.oversample if active else 1)
@@ -150,8 +160,6 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
     items = sample_pairs(model.to(device), tok, prompts, cfg.sampling, gen,
                          source={"model": src, "round": r - 1})
     if active:
-        from rlhf.reward_model import load_reward_model, rank_pairs
-
         rm, rm_tok = load_reward_model(out / f"round_{r - 1:02d}" / "reward_model" / "model")
         scores = rank_pairs(rm, rm_tok, items)
         order = sorted(range(len(items)), key=lambda i: -scores[i])[:cfg.pairs_per_round]
@@ -168,15 +176,10 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
 def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
     """(2) Ratings for every pair of the round's queue. A simulated rater answers at once; for
     people, print the `rlhf rate` command and wait (poll_seconds > 0) or return False."""
-    from rlhf.pairs import read_queue
-    from rlhf.store import ComparisonStore
-
     queue = round_dir(out, r) / "queue.jsonl"
     items = read_queue(queue)
     store = ComparisonStore(out / "comparisons.jsonl")
     if cfg.rater.kind == "simulated":
-        from rlhf.simulated import SimulatedRater
-
         rater = SimulatedRater(cfg.rater.scorer, seed=cfg.runtime.seed * 1000 + r,
                                temperature=cfg.rater.temperature or None,
                                name=cfg.rater.name or None)
@@ -205,20 +208,15 @@ def reward_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict
         shutil.copyfile(out / "comparisons.jsonl", snap.with_name(snap.name + ".tmp"))
         os.replace(snap.with_name(snap.name + ".tmp"), snap)
     dist.barrier(info)
-    from rlhf.store import ComparisonStore
-
     used = ComparisonStore(snap).load()
     prev = out / f"round_{r - 1:02d}" / "reward_model" / "model"
     init = str(prev) if cfg.reward_init == "previous" and r > 1 else cfg.policy
-    rcfg = dataclasses.replace(cfg.reward, out_dir=str(rd / "reward_model"), runtime=cfg.runtime,
-                               progress=False)
-    rcfg.data = dataclasses.replace(cfg.reward.data, paths=[str(snap)])
-    rcfg.model = dataclasses.replace(cfg.reward.model, init=init)
-    from rlhf.train_reward import train
-
+    rcfg = with_keys(cfg.reward, {  # what the loop decides (loop.config.LOOP_SETS["reward"])
+        "out_dir": str(rd / "reward_model"), "data.paths": [str(snap)], "model.init": init,
+        "progress": False, "runtime": cfg.runtime}, who="the loop")
     new = [c for c in used if c.meta.get("round") == r]
     fresh = previous_rm_accuracy(prev, new) if r > 1 and info.is_main else None
-    metrics = train(rcfg)
+    metrics = reward_stage.train(rcfg)
     return {"comparisons": str(snap.relative_to(out)), "n_comparisons_total": len(used),
             "previous_rm_accuracy_on_new": fresh,
             "n_comparisons_new": len(new),
@@ -230,49 +228,40 @@ def reward_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict
 def previous_rm_accuracy(path: Path, comparisons) -> float | None:
     """The previous round's reward model on this round's fresh comparisons (pairs from the
     newer policy, never trained on): how well it judged what the policy was becoming."""
-    from rlhf.comparisons import to_pairs
-    from rlhf.eval_reward import evaluate
-    from rlhf.reward_model import load_reward_model
-
     pairs = to_pairs(comparisons, ties="drop")
     if not pairs:
         return None
     rm, tok = load_reward_model(path)
-    return evaluate(rm, tok, pairs).get("accuracy")
+    return evaluate_reward_model(rm, tok, pairs).get("accuracy")
 
 
 def policy_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict:
     """(4) Fine-tune the policy of round r-1 against this round's reward model, KL to the
     start. The gold score of every step's samples (all ranks') goes to
     policy_train/gold.jsonl."""
-    from rlhf.train_policy import make_score_fn, texts_of, train
-
     rd = round_dir(out, r)
     init = policy_path(cfg, out, r - 1)
-    pcfg = dataclasses.replace(cfg.rl, policy=init, reference=cfg.policy,
-                               out_dir=str(rd / "policy_train"), sampling=cfg.sampling,
-                               runtime=cfg.runtime)
-    pcfg.reward = dataclasses.replace(cfg.rl.reward, kind="model",
-                                      path=str(rd / "reward_model" / "model"))
-    pcfg.prompts = dataclasses.replace(cfg.rl.prompts, path=str(out / "prompts_train.txt"),
-                                       hold_out_every=0, eval_prompts=0)
+    pcfg = with_keys(cfg.rl, {  # what the loop decides (loop.config.LOOP_SETS["rl"])
+        "policy": init, "reference": cfg.policy, "out_dir": str(rd / "policy_train"),
+        "reward.kind": "model", "reward.path": str(rd / "reward_model" / "model"),
+        "prompts.path": str(out / "prompts_train.txt"), "prompts.hold_out_every": 0,
+        "prompts.eval_prompts": 0, "sampling": cfg.sampling, "runtime": cfg.runtime},
+        who="the loop")
     score_fn = None
     if cfg.eval.gold_scorer:
-        from rlhf.checkpoint import load_model
-        from rlhf.scorers import get_scorer
 
         gold = get_scorer(cfg.eval.gold_scorer)
         gold_log = GoldLog(rd / "policy_train") if info.is_main else None
         tok = load_model(init)[1]
-        reward = make_score_fn(pcfg.reward, tok, info.device)
+        reward = policy_stage.make_score_fn(pcfg.reward, tok, info.device)
 
         def score_fn(gen, texts):
-            golds = gold([t.strip() for t in texts_of(tok, gen, include_prompt=False)])
+            golds = gold([t.strip() for t in decode_rows(tok, gen, include_prompt=False)])
             golds = dist.all_gather_list(golds, info)  # every rank's samples
             if gold_log is not None:
                 gold_log.write(sum(golds) / len(golds))
             return reward(gen, texts)
-    summary = train(pcfg, score_fn)
+    summary = policy_stage.train(pcfg, score_fn)
     return {"policy_init": init, "policy": policy_path(cfg, out, r),
             "policy_metrics_file": f"round_{r:02d}/policy_train/metrics.jsonl",
             "policy_gold_file": f"round_{r:02d}/policy_train/gold.jsonl" if score_fn else None,
@@ -306,9 +295,6 @@ class GoldLog:
 
 def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
     """(5) Gold score, KL to the start and reward-model win rate on held-out prompts."""
-    from rlhf.checkpoint import load_model
-    from rlhf.evaluate import evaluate_policy
-    from rlhf.scorers import get_scorer
 
     prompts = [p for p in lines(out / "prompts_eval.txt")
                for _ in range(cfg.eval.samples_per_prompt)]
@@ -316,8 +302,6 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
     ref, _ = load_model(cfg.policy)
     reward = start_texts = None
     if r > 0:
-        from rlhf.reward_model import load_reward_model, score_texts
-
         rm, rm_tok = load_reward_model(out / f"round_{r:02d}" / "reward_model" / "model",
                                        device)
         reward = lambda ps, ts: score_texts(rm, rm_tok, ps, ts).tolist()  # noqa: E731
@@ -341,8 +325,6 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
 
 def run(cfg: LoopConfig) -> dict:
     """Run (or resume) the loop to its last round; returns the final summary (on rank 0)."""
-    from rlhf.runtime import setup
-
     # 1. processes (torchrun), the run folder: a fresh one, or where a killed run stopped
     info = dist.init(cfg.runtime.device)
     setup(cfg.runtime)
@@ -385,7 +367,6 @@ def run(cfg: LoopConfig) -> dict:
     # 3. the report and the summary line (rank 0)
     if not main:
         return {"rank": info.rank}
-    from rlhf.report import write_report
 
     report = write_report(out)
     rounds = [json.loads(s) for s in lines(out / "rounds.jsonl")]
@@ -413,17 +394,7 @@ def eval_record(cfg: LoopConfig, out: Path, r: int, device, record: dict) -> dic
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="rlhf loop", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (section.key=value):\n" + describe(LoopConfig))
-    p.add_argument("config", nargs="?", help="YAML file of LoopConfig keys")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. out_dir=PATH")
-    a = p.parse_args(argv)
-    if a.config and "=" in a.config and not Path(a.config).is_file():
-        a.overrides.insert(0, a.config)
-        a.config = None
-    cfg: LoopConfig = load_config(LoopConfig, a.config, a.overrides)
+    cfg: LoopConfig = parse_cli(LoopConfig, "rlhf loop", __doc__, argv)
     summary = run(cfg)
     info = dist.init(cfg.runtime.device)
     if info.is_main:
@@ -432,4 +403,3 @@ def cli(argv: list[str]) -> int:
         print(json.dumps(summary), flush=True)
     dist.finish(info)
     return 3 if summary.get("status") == "waiting for ratings" else 0
-

@@ -85,17 +85,23 @@ def missing_eos_penalty(scores: torch.Tensor, ended: torch.Tensor, penalty: floa
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True,
-           eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over the entries where `mask` is 1 (all when None); with
-    `shift_mean=False` the mean is added back (scale only). Population variance."""
-    m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
-    n = m.sum().clamp(min=1)
-    mean = (x * m).sum() / n
-    var = ((x - mean).pow(2) * m).sum() / n
-    out = (x - mean) * torch.rsqrt(var + eps)
+           eps: float = 1e-8, over: torch.Tensor | None = None) -> torch.Tensor:
+    """(x - mean) / (std + eps), population std, with the statistics of the entries of `over`
+    (default: x itself; under torchrun, every rank's values) or, with `mask` (same shape as x),
+    of the entries of x where it is 1 (zero is returned elsewhere). `shift_mean=False` adds the
+    mean back (scale only). Used for batch reward normalisation and advantage whitening."""
+    ref = x if over is None else over
+    if mask is None:
+        mean, std = ref.mean(), ref.std(unbiased=False)
+    else:
+        m = mask.to(x.dtype)
+        n = m.sum().clamp(min=1)
+        mean = (x * m).sum() / n
+        std = (((x - mean).pow(2) * m).sum() / n).sqrt()
+    out = (x - mean) / (std + eps)
     if not shift_mean:
         out = out + mean
-    return out * m if mask is not None else out
+    return out * mask if mask is not None else out
 
 
 @dataclass

@@ -8,9 +8,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rlhf.config import RuntimeConfig, SamplingConfig, require
-from rlhf.policy_config import PolicyTrainConfig
-from rlhf.train_reward import RewardTrainConfig
+from rlhf.config import RuntimeConfig, get_key, require
+from rlhf.feedback.scorers import SCORERS
+from rlhf.lm.config import SamplingConfig
+from rlhf.policy.config import PolicyTrainConfig
+from rlhf.reward.config import RewardTrainConfig
+
+LOOP_SETS = {
+    "reward": {
+        "out_dir": "the round's reward_model/ folder",
+        "data.paths": "the round's snapshot of the comparison store",
+        "model.init": "reward_init: the previous round's reward model, or the policy",
+        "progress": "off: the loop prints its own progress",
+        "runtime": "the loop's runtime section",
+    },
+    "rl": {
+        "policy": "the previous round's policy",
+        "reference": "the starting policy (the KL anchor of every round)",
+        "out_dir": "the round's policy_train/ folder",
+        "reward.kind": "model: this round's reward model",
+        "reward.path": "this round's reward model",
+        "prompts.path": "the run's training prompts",
+        "prompts.hold_out_every": "0: the loop holds out its own evaluation prompts",
+        "prompts.eval_prompts": "0: the loop evaluates each round itself",
+        "sampling": "the loop's sampling section",
+        "runtime": "the loop's runtime section",
+    },
+}
+"""The keys of the nested stage configs that the loop sets itself each round, and why; setting
+one of them in a loop config is refused (it would be silently replaced)."""
 
 
 @dataclass
@@ -32,6 +58,8 @@ class RaterConfig:
 
     def check(self) -> None:
         require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(self.kind != "simulated" or self.scorer in SCORERS, "scorer",
+                f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
         require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
 
 
@@ -48,6 +76,8 @@ class EvalConfig:
 
     def check(self) -> None:
         require(self.n_prompts >= 1, "n_prompts", "must be >= 1")
+        require(not self.gold_scorer or self.gold_scorer in SCORERS, "gold_scorer",
+                f"unknown scorer {self.gold_scorer!r}; known: {sorted(SCORERS)} ('' = none)")
         require(self.samples_per_prompt >= 1, "samples_per_prompt", "must be >= 1")
 
 
@@ -77,10 +107,10 @@ class LoopConfig:
     reward_init: Literal["previous", "policy"] = "previous"
     """Each round's reward model starts from the previous round's, or from the start policy."""
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
-    """Reward-model training: rlhf.train_reward's keys. The loop sets `out` (the round's
+    """Reward-model training: rlhf.reward.train's keys. The loop sets `out` (the round's
     folder), `data.paths` (its snapshot of the store), `model.init` and `runtime`."""
     rl: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
-    """Policy fine-tuning each round: rlhf.train_policy's keys (`steps` is per round). The
+    """Policy fine-tuning each round: rlhf.policy.train's keys (`steps` is per round). The
     loop sets `policy` (the previous round's), `reference` (the starting policy), `out_dir`,
     `reward.kind`/`reward.path` (this round's reward model), `prompts.path` (the training
     prompts; no hold-out, the loop evaluates), `sampling` and `runtime`."""
@@ -94,3 +124,8 @@ class LoopConfig:
         require(self.pairs_per_round >= 2, "pairs_per_round", "must be >= 2")
         require(self.oversample >= 1, "oversample", "must be >= 1")
         require(bool(self.out_dir), "out_dir", "must name a folder")
+        defaults = {"reward": RewardTrainConfig(), "rl": PolicyTrainConfig()}
+        for section, keys in LOOP_SETS.items():
+            for key, why in keys.items():
+                require(get_key(getattr(self, section), key) == get_key(defaults[section], key),
+                        f"{section}.{key}", f"is set by the loop ({why}); remove it")

@@ -8,9 +8,10 @@ import time
 
 import torch
 
-from rlhf.checkpoint import load_model
-from rlhf.config import GenerateConfig, SamplingConfig, load_config
-from rlhf.generation import generate
+from rlhf.config import load_config
+from rlhf.lm.config import GenerateConfig, SamplingConfig
+from rlhf.lm.folders import load_model
+from rlhf.lm.generation import generate
 from rlhf.runtime import setup
 
 

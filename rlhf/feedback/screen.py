@@ -13,9 +13,9 @@ import shutil
 import sys
 import textwrap
 
-from rlhf.pairs import read_queue
-from rlhf.rater import Session, Shown, describe, read_guidelines
-from rlhf.store import ComparisonStore
+from rlhf.feedback.queue import read_queue
+from rlhf.feedback.session import Session, Shown, describe, read_guidelines
+from rlhf.feedback.store import ComparisonStore
 
 SIDE_BY_SIDE = 120
 """Narrowest terminal (columns) that shows A and B side by side."""

@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from rlhf.checkpoint import load_hf, load_model, read_safetensors, save_model
-from rlhf.model import Transformer
+from rlhf.lm.folders import load_hf, load_model, read_safetensors, save_model
+from rlhf.lm.model import Transformer
 
 META_FILE = "reward_model.json"
 

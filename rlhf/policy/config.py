@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rlhf.config import RuntimeConfig, SamplingConfig, require
+from rlhf.config import RuntimeConfig, require
+from rlhf.feedback.scorers import SCORERS
+from rlhf.lm.config import SamplingConfig
+from rlhf.policy.algorithms import ALGORITHMS
 
 
 @dataclass
@@ -16,9 +19,9 @@ class RewardConfig:
     kind: Literal["scorer", "model"] = "scorer"
     """'model': a reward-model folder (`path`); 'scorer': a named function of the text."""
     scorer: str = "vader"
-    """kind=scorer: a name from rlhf.scorers (vader, length)."""
+    """kind=scorer: a name from rlhf.feedback.scorers (vader, length)."""
     path: str = ""
-    """kind=model: the reward-model folder (rlhf.reward_model.save_reward_model)."""
+    """kind=model: the reward-model folder (rlhf.reward.model.save_reward_model)."""
     include_prompt: bool = True
     """kind=scorer: score prompt + response (the whole story); false: the response alone."""
     normalize: Literal["none", "batch", "running"] = "none"
@@ -29,8 +32,6 @@ class RewardConfig:
     """Subtracted from the score of a response with no EOS within max_new_tokens."""
 
     def check(self) -> None:
-        from rlhf.scorers import SCORERS
-
         require(self.kind != "model" or bool(self.path), "path", "kind=model needs a path")
         require(self.kind != "scorer" or self.scorer in SCORERS, "scorer",
                 f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
@@ -58,19 +59,24 @@ class KLConfig:
 
 @dataclass
 class AlgoConfig:
-    name: Literal["rloo", "reinforce", "ppo"] = "rloo"
-    """'rloo' (leave-one-out baseline), 'reinforce' (running-mean baseline) or 'ppo'
-    (clipped objective, group baseline, epochs of minibatches)."""
+    name: str = "rloo"
+    """A name in rlhf.policy.algorithms.ALGORITHMS: 'rloo' (leave-one-out baseline),
+    'reinforce' (running-mean baseline) or 'ppo' (clipped objective, group baseline, epochs
+    of minibatches)."""
     k: int = 4
     """Samples per prompt (an RLOO/PPO group; >= 2 for those)."""
     lr: float = 3e-4
-    """AdamW learning rate (betas 0.9, 0.95)."""
+    """AdamW learning rate (rlhf.optim)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW betas."""
     warmup_steps: int = 0
     """Linear learning-rate warm-up over this many steps."""
+    min_lr_ratio: float = 1.0
+    """After warm-up, cosine decay to this share of lr at the last step (1 = constant)."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """AdamW weight decay, on matrices only (rlhf.optim's rule)."""
     max_grad_norm: float = 1.0
-    """Clip the gradient's global norm to this."""
+    """Clip the gradient's global norm to this (0 = off)."""
     whiten_advantages: bool = False
     """Advantages -> zero mean, unit std over the global batch."""
     baseline_momentum: float = 0.9
@@ -85,11 +91,17 @@ class AlgoConfig:
     """Entropy bonus coefficient (0 = monitored only)."""
 
     def check(self) -> None:
+        require(self.name in ALGORITHMS, "name",
+                f"unknown algorithm {self.name!r}; known: {sorted(ALGORITHMS)}")
         require(self.k >= 1, "k", "must be >= 1")
-        require(self.name == "reinforce" or self.k >= 2, "k", f"{self.name} needs k >= 2")
+        need = ALGORITHMS[self.name].min_k
+        require(self.k >= need, "k", f"{self.name} needs k >= {need}")
         require(self.lr > 0, "lr", "must be > 0")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
+                "must be two numbers in [0, 1)")
         require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
         require(0 <= self.baseline_momentum < 1, "baseline_momentum", "must be in [0, 1)")
         require(self.ppo_epochs >= 1, "ppo_epochs", "must be >= 1")
         require(self.minibatches >= 1, "minibatches", "must be >= 1")
@@ -152,5 +164,6 @@ class PolicyTrainConfig:
         require(self.sample_every >= 0, "sample_every", "must be >= 0")
         require(self.save_every >= 0, "save_every", "must be >= 0")
         require(not self.sampling.greedy, "sampling.greedy", "policy gradients need sampling")
-        require(self.algo.name != "ppo" or self.prompts.batch_prompts * self.algo.k
-                >= self.algo.minibatches, "algo.minibatches", "more minibatches than samples")
+        require(not ALGORITHMS[self.algo.name].reuses_batch or self.prompts.batch_prompts
+                * self.algo.k >= self.algo.minibatches, "algo.minibatches",
+                "more minibatches than samples")

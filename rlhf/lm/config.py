@@ -1,0 +1,49 @@
+"""Typed configuration of the language-model stage: how tokens are sampled, and
+`rlhf generate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf.config import RuntimeConfig, require
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 64
+    """Most tokens generated after the prompt."""
+    temperature: float = 1.0
+    """Softmax temperature; must be > 0 (use greedy for argmax decoding)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 = off)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
+    greedy: bool = False
+    """Argmax decoding (ignores temperature, top_k, top_p)."""
+    stop_at_bos: bool = True
+    """Also stop a sequence when it samples BOS (llama2.c models start a new story with BOS)."""
+
+    def check(self) -> None:
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(self.top_k >= 0, "top_k", "must be >= 0")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+
+
+@dataclass
+class GenerateConfig:
+    """`rlhf generate`: sample text from a model."""
+
+    model: str = "../shared/models/stories260K"
+    """Model folder: a llama2.c checkpoint (*.bin + tok*.bin) or an HF-style folder."""
+    prompts: list[str] = field(default_factory=lambda: ["Once upon a time"])
+    """Prompts to continue."""
+    n: int = 1
+    """Samples per prompt."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How tokens are drawn."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Seed, threads, device."""
+
+    def check(self) -> None:
+        require(self.n >= 1, "n", "must be >= 1")

@@ -1,0 +1,100 @@
+"""Comparisons -> training data for the reward stage (and DPO): read stores and imported files,
+convert to pairs, split *by prompt* (no prompt on both sides), tokenise with the truncation
+rule of `rlhf.reward.model.encode_pair_side`, and cut the epochs into global batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlhf.config import ConfigError
+from rlhf.feedback.comparisons import PreferencePair, to_pairs
+from rlhf.feedback.formats import read_any
+from rlhf.reward.config import RewardTrainConfig
+from rlhf.reward.losses import margins_from_strengths
+from rlhf.reward.model import encode_pair_side, packed_length
+
+
+def read_comparisons(paths: list[str]):
+    """Comparisons from stores and imported files, in order (`rlhf.feedback.formats.read_any`)."""
+    out = []
+    for p in paths:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"data.paths: {p} not found")
+        out.extend(read_any(p))
+    return out
+
+
+def split_by_group(pairs: list[PreferencePair], val_fraction: float, seed: int
+                   ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Hold out round(val_fraction * groups) whole prompt groups (seeded shuffle of the sorted
+    group ids): no prompt is in both splits."""
+    groups = sorted({p.group for p in pairs})
+    g = torch.Generator().manual_seed(seed)
+    order = [groups[i] for i in torch.randperm(len(groups), generator=g).tolist()]
+    n_val = round(val_fraction * len(groups)) if val_fraction > 0 else 0
+    val_groups = set(order[:n_val])
+    return ([p for p in pairs if p.group not in val_groups],
+            [p for p in pairs if p.group in val_groups])
+
+
+@dataclass
+class EncodedPairs:
+    chosen: list[list[int]]
+    rejected: list[list[int]]
+    target: torch.Tensor  # (N,)
+    margin: torch.Tensor  # (N,)
+    len_chosen: list[int]  # characters, for the length rule
+    len_rejected: list[int]
+    truncated: int  # pairs with at least one side truncated
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def lengths(self) -> list[int]:
+        """Tokens of each pair's packed row (shared prompt once), what a batch computes."""
+        return [packed_length(a, b) for a, b in zip(self.chosen, self.rejected)]
+
+
+def encode_pairs(pairs: list[PreferencePair], tok, max_len: int, margin: bool) -> EncodedPairs:
+    c = [encode_pair_side(tok, p.prompt, p.chosen, max_len) for p in pairs]
+    r = [encode_pair_side(tok, p.prompt, p.rejected, max_len) for p in pairs]
+    targets = [p.target for p in pairs]
+    m = (margins_from_strengths([p.strength for p in pairs], targets) if margin
+         else torch.zeros(len(pairs)))
+    return EncodedPairs([x[0] for x in c], [x[0] for x in r],
+                        torch.tensor(targets, dtype=torch.float32), m,
+                        [len(p.chosen) for p in pairs], [len(p.rejected) for p in pairs],
+                        sum(a[1] or b[1] for a, b in zip(c, r)))
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                  group_by_length: bool, window: int = 64) -> list[list[int]]:
+    """The global batches (pair indices) of one epoch, a pure function of its arguments.
+    Shuffle; drop the last incomplete batch (other pairs are dropped next epoch); with
+    group_by_length, sort each run of `window` batches by length before cutting, then
+    shuffle the batch order (so long and short batches alternate at random)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    n = len(lengths) // batch_size * batch_size
+    perm = torch.randperm(len(lengths), generator=g).tolist()[:n]
+    if group_by_length:
+        span = batch_size * window
+        perm = [i for s in range(0, n, span)
+                for i in sorted(perm[s:s + span], key=lambda j: (lengths[j], j))]
+    batches = [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
+def prepare_data(cfg: RewardTrainConfig, tok) -> tuple[EncodedPairs, EncodedPairs]:
+    """Read, convert, split by prompt and tokenise: (train, validation)."""
+    pairs = to_pairs(read_comparisons(cfg.data.paths), ties=cfg.data.ties)
+    if cfg.data.max_pairs:
+        pairs = pairs[:cfg.data.max_pairs]
+    train_p, val_p = split_by_group(pairs, cfg.data.val_fraction, cfg.runtime.seed)
+    if len(train_p) < cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is more than the "
+                          f"{len(train_p)} training pairs")
+    enc = [encode_pairs(p, tok, cfg.data.max_len, cfg.loss.margin) for p in (train_p, val_p)]
+    return enc[0], enc[1]

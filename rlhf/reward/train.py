@@ -1,0 +1,228 @@
+"""`rlhf train-reward CONFIG [overrides]`: fit a reward model to pairwise comparisons.
+
+One loop (`train`), read top to bottom:
+1. processes (torchrun: one per rank), seeds, the run folder;
+2. data: comparison stores / imported files -> pairs -> train/validation split *by prompt*
+   (no prompt on both sides) -> token ids, truncated by the stated rule and counted;
+3. model (from a policy folder or a previous reward model), AdamW, resume from `state/`;
+4. steps: the global batch of step s is a pure function of (seed, s) (shuffled, then grouped by
+   length so a batch is padded only as far as it needs); each rank takes its `shard`, splits
+   it into micro-batches (gradient accumulation), chosen and rejected in one forward pass
+   with their shared prompt computed once (`reward_model.pack_pairs`);
+   warmup + cosine learning rate; validation every `eval_every` steps; checkpoints;
+5. normalisation statistics on the training responses, the saved model, a summary.
+
+Distributed (torchrun, gloo on CPU / nccl on CUDA): every rank builds the same global batch,
+DDP averages the gradients of per-rank means over equal shards, which equals the gradient of
+the global mean. The data position is the global step, so a run resumes with another number
+of processes. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from rlhf import distributed as dist
+from rlhf.config import ConfigError, parse_cli, save_config
+from rlhf.optim import clip_gradients, lr_at, make_optimizer, set_lr
+from rlhf.reward.config import RewardOptimConfig, RewardTrainConfig
+from rlhf.reward.data import EncodedPairs, epoch_batches, prepare_data
+from rlhf.reward.evaluate import evaluate_encoded
+from rlhf.reward.losses import centring_penalty, preference_loss
+from rlhf.reward.model import (
+    bootstrap_weights,
+    init_reward_model,
+    pack_pairs,
+    save_reward_model,
+    set_statistics,
+)
+from rlhf.runtime import MetricsLog, autocast, setup
+from rlhf.state import load_state, save_state
+
+# ----------------------------------------------------------------------------- one step
+
+
+def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.Tensor,
+                     cfg: RewardTrainConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean weighted loss of pairs `idx`, chosen and rejected in one forward with their
+    shared prompt computed once (`pack_pairs`); also the per-pair ensemble-mean score
+    difference (b,) for training accuracy."""
+    b = len(idx)
+    packed = pack_pairs([data.chosen[i] for i in idx], [data.rejected[i] for i in idx], 0,
+                        device)  # rows (b, T)
+    with autocast(cfg.runtime, device):
+        r = model(packed.tokens, packed=packed)  # (2b, E): chosen rows, then rejected
+    rc, rr = r[:b], r[b:]  # (b, E)
+    loss = preference_loss(rc, rr, data.target[idx].to(device), data.margin[idx].to(device))
+    if cfg.loss.centring > 0:
+        loss = loss + cfg.loss.centring * centring_penalty(rc, rr)
+    loss = (loss * weights[idx].to(device)).mean()
+    return loss, (rc.mean(-1) - rr.mean(-1)).detach()
+
+
+def train_step(model, opt, data, batch, weights, cfg, info, accum, device) -> dict:
+    """One optimiser step on this rank's shard of a global batch; metrics are global means."""
+    mine = dist.shard(batch, info)
+    micro = len(mine) // accum
+    total_loss, right = torch.zeros((), device=device), torch.zeros((), device=device)
+    for k in range(accum):
+        idx = mine[k * micro:(k + 1) * micro]
+        with dist.no_grad_sync(model, skip=k < accum - 1):  # reduce on the last one only
+            loss, d = micro_batch_loss(model, data, idx, weights, cfg, device)
+            (loss / accum).backward()
+        total_loss += loss.detach() / accum
+        clear = data.target[idx].to(device) == 1.0
+        right += ((d > 0) & clear).float().sum() / max(1, int(clear.sum())) / accum
+    gnorm = clip_gradients(model, cfg.train.max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return {"loss": float(dist.all_reduce_mean(total_loss, info)),
+            "accuracy": float(dist.all_reduce_mean(right, info)),
+            "grad_norm": float(dist.full_tensor(gnorm))}
+
+
+def accumulation(cfg: RewardOptimConfig, world: int) -> int:
+    """Micro-batches per step on each process; raises ConfigError when sizes do not divide."""
+    if cfg.batch_size % world:
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} does not divide over {world} "
+                          "processes")
+    per_rank = cfg.batch_size // world
+    micro = cfg.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise ConfigError(f"train.micro_batch_size: {micro} does not divide the "
+                          f"{per_rank} pairs per process")
+    return per_rank // micro
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def validate(rm, val: EncodedPairs, tok, cfg) -> dict:
+    if not len(val):
+        return {}
+    out = evaluate_encoded(rm, val.chosen, val.rejected, val.target, val.len_chosen,
+                           val.len_rejected, tok.pad_id, cfg.train.eval_batch_size)
+    return {f"val_{k}": v for k, v in out.items() if not isinstance(v, dict)}
+
+
+def train(cfg: RewardTrainConfig) -> dict:
+    """Train a reward model as `cfg` says; returns a summary (see the module docstring)."""
+    # 1. processes, seeds, run folder
+    info = dist.init(cfg.runtime.device)
+    device = info.device
+    setup(cfg.runtime)
+    out = Path(cfg.out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    accum = accumulation(cfg.train, info.world_size)
+    # 2. data, split by prompt
+    rm, tok = init_reward_model(cfg.model.init, cfg.model.n_members, cfg.runtime.seed)
+    train_d, val_d = prepare_data(cfg, tok)
+    weights = (bootstrap_weights(len(train_d), cfg.model.n_members, cfg.runtime.seed)
+               if cfg.model.bootstrap else torch.ones(len(train_d), cfg.model.n_members))
+    lengths = train_d.lengths()
+    per_epoch = len(train_d) // cfg.train.batch_size
+    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
+    # 3. model (DDP replica or FSDP shards), optimiser, resume
+    rm.to(device).train()
+    model = dist.wrap(rm, info, cfg.runtime.parallel)  # FSDP shards `rm` in place
+    opt = make_optimizer(rm, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
+    step, best = 0, {"val_accuracy": float("nan")}
+    log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
+    if cfg.resume and (out / "state").is_dir():
+        meta, _ = load_state(out / "state", {"rm": rm}, {"opt": opt})
+        step, best = meta["step"], meta["best"]
+        log.truncate_after(step)
+    if info.is_main:
+        log.write(event="data", step=step, train_pairs=len(train_d), val_pairs=len(val_d),
+                  truncated_pairs=train_d.truncated + val_d.truncated, total_steps=total,
+                  world_size=info.world_size, sharded=dist.is_sharded(rm))
+    # 4. steps
+    bar = tqdm(range(step, total), initial=step, total=total,
+               disable=not (cfg.progress and info.is_main), desc="reward")
+    order, order_epoch, t0, n0 = None, -1, time.time(), step
+    for step in bar:
+        epoch = step // per_epoch
+        if epoch != order_epoch:
+            order = epoch_batches(lengths, cfg.train.batch_size, cfg.runtime.seed, epoch,
+                                  cfg.train.group_by_length)
+            order_epoch = epoch
+        lr = lr_at(step, total, cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr_ratio)
+        set_lr(opt, lr)
+        m = train_step(model, opt, train_d, order[step % per_epoch], weights, cfg, info,
+                       accum, device)
+        done = step + 1
+        row = {"step": done, "lr": lr, **m,
+               "pairs_per_s": (done - n0) * cfg.train.batch_size / (time.time() - t0)}
+        if (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total:
+            best = _evaluate_and_log(rm, val_d, tok, cfg, info, row, best)
+        log.write(**row)
+        bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.2f}")
+        stop = cfg.train.stop_at and done >= cfg.train.stop_at and done < total
+        if (cfg.train.save_every and done % cfg.train.save_every == 0) or done == total or stop:
+            _checkpoint(out, rm, opt, done, best, info)
+        if stop:
+            bar.close()
+            return {"stopped_at": done, "steps": total, "state": str(out / "state")}
+    # 5. statistics, saved model, summary
+    return _finish(cfg, rm, tok, train_d, val_d, out, info, best, total)
+
+
+def _evaluate_and_log(rm, val_d, tok, cfg, info, row: dict, best: dict) -> dict:
+    """Validation on rank 0 (others wait; under FSDP every rank runs it, forward passes being
+    collective); returns the best validation metrics so far."""
+    if info.is_main or dist.is_sharded(rm):
+        row.update(validate(rm, val_d, tok, cfg))
+        acc = row.get("val_accuracy", float("nan"))
+        if not best["val_accuracy"] >= acc:  # also replaces nan
+            best = {"val_accuracy": acc, "step": row["step"]}
+    dist.barrier(info)
+    return best
+
+
+def _checkpoint(out: Path, rm, opt, step: int, best: dict, info) -> None:
+    if info.is_main or dist.is_sharded(rm):  # FSDP: every rank gathers, rank 0 writes
+        save_state(out / "state", {"rm": rm}, {"opt": opt},
+                   {"step": step, "best": best, "world_size": info.world_size},
+                   write=info.is_main)
+    dist.barrier(info)
+
+
+def _finish(cfg, rm, tok, train_d, val_d, out, info, best, total) -> dict:
+    summary = {"model": str(out / "model"), "steps": total, "train_pairs": len(train_d),
+               "val_pairs": len(val_d), "truncated_pairs": train_d.truncated + val_d.truncated,
+               "best_val_accuracy": best.get("val_accuracy"), "best_step": best.get("step")}
+    if info.is_main or dist.is_sharded(rm):  # FSDP: every rank runs the passes, 0 writes
+        rm.eval()
+        n = min(len(train_d), 512)  # statistics on (up to) 2 x 512 training responses
+        set_statistics(rm, train_d.chosen[:n] + train_d.rejected[:n], tok.pad_id,
+                       cfg.train.eval_batch_size)
+        rm.max_len = cfg.data.max_len
+        save_reward_model(rm, tok, out / "model", {"trained_steps": total},
+                          write=info.is_main)
+        last = validate(rm, val_d, tok, cfg)
+        summary.update(last_val_accuracy=last.get("val_accuracy"),
+                       last_val_length_rule_accuracy=last.get("val_length_rule_accuracy"),
+                       last_val_ece=last.get("val_ece"), last_val_loss=last.get("val_loss"),
+                       score_mean=float(rm.mean), score_std=float(rm.std))
+        if info.is_main:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    dist.barrier(info)
+    return summary
+
+
+def cli(argv: list[str]) -> int:
+    cfg = parse_cli(RewardTrainConfig, "rlhf train-reward", __doc__, argv)
+    info = dist.init(cfg.runtime.device)
+    summary = train(cfg)
+    if info.is_main:
+        print(json.dumps(summary))
+    dist.finish(info)
+    return 0
