@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from rlhf.config import ConfigError
+from rlhf.config import UserError
 from rlhf.feedback import formats, pairs, rate, stats
-from rlhf.feedback.comparisons import RecordError
 from rlhf.lm import cli as generate
 from rlhf.loop import cycle, report
 from rlhf.policy import train as train_policy
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(COMMANDS[name][0](rest) or 0)
-    except (ConfigError, RecordError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:
         print(f"rlhf {name}: error: {e}", file=sys.stderr)
         return 2
 

@@ -25,7 +25,13 @@ from typing import Any, Literal
 import yaml
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """An expected failure caused by the user's input or environment (a bad file, model folder,
+    config value, a full disk...). The CLI prints its message as one line, no traceback; the
+    message names the file and, where there is one, the line or key."""
+
+
+class ConfigError(UserError, ValueError):
     """A bad configuration value; the message names the key and where it came from."""
 
 

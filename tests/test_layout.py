@@ -65,7 +65,7 @@ def resolve(name: str, known: dict) -> str | None:
 
 def test_every_module_imports_in_a_fresh_interpreter():
     names = sorted(modules())
-    code = "import importlib\nfor n in %r:\n    importlib.import_module(n)\n" % names
+    code = f"import importlib\nfor n in {names!r}:\n    importlib.import_module(n)\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf.config import UserError
+
 LABELS = ("a", "b", "tie", "both_bad", "cant_tell", "skip")
 """What a rater can answer: a better, b better, equally good, both bad, can't tell, skip."""
 STRENGTHS = ("slightly", "clearly", "much")
@@ -138,7 +140,7 @@ class Comparison:
         return self.label == self.left
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """A record that does not fit the schema (the message names the key)."""
 
 
