@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from rlhf.config import ConfigError, load_config
+from rlhf.config import ConfigError, get_key, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -30,8 +31,18 @@ def config_class(name: str):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_config_file_loads(path):
+    """Every key written in the file took effect, with the value written."""
     cfg = load_config(config_class(path.name), path)
-    assert cfg is not None
+
+    def leaves(node, prefix=""):
+        for k, v in node.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    written = list(leaves(yaml.safe_load(path.read_text()) or {}))
+    assert written, path
+    for key, value in written:
+        got = get_key(cfg, key)
+        assert got == (float(value) if isinstance(got, float) else value), key
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

@@ -13,6 +13,7 @@ from conftest import ROOT, STORIES, need_shared
 
 from rlhf.cli import main
 from rlhf.config import ConfigError, load_config
+from rlhf.feedback.scorers import vader
 from rlhf.feedback.store import ComparisonStore
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.cycle import next_step, run
@@ -39,13 +40,21 @@ def check_run(out):
     assert [r["n_comparisons_new"] for r in recs[1:]] == [8, 8]
     assert recs[2]["reward_init"] == recs[1]["reward_model"]
     assert [r["selection"] for r in recs[1:]] == ["random", "active"]  # ensemble disagreement
-    assert "prev_rm_on_policy_accuracy" in recs[2]["eval"]  # round 1's RM on round 2's pairs
+    prev = recs[2]["eval"]["prev_rm_on_policy_accuracy"]  # round 1's RM on round 2's pairs
+    assert prev == recs[2]["previous_rm_accuracy_on_new"] and 0.0 <= prev <= 1.0
     for r in recs[1:]:
         used = ComparisonStore(out / r["comparisons"]).load()
         assert len(used) == r["n_comparisons_total"]
         assert (out / f"round_{r['round']:02d}/reward_model/model/reward_model.json").is_file()
         assert (out / f"round_{r['round']:02d}/policy_train/policy/config.json").is_file()
-        assert {"gold", "kl", "win_rate", "reward_gain", "rm_accuracy"} <= set(r["eval"])
+        ev, saved = r["eval"], json.loads((out / f"round_{r['round']:02d}/eval.json").read_text())
+        # gold is the hidden scorer's mean over this round's held-out samples (4 prompts x 1)
+        assert len(saved["texts"]) == 4
+        assert ev["gold"] == pytest.approx(sum(vader(saved["texts"])) / 4, abs=1e-9)
+        assert ev["reward_gain"] == pytest.approx(ev["reward"] - ev["reward_start"], abs=1e-9)
+        assert ev["win_rate"] in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+        assert 0.0 <= ev["rm_accuracy"] <= 1.0 and ev["kl"] != 0.0  # the policy moved
+        assert ev["rm_accuracy"] == r["reward_metrics"]["last_val_accuracy"]
         assert (out / f"round_{r['round']:02d}/samples.md").is_file()
     comps = ComparisonStore(out / "comparisons.jsonl").load()
     assert len(comps) == 16 and len({c.item_id for c in comps}) == 16  # none rated twice

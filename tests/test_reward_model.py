@@ -200,7 +200,13 @@ def test_save_load_roundtrip_keeps_heads_and_statistics(tmp_path):
     torch.testing.assert_close(score_tokens(rm2, tokens, mask), s, atol=1e-5, rtol=0)
     items = [SimpleNamespace(prompt="Hi.", a=texts[0], b=texts[1])] * 2
     r = rank_pairs(rm2, tok2, items)
-    assert len(r) == 2 and r[0] == pytest.approx(r[1]) and r[0] >= 0
+    # by hand: the variance over the 3 members of sigmoid(r_a - r_b), population variance
+    raw = raw_scores(rm2, [encode_pair_side(tok2, "Hi.", t, 48)[0] for t in texts[:2]],
+                     tok2.pad_id)  # (2, E)
+    p = torch.sigmoid(raw[0] - raw[1])  # (E,)
+    expected = float(((p - p.mean()) ** 2).mean())
+    assert len(r) == 2 and r[0] == pytest.approx(expected, rel=1e-5) and r[1] == r[0]
+    assert expected > 1e-8  # the members' heads differ, so they disagree
 
 
 def test_disagreement_by_hand():

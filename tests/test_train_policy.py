@@ -199,7 +199,12 @@ def test_scorer_reward_writes_samples_and_eval(tiny_folder, tmp_path):
             if x]
     assert len(rows) == 4 and {"prompt", "response", "reward"} <= set(rows[0])
     assert s["eval_start"]["kl_k3"] == pytest.approx(0.0, abs=1e-5)  # policy == reference
-    assert s["eval_end"]["reward"] > 0 and (run / "samples" / "eval_end.jsonl").is_file()
+    # the reward is the word count of prompt + response: a whole number, at least the prompt's
+    # words; the summary's reward is the mean over the eval samples written to the run folder
+    ev = [json.loads(x) for x in (run / "samples" / "eval_end.jsonl").read_text().splitlines()]
+    assert len(ev) == 3 * 4  # eval_prompts x eval_samples
+    assert all(r["reward"] == int(r["reward"]) >= len(r["prompt"].split()) for r in ev)
+    assert s["eval_end"]["reward"] == pytest.approx(sum(r["reward"] for r in ev) / len(ev))
 
 
 def test_reward_model_reward(tiny_folder, prompt_file, tmp_path):
@@ -214,8 +219,22 @@ def test_reward_model_reward(tiny_folder, prompt_file, tmp_path):
                    "prompts.hold_out_every=4", "prompts.eval_samples=2")
     s = train(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(abs(r["reward"]) < 100 for r in rows)
-    assert s["eval_end"] is not None and "kl_k1" in s["eval_end"]
+    # step 1's reward is the reward model's score of exactly the batch step 1 sampled: redo it
+    from rlhf.lm.sampling import sample
+    from rlhf.policy.train import step_generator
+    from rlhf.reward.model import load_reward_model, score_tokens
+
+    policy, tok = load_model(tiny_folder)
+    train_p, _ = split_prompts(load_prompts(str(prompt_file), seed=0), 4)
+    batch = [train_p[i] for i in global_batch(len(train_p), 0, 4, 0)]
+    gen = sample(policy, tok, batch, cfg.sampling, step_generator(0, 0, 0, "cpu"), n=4,
+                 batch_rows=0).batches[0]
+    rm, _ = load_reward_model(tmp_path / "rm")
+    expected = score_tokens(rm, gen.tokens, gen.mask)
+    assert len(rows) == 2 and rows[0]["reward"] == pytest.approx(float(expected.mean()),
+                                                                 abs=1e-5)
+    assert rows[0]["reward_std"] == pytest.approx(float(expected.std(unbiased=False)), abs=1e-5)
+    assert s["eval_start"]["kl_k1"] == pytest.approx(0.0, abs=1e-5)  # policy == reference
 
 
 def test_cli_help_and_bad_key(capsys):
