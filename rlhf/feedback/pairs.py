@@ -11,42 +11,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from rlhf.config import RuntimeConfig, load_config, require
+from rlhf.config import RuntimeConfig, load_config
 from rlhf.feedback.comparisons import Item, RecordError
+from rlhf.feedback.config import PairsConfig
 from rlhf.feedback.queue import items_from_pairs_file, write_queue
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.folders import load_model
 from rlhf.lm.sampling import sample
 from rlhf.prompts import load_prompts
 from rlhf.runtime import setup
-
-
-@dataclass
-class PairsConfig:
-    """`rlhf sample-pairs`: two responses per prompt into a queue to rate."""
-
-    model: str = "../shared/models/stories260K"
-    """Policy folder (llama2.c or HF-style) to sample from."""
-    prompts: str = ""
-    """Prompt file ('' = TinyStories story openings from ../shared; rlhf.prompts says how
-    each kind of file is read)."""
-    out: str = "queue.jsonl"
-    """Queue file to write (JSON lines of items)."""
-    n_prompts: int = 20
-    """Use at most this many prompts (0 = all)."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=96))
-    """How both responses are drawn."""
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    """Seed, threads, device."""
-
-    def check(self) -> None:
-        require(self.n_prompts >= 0, "n_prompts", "must be >= 0")
-        require(bool(self.out), "out", "must name a file")
 
 
 def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
