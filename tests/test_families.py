@@ -204,3 +204,24 @@ def test_loading_errors_are_one_line_through_the_cli(tmp_path, capsys):
     code = main(["generate", "--model", str(folder), "--prompt", "w1 w2"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "gemma" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("case", ["mistral-sliding-window", "gpt2"])
+def test_transformers_backend_same_interface_same_numbers(tmp_path, case):
+    """backend: transformers behind the native interface: padded logits, hidden states and
+    cached greedy generation equal the native model's."""
+    from rlhf.lm.folders import load_model
+
+    _, folder = hf_folder(tmp_path, case)
+    native, _ = load_model(folder)
+    wrapped, tok = load_model(folder, "transformers")
+    x = torch.randint(0, V, (2, 16))
+    mask = torch.ones_like(x)
+    mask[1, :4] = 0
+    with torch.no_grad():
+        assert (wrapped(x, mask)[mask.bool()] - native(x, mask)[mask.bool()]).abs().max() <= 1e-4
+        assert wrapped.hidden(x).shape == (2, 16, wrapped.args.dim)
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]
+    cfg = SamplingConfig(greedy=True, max_new_tokens=30)
+    assert torch.equal(generate(wrapped, prompts, cfg, eos_id=-1).tokens,
+                       generate(native, prompts, cfg, eos_id=-1).tokens)

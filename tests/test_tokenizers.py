@@ -156,3 +156,24 @@ def test_a_template_that_raises_gives_one_line(tmp_path):
     with pytest.raises(TokenizerError, match="chat template: ") as e:
         HFTokenizer(tmp_path).encode(ChatPrompt(bad))
     assert str(ref_err.value) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_saved_policy_folder_tokenizes_the_same_in_transformers(stories, tmp_path):
+    """The llama2.c vocabulary, written as tokenizer.json by save_model: transformers gives
+    the project's ids, BOS included, and generation_config.json names the same ids."""
+    from conftest import TEXT
+
+    from rlhf.lm.folders import save_model
+
+    model, tok = stories
+    folder = save_model(model, tok, tmp_path / "policy")
+    ref = transformers.AutoTokenizer.from_pretrained(folder)
+    need_shared(TEXT)
+    for line in [ln for ln in TEXT.read_text().splitlines() if ln.strip()][:40]:
+        assert ref(line).input_ids == tok.encode(line) == HFTokenizer(folder).encode(line)
+    gen = json.loads((folder / "generation_config.json").read_text())
+    assert (gen["bos_token_id"], gen["eos_token_id"]) == (1, [2])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    x = torch.tensor([tok.encode("Once upon a time")])
+    with torch.no_grad():
+        assert (hf(x).logits - model(x)).abs().max() <= 1e-4

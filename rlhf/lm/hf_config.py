@@ -52,6 +52,10 @@ NEUTRAL = {
     "_attn_implementation_autoset", "chunk_size_feed_forward", "tie_encoder_decoder",
     "add_cross_attention", "scale_attn_by_inverse_layer_idx", "scale_attn_weights",
     "num_labels", "torchscript", "use_bfloat16", "pruned_heads", "cross_attention_hidden_size",
+    "attention_probs_dropout_prob", "hidden_dropout_prob",
+    # SmolLM2 (nanotron export) flags that transformers does not read either: its Llama
+    # computes rotate-half rotary on these weights whatever they say.
+    "is_llama_config", "rope_interleaved",
 }
 # Keys read, per family (besides NEUTRAL).
 READ = {
