@@ -225,3 +225,14 @@ def test_transformers_backend_same_interface_same_numbers(tmp_path, case):
     cfg = SamplingConfig(greedy=True, max_new_tokens=30)
     assert torch.equal(generate(wrapped, prompts, cfg, eos_id=-1).tokens,
                        generate(native, prompts, cfg, eos_id=-1).tokens)
+
+
+def test_gpt2_base_model_files_without_prefix(tmp_path):
+    """Hub GPT-2 checkpoints are GPT2Model files (`h.0.attn.c_attn.weight`, no lm_head)."""
+    hf, _ = hf_folder(tmp_path, "gpt2")
+    hf.transformer.save_pretrained(tmp_path / "base")
+    word_tokenizer(tmp_path / "base")
+    ours, _ = load_hf(tmp_path / "base")
+    x = torch.randint(0, V, (2, 12))
+    with torch.no_grad():
+        assert (ours(x) - hf_logits(hf, x)).abs().max() <= 1e-4

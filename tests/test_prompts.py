@@ -71,3 +71,20 @@ def test_write_then_load_keeps_multi_line_and_chat_prompts(tmp_path):
     write_prompts(tmp_path / "out.jsonl", prompts)
     back = load_prompts(str(tmp_path / "out.jsonl"))
     assert back == prompts and back[2].messages == CHAT
+
+
+def test_loop_run_folder_keeps_multi_line_and_chat_prompts(tmp_path):
+    from rlhf.config import load_config
+    from rlhf.loop.config import LoopConfig
+    from rlhf.loop.cycle import init_run
+
+    src = tmp_path / "p.jsonl"
+    prompts = [f"prompt {i}\nsecond line" for i in range(5)] + [ChatPrompt(CHAT)]
+    write_prompts(src, prompts)
+    cfg = load_config(LoopConfig, None, [f"prompts={src}", "eval.n_prompts=2",
+                                         f"out_dir={tmp_path / 'run'}"])
+    init_run(cfg, tmp_path / "run")
+    train = load_prompts(str(tmp_path / "run" / "prompts_train.jsonl"))
+    held = load_prompts(str(tmp_path / "run" / "prompts_eval.jsonl"))
+    assert sorted(train + held) == sorted(prompts) and len(held) == 2
+    assert any(isinstance(p, ChatPrompt) and p.messages == CHAT for p in train + held)
