@@ -236,3 +236,31 @@ def test_gpt2_base_model_files_without_prefix(tmp_path):
     x = torch.randint(0, V, (2, 12))
     with torch.no_grad():
         assert (ours(x) - hf_logits(hf, x)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("case", ["mistral-sliding-window", "gpt2", "qwen3"])
+def test_reward_backbone_packed_pairs_equal_separate_sides(tmp_path, case):
+    """As a reward backbone: packed shared-prompt pairs (explicit attention layout, the
+    sliding window applied by positions) score as each side alone; a saved reward model
+    loads back (the strict loader keeps `reward_head.weight` for the reward code)."""
+    from rlhf.reward.model import (
+        RewardModel,
+        load_reward_model,
+        pack_pairs,
+        pad_right,
+        save_reward_model,
+    )
+
+    _, folder = hf_folder(tmp_path, case)
+    backbone, tok = load_hf(folder)
+    rm = RewardModel(backbone, n_members=2).eval()
+    chosen = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 2], [1, 5, 6, 2]]
+    rejected = [[1, 5, 6, 7, 8, 30, 31, 32, 33, 34, 35, 2], [1, 5, 40, 41, 42, 43, 2]]
+    with torch.no_grad():
+        packed = pack_pairs(chosen, rejected, 0)
+        both = rm(packed.tokens, packed=packed)  # (2B, E)
+        alone = torch.cat([rm(*pad_right(chosen, 0)), rm(*pad_right(rejected, 0))])
+        assert (both - alone).abs().max() <= 1e-4
+        path = save_reward_model(rm, tok, tmp_path / "rm")
+        rm2, _ = load_reward_model(path)
+        assert torch.allclose(rm2(*pad_right(chosen, 0)), rm(*pad_right(chosen, 0)), atol=1e-6)

@@ -79,3 +79,24 @@ def test_train_policy_through_the_transformers_backend(tmp_path):
         assert (back(x).logits - hf(x).logits).abs().max() > 1e-4
         ours, _ = load_model(out, "transformers")
         assert (ours(x) - back(x).logits).abs().max() <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["gpt2", "gpt_neox", "qwen3"])
+def test_train_policy_fsdp_two_processes(tmp_path, case):
+    """runtime.parallel=fsdp on 2 processes (blocks sharded): the gathered saved policy has
+    every tensor of the start in its shape, and loads back in transformers."""
+    from safetensors.torch import load_file
+    from test_train_policy import run_policy
+
+    _, folder = hf_folder(tmp_path, case)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"w{i} w{i + 1}" for i in range(1, 9)) + "\n")
+    run_policy([f"policy={folder}", f"out_dir={tmp_path / 'fsdp'}", f"prompts.path={prompts}",
+                "prompts.batch_prompts=4", "prompts.hold_out_every=0", "prompts.eval_prompts=0",
+                "sampling.max_new_tokens=8", "algo.k=2", "runtime.device=cpu",
+                "reward.scorer=length", "steps=2", "runtime.parallel=fsdp"], processes=2)
+    saved = load_file(str(tmp_path / "fsdp" / "policy" / "model.safetensors"))
+    start = load_file(str(folder / "model.safetensors"))
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in start.items()}
+    transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "policy")

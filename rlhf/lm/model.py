@@ -329,6 +329,9 @@ class Transformer(nn.Module):
         rot = self._rotations(positions, n_needed)  # (B, T, R/2) complex
         if attn_mask is None:
             attn_mask = self._attention_mask(mask, cache, key_mask, T)
+        elif 0 < self.args.sliding_window < T:  # an explicit layout: the window by positions
+            near = positions[:, :, None] - positions[:, None, :] < self.args.sliding_window
+            attn_mask = attn_mask & near.unsqueeze(1)  # (B, 1, T, T)
         x = self.embed(tokens, positions)
         for i, layer in enumerate(self.layers):
             x = layer(x, rot, attn_mask, cache, i)
