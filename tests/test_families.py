@@ -264,3 +264,25 @@ def test_reward_backbone_packed_pairs_equal_separate_sides(tmp_path, case):
         path = save_reward_model(rm, tok, tmp_path / "rm")
         rm2, _ = load_reward_model(path)
         assert torch.allclose(rm2(*pad_right(chosen, 0)), rm(*pad_right(chosen, 0)), atol=1e-6)
+
+
+def test_backend_without_transformers_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from rlhf.lm.folders import load_model
+
+    _, folder = hf_folder(tmp_path, "qwen2")
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(ModelConfigError, match=r'pip install "rlhf\[transformers\]"'):
+        load_model(folder, "transformers")
+
+
+def test_rlhf_generate_on_a_native_family_folder(tmp_path, capsys):
+    from rlhf.cli import main
+
+    _, folder = hf_folder(tmp_path, "qwen3")
+    capsys.readouterr()
+    assert main(["generate", "--model", str(folder), "--prompt", "w5 w6 w7", "--greedy",
+                 "--max-new-tokens", "5", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert row["new_tokens"] == 5 and row["text"].startswith("w5 w6 w7")
