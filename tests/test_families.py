@@ -286,3 +286,23 @@ def test_rlhf_generate_on_a_native_family_folder(tmp_path, capsys):
                  "--max-new-tokens", "5", "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[0])
     assert row["new_tokens"] == 5 and row["text"].startswith("w5 w6 w7")
+
+
+def test_neox_rotary_fraction_giving_no_even_dims_refused(tmp_path):
+    folder = edited(tmp_path, "gpt_neox", rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.1})
+    with pytest.raises(ModelConfigError, match="rotary_pct: gives 0 rotated dims"):
+        load_hf(folder)
+
+
+def test_truncated_weights_and_missing_tokenizer_are_one_line(tmp_path):
+    from rlhf.config import UserError
+
+    _, folder = hf_folder(tmp_path, "llama")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="tokenizer.json: missing"):
+        load_hf(folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ModelConfigError, match="model.safetensors: not a readable safetensors"):
+        load_hf(folder)

@@ -248,13 +248,17 @@ def _neox(r: Reader, mt: str) -> ModelArgs:
     cfg.setdefault("rope_theta", cfg.get("rotary_emb_base", 10000.0))
     theta, scaling, partial = _rope(Reader(cfg, r.where), 10000.0)
     bias = r.bool("attention_bias", True)
+    rotary = int(dim // heads * partial)
+    if rotary <= 0 or rotary % 2:
+        r.fail("rotary_pct", f"gives {rotary} rotated dims per head; an even number > 0 is "
+                             "needed")
     return ModelArgs(
         dim=dim, hidden_dim=r.int("intermediate_size", high=1 << 22),
         n_layers=r.int("num_hidden_layers", high=1 << 12), n_heads=heads, n_kv_heads=heads,
         vocab_size=r.int("vocab_size", high=1 << 24),
         max_seq_len=r.int("max_position_embeddings", 2048, high=MAX_POSITIONS),
         norm_eps=r.float("layer_norm_eps", 1e-5), rope_theta=theta, rope_scaling=scaling,
-        rotary_dim=int(dim // heads * partial),
+        rotary_dim=rotary,
         tie_embeddings=r.bool("tie_word_embeddings", False), family="gpt_neox",
         hf_type="gpt_neox", qkv_bias=bias, o_bias=bias, mlp_bias=True,
         parallel_residual=r.bool("use_parallel_residual", True), act="gelu")
@@ -264,7 +268,7 @@ def _check_shapes(r: Reader, a: ModelArgs) -> None:
     if a.n_heads % a.n_kv_heads:
         r.fail("num_key_value_heads", f"{a.n_kv_heads} does not divide the {a.n_heads} "
                                       "attention heads")
-    if a.rotary_dim % 2 or a.rotary_dim <= 0 and a.family != "gpt2":
+    if a.family != "gpt2" and (a.rotary_dim % 2 or a.rotary_dim <= 0):  # GPT-2: no rotary
         r.fail("partial_rotary_factor", f"gives {a.rotary_dim} rotated dims per head; an "
                                         "even number > 0 is needed")
 
