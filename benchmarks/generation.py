@@ -1,12 +1,19 @@
 """Sampling throughput: this project vs Hugging Face `transformers` `generate`, same weights.
 
-32 TinyStories prompts x 128 new tokens from stories260K (pure sampling, temperature 1, no
-top-k/top-p, EOS ignored so both produce exactly 128 tokens per row). The weights are converted
-to a `LlamaForCausalLM` in-process (identical logits, checked below). Prints one JSON line:
-tokens_per_s, hf_tokens_per_s, ratio (ours / HF), ms per token at batch 1 for both; medians
-of --repeats runs, alternating the two so machine noise hits both alike.
+Default: 32 TinyStories prompts x 128 new tokens from stories260K (pure sampling, temperature
+1, no top-k/top-p, EOS ignored so both produce exactly 128 tokens per row). The weights are
+converted to a `LlamaForCausalLM` in-process (identical logits, checked below). Prints one JSON
+line: tokens_per_s, hf_tokens_per_s, ratio (ours / HF), ms per token at batch 1 for both;
+medians of --repeats runs, alternating the two so machine noise hits both alike.
+
+`--shape smollm2-135m`: random weights in SmolLM2-135M's real shape (30 layers, hidden 576,
+9 heads, 3 KV heads, intermediate 1536, vocab 49152, tied), saved by `save_model` and loaded
+by transformers; random prompts of 16-32 tokens, left-padded; batch 8 and 32 x 64 new tokens.
+One JSON line per batch size, with the fraction of this machine's measured matmul FLOP/s
+(`benchmarks/matmul_flops.py`) that the tokens/s correspond to (`flops_per_token`).
 
     pip install -e ".[bench]"; python benchmarks/generation.py [--threads 1] [--repeats 5]
+    python benchmarks/generation.py --shape smollm2-135m --repeats 3
 """
 
 from __future__ import annotations
@@ -23,11 +30,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from matmul_flops import measure  # noqa: E402
 
 from rlhf.lm.config import SamplingConfig  # noqa: E402
 from rlhf.lm.folders import load_model, save_model  # noqa: E402
 from rlhf.lm.generation import generate  # noqa: E402
+from rlhf.lm.model import ModelArgs, Transformer, flops_per_token  # noqa: E402
+from rlhf.lm.tokenizer import Llama2cTokenizer  # noqa: E402
 from rlhf.prompts import load_prompts  # noqa: E402
+
+SHAPES = {"smollm2-135m": dict(dim=576, hidden_dim=1536, n_layers=30, n_heads=9, n_kv_heads=3,
+                               vocab_size=49152, max_seq_len=2048, norm_eps=1e-5,
+                               rope_theta=100000.0, tie_embeddings=True)}
 
 
 def ours(model, prompts, n_new):
@@ -56,8 +72,50 @@ def hf(model, prompts, n_new):
     return dt
 
 
+def shape_run(a) -> None:
+    """Random weights of a real shape; batch 8 and 32 x 64 new tokens; ours vs HF generate."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    args = ModelArgs(**SHAPES[a.shape])
+    model = Transformer(args).eval()
+    folder = Path(tempfile.mkdtemp()) / "hf"
+    save_model(model, Llama2cTokenizer(ROOT.parent / "shared/models/stories260K/tok512.bin"),
+               folder)
+    hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(16, 33, (32,), generator=g).tolist()
+    prompts = [torch.randint(3, args.vocab_size, (n,), generator=g).tolist() for n in lengths]
+    x = torch.tensor([prompts[0]])
+    with torch.no_grad():
+        max_diff = float((hf_model(x).logits - model(x)).abs().max())
+    peak = measure(a.threads, 1024)
+    ours(model, prompts[:2], 4)  # warm-up both
+    hf(hf_model, prompts[:2], 4)
+    n_new = 64
+    for batch in (8, 32):
+        t_ours, t_hf = [], []
+        for _ in range(a.repeats):
+            t_ours.append(ours(model, prompts[:batch], n_new))
+            t_hf.append(hf(hf_model, prompts[:batch], n_new))
+        med = statistics.median
+        tps, hf_tps = batch * n_new / med(t_ours), batch * n_new / med(t_hf)
+        ctx = sum(lengths[:batch]) / batch + n_new / 2  # mean context per generated token
+        fpt = flops_per_token(args, int(ctx))
+        print(json.dumps({
+            "benchmark": "generation", "shape": a.shape, "params": args.num_params(),
+            "batch": batch, "new_tokens": n_new, "threads": a.threads, "repeats": a.repeats,
+            "tokens_per_s": round(tps, 1), "hf_tokens_per_s": round(hf_tps, 1),
+            "ratio": round(med(t_hf) / med(t_ours), 2),
+            "matmul_gflops": round(peak / 1e9, 1),
+            "fraction_of_matmul_flops": round(tps * fpt / peak, 3),
+            "hf_fraction_of_matmul_flops": round(hf_tps * fpt / peak, 3),
+            "max_logit_diff_vs_hf": max_diff, "torch": torch.__version__}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="random weights of a real shape")
     ap.add_argument("--model", default=str(ROOT.parent / "shared/models/stories260K"))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=128)
@@ -70,6 +128,8 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    if a.shape:
+        return shape_run(a)
     model, tok = load_model(a.model)
     folder = Path(tempfile.mkdtemp()) / "hf"
     save_model(model, tok, folder)

@@ -126,7 +126,7 @@ def test_hf_folder_written_by_test(tmp_path):
     t.save(str(folder / "tokenizer.json"))
     loaded, tok = load_hf(folder)
     x = torch.tensor([tok.encode("w5 w9 w12 w40")])
-    assert x.tolist() == [[1, 5, 9, 12, 40]]
+    assert x.tolist() == [[5, 9, 12, 40]]  # no post-processor: no BOS, as its authors set it
     assert torch.allclose(loaded(x), model(x), atol=1e-6)
 
 
@@ -134,7 +134,7 @@ def test_clear_errors_for_missing_or_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         load_model(tmp_path / "nothing")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="not Llama-family"):
+    with pytest.raises(ValueError, match="n_embd: missing"):
         load_hf(tmp_path)
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -42,12 +42,12 @@ def cli(argv: list[str]) -> int:
     if a.prompt:
         cfg.prompts = a.prompt
     device = setup(cfg.runtime)
-    model, tok = load_model(cfg.model)
+    model, tok = load_model(cfg.model, cfg.backend)
     model.to(device)
     ids = [tok.encode(p) for p in cfg.prompts for _ in range(cfg.n)]
     gen_rng = torch.Generator(device=device).manual_seed(cfg.runtime.seed)
     t0 = time.time()
-    gen = generate(model, ids, cfg.sampling, tok.eos_id, tok.pad_id, tok.bos_id, gen_rng)
+    gen = generate(model, ids, cfg.sampling, tok.eos_ids, tok.pad_id, tok.bos_id, gen_rng)
     dt = time.time() - t0
     for prompt, resp, lp in zip(ids, gen.response_lists(), gen.logprobs.sum(1).tolist()):
         text = tok.decode(prompt + resp)

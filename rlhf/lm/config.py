@@ -36,6 +36,8 @@ class GenerateConfig:
 
     model: str = "../shared/models/stories260K"
     """Model folder: a llama2.c checkpoint (*.bin + tok*.bin) or an HF-style folder."""
+    backend: str = "native"
+    """How HF folders are run: "native" or "transformers" (any AutoModelForCausalLM)."""
     prompts: list[str] = field(default_factory=lambda: ["Once upon a time"])
     """Prompts to continue."""
     n: int = 1
@@ -47,3 +49,5 @@ class GenerateConfig:
 
     def check(self) -> None:
         require(self.n >= 1, "n", "must be >= 1")
+        require(self.backend in ("native", "transformers"), "backend",
+                "must be native or transformers")

@@ -2,8 +2,10 @@
 
 Model folders:
 - llama2.c: `<name>.bin` (legacy version-0 checkpoint) + `tok*.bin` (format: ../shared/README.md)
-- Hugging Face style: `config.json` + `*.safetensors` + `tokenizer.json` (Llama family).
-  `save_model` writes this format, so a trained policy can be used by other tools.
+- Hugging Face style: `config.json` + `*.safetensors` + `tokenizer.json`, of the families
+  `rlhf.lm.hf_config` lists (Llama, Mistral, Qwen2, Qwen3, GPT-2, GPT-NeoX), loaded strictly.
+  `save_model` writes this format (with `generation_config.json`), so a trained policy loads in
+  `transformers` with the same logits and token ids.
 
 Written folders are moved into place atomically (`rlhf.state.replace_dir`).
 """
@@ -20,6 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlhf.distributed import full_tensor
+from rlhf.lm.hf_backend import HFBackend, load_transformers
+from rlhf.lm.hf_config import ModelConfigError, args_from_hf_config, hf_config
+from rlhf.lm.hf_weights import load_weights, to_hf_state_dict
 from rlhf.lm.model import ModelArgs, Transformer
 from rlhf.lm.tokenizer import HFTokenizer, Llama2cTokenizer, llama2c_to_tokenizer_json
 from rlhf.state import replace_dir
@@ -92,95 +97,8 @@ def load_llama2c(path: str | Path) -> tuple[Transformer, Llama2cTokenizer]:
 # ----------------------------------------------------------------------------- HF folders
 
 
-def _permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Interleaved-pair rotary layout -> HF's rotate-half layout (as convert_llama_weights)."""
-    d1, d2 = w.shape
-    return w.view(n_heads, d1 // n_heads // 2, 2, d2).transpose(1, 2).reshape(d1, d2)
-
-
-def _unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    d1, d2 = w.shape
-    return w.view(n_heads, 2, d1 // n_heads // 2, d2).transpose(1, 2).reshape(d1, d2)
-
-
-_HF_NAMES = {
-    "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attention.wo": "self_attn.o_proj", "feed_forward.w2": "mlp.down_proj",
-}
-
-
-def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """Our parameter names and layout -> HF `LlamaForCausalLM` names and layout
-    (fused wqkv and w13 split; q and k rows permuted to HF's rotate-half rotary layout)."""
-    a = model.args
-    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    out = {"model.embed_tokens.weight": sd["tok_embeddings.weight"].clone(),
-           "model.norm.weight": sd["norm.weight"]}
-    if not a.tie_embeddings:
-        out["lm_head.weight"] = sd["output.weight"]
-    q_rows, kv_rows = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
-    for i in range(a.n_layers):
-        p, hp = f"layers.{i}.", f"model.layers.{i}."
-        for ours, theirs in _HF_NAMES.items():
-            out[hp + theirs + ".weight"] = sd[p + ours + ".weight"]
-        q, k, v = sd[p + "attention.wqkv.weight"].split([q_rows, kv_rows, kv_rows])
-        out[hp + "self_attn.q_proj.weight"] = _permute(q, a.n_heads).contiguous()
-        out[hp + "self_attn.k_proj.weight"] = _permute(k, a.n_kv_heads).contiguous()
-        out[hp + "self_attn.v_proj.weight"] = v.contiguous()
-        gate, up = sd[p + "feed_forward.w13.weight"].chunk(2)
-        out[hp + "mlp.gate_proj.weight"] = gate.contiguous()
-        out[hp + "mlp.up_proj.weight"] = up.contiguous()
-    return out
-
-
-def from_hf_state_dict(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
-    """HF `LlamaForCausalLM` names and layout -> ours (the inverse of `to_hf_state_dict`)."""
-    out = {"tok_embeddings.weight": sd["model.embed_tokens.weight"],
-           "norm.weight": sd["model.norm.weight"]}
-    out["output.weight"] = (out["tok_embeddings.weight"] if args.tie_embeddings
-                            else sd["lm_head.weight"])
-    for i in range(args.n_layers):
-        p, hp = f"layers.{i}.", f"model.layers.{i}."
-        for ours, theirs in _HF_NAMES.items():
-            out[p + ours + ".weight"] = sd[hp + theirs + ".weight"]
-        q = _unpermute(sd[hp + "self_attn.q_proj.weight"], args.n_heads)
-        k = _unpermute(sd[hp + "self_attn.k_proj.weight"], args.n_kv_heads)
-        out[p + "attention.wqkv.weight"] = torch.cat([q, k, sd[hp + "self_attn.v_proj.weight"]])
-        out[p + "feed_forward.w13.weight"] = torch.cat([sd[hp + "mlp.gate_proj.weight"],
-                                                        sd[hp + "mlp.up_proj.weight"]])
-    return out
-
-
-def hf_config(args: ModelArgs, bos_id: int = 1, eos_id: int = 2) -> dict:
-    return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": args.dim, "intermediate_size": args.hidden_dim,
-        "num_hidden_layers": args.n_layers, "num_attention_heads": args.n_heads,
-        "num_key_value_heads": args.n_kv_heads, "vocab_size": args.vocab_size,
-        "max_position_embeddings": args.max_seq_len, "rms_norm_eps": args.norm_eps,
-        "rope_theta": args.rope_theta, "tie_word_embeddings": args.tie_embeddings,
-        "hidden_act": "silu", "bos_token_id": bos_id, "eos_token_id": eos_id,
-        "torch_dtype": "float32",
-    }
-
-
-def args_from_hf_config(cfg: dict, where: str) -> ModelArgs:
-    if cfg.get("model_type", "llama") not in ("llama", "mistral", "qwen2"):
-        raise ValueError(f"{where}: model_type {cfg.get('model_type')!r} is not Llama-family")
-    try:
-        return ModelArgs(
-            dim=cfg["hidden_size"], hidden_dim=cfg["intermediate_size"],
-            n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
-            n_kv_heads=cfg.get("num_key_value_heads", cfg["num_attention_heads"]),
-            vocab_size=cfg["vocab_size"], max_seq_len=cfg.get("max_position_embeddings", 2048),
-            norm_eps=cfg.get("rms_norm_eps", 1e-5), rope_theta=cfg.get("rope_theta", 10000.0),
-            tie_embeddings=cfg.get("tie_word_embeddings", False))
-    except KeyError as e:
-        raise ValueError(f"{where}: missing key {e.args[0]!r}") from None
-
-
 def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors weights")
     sd: dict[str, torch.Tensor] = {}
@@ -189,19 +107,36 @@ def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelConfigError(f"{path}: not a readable JSON config ({e})") from None
+
+
 def load_hf(folder: str | Path, hub_ok: bool = True) -> tuple[Transformer, HFTokenizer]:
-    """An HF-style Llama folder -> (model in eval mode, tokenizer). A name that is not a local
-    folder is fetched with `huggingface_hub` where the user has it (never in tests)."""
+    """An HF-style folder of a supported family -> (model in eval mode, tokenizer), strictly
+    (`rlhf.lm.hf_config`, `rlhf.lm.hf_weights`). A name that is not a local folder is
+    fetched with `huggingface_hub` where the user has it (never in tests)."""
     folder = Path(folder)
     if not folder.is_dir() and hub_ok:
         folder = _from_hub(str(folder))
-    cfg_path = folder / "config.json"
-    args = args_from_hf_config(json.loads(cfg_path.read_text()), str(cfg_path))
-    model = Transformer(args)
-    sd = read_safetensors(folder)
-    sd = {k.removeprefix("policy."): v for k, v in sd.items()}
-    model.load_state_dict(from_hf_state_dict(sd, args), strict=True)
-    return model.eval(), HFTokenizer(folder)
+    where = str(folder / "config.json")
+    args = args_from_hf_config(read_config(folder), where)
+    model = load_weights(args, folder, where)
+    tok = HFTokenizer(folder)
+    check_special_ids(tok, args.vocab_size, where)
+    return model, tok
+
+
+def check_special_ids(tok, vocab_size: int, where: str) -> None:
+    """BOS, EOS and pad ids must index the model's embedding."""
+    for name, ids in (("bos", [tok.bos_id]), ("eos", tok.eos_ids), ("pad", [tok.pad_id])):
+        for i in ids:
+            if i is not None and not 0 <= i < vocab_size:
+                raise ModelConfigError(f"{where}: {name} id {i} is outside the vocabulary "
+                                       f"(vocab_size {vocab_size}); fix {name}_token_id")
 
 
 def _from_hub(name: str) -> Path:
@@ -213,9 +148,19 @@ def _from_hub(name: str) -> Path:
     return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors"]))
 
 
-def load_model(path: str | Path):
-    """Any supported model folder -> (model, tokenizer)."""
+BACKENDS = ("native", "transformers")
+
+
+def load_model(path: str | Path, backend: str = "native"):
+    """Any supported model folder -> (model, tokenizer). `backend` "transformers": an HF
+    folder of any causal-LM family through `AutoModelForCausalLM` (`rlhf.lm.hf_backend`)."""
     p = Path(path)
+    if backend not in BACKENDS:
+        raise ModelConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "transformers":
+        if not p.is_dir() and "/" in str(path) and not str(path).startswith((".", "/")):
+            p = _from_hub(str(path))
+        return load_transformers(p), HFTokenizer(p)
     if p.is_dir() and (p / "config.json").is_file():
         return load_hf(p)
     if p.is_file() or (p.is_dir() and any(p.glob("tok*.bin"))):
@@ -224,6 +169,43 @@ def load_model(path: str | Path):
         return load_hf(p)  # "org/name": the Hub, where available
     raise FileNotFoundError(f"{p}: not a model folder (expected config.json + *.safetensors, "
                             f"or a llama2.c *.bin + tok*.bin). {SHARED_HINT}")
+
+
+def write_generation_config(tokenizer, folder: Path) -> None:
+    """generation_config.json: the ids `generate` uses here (transformers' generate reads it)."""
+    gen = {"bos_token_id": tokenizer.bos_id, "eos_token_id": list(tokenizer.eos_ids),
+           "pad_token_id": tokenizer.pad_id}
+    (folder / "generation_config.json").write_text(json.dumps(gen, indent=2))
+
+
+def _save_transformers(model, tokenizer, folder: Path, extra_json, write: bool) -> Path:
+    """A transformers-backend model: its own save_pretrained, then our tokenizer files."""
+    if not write:
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.hf.save_pretrained(tmp)
+    write_generation_config(tokenizer, tmp)
+    write_tokenizer(tokenizer, tmp)
+    for name, obj in (extra_json or {}).items():
+        (tmp / name).write_text(json.dumps(obj, indent=2))
+    replace_dir(tmp, folder)
+    return folder
+
+
+def write_tokenizer(tokenizer, folder: Path) -> None:
+    """tokenizer.json + tokenizer_config.json: a llama2.c vocabulary converted (BOS added by
+    its post-processor, as the project adds it), an HF tokenizer's own files copied."""
+    if isinstance(tokenizer, Llama2cTokenizer):
+        tj = llama2c_to_tokenizer_json(tokenizer)
+        (folder / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
+        (folder / "tokenizer_config.json").write_text(json.dumps(
+            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+             "add_bos_token": True, "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2))
+        return
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer.folder / name).is_file():
+            shutil.copy(tokenizer.folder / name, folder / name)
 
 
 def save_model(model: Transformer, tokenizer, folder: str | Path,
@@ -236,7 +218,10 @@ def save_model(model: Transformer, tokenizer, folder: str | Path,
     An FSDP-sharded model is gathered first: every rank calls this, rank 0 with `write`.
     """
     folder = Path(folder)
-    tensors = to_hf_state_dict(model)
+    if isinstance(model, HFBackend):
+        return _save_transformers(model, tokenizer, folder, extra_json, write)
+    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = to_hf_state_dict(model, sd)
     tensors.update({k: full_tensor(v).detach().cpu().contiguous()
                     for k, v in (extra_tensors or {}).items()})
     if not write:
@@ -245,16 +230,10 @@ def save_model(model: Transformer, tokenizer, folder: str | Path,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    cfg = hf_config(model.args, tokenizer.bos_id, tokenizer.eos_id)
+    cfg = hf_config(model.args, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-    if isinstance(tokenizer, Llama2cTokenizer):
-        tj = llama2c_to_tokenizer_json(tokenizer)
-        (tmp / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
-    else:
-        shutil.copy(tokenizer.path, tmp / "tokenizer.json")
-    (tmp / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-         "tokenizer_class": "LlamaTokenizerFast"}, indent=2))
+    write_generation_config(tokenizer, tmp)
+    write_tokenizer(tokenizer, tmp)
     for name, obj in (extra_json or {}).items():
         (tmp / name).write_text(json.dumps(obj, indent=2))
     replace_dir(tmp, folder)

@@ -13,7 +13,7 @@ import torch
 
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.logprobs import logprob_of
-from rlhf.lm.model import KVCache, Transformer
+from rlhf.lm.model import Transformer
 
 
 @dataclass
@@ -73,20 +73,24 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
 
 
 @torch.no_grad()
-def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, eos_id: int,
+def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
+             eos_id: int | list[int],
              pad_id: int | None = None, bos_id: int | None = None,
              generator: torch.Generator | None = None, stop_early: bool = True) -> Generation:
     """Sample one continuation per prompt (repeat prompts for several samples).
 
     1. left-pad the prompts and run them through the model once, filling the KV cache;
     2. each step: pick the next token for every unfinished row, then run only that token.
-    A row stops at `eos_id` (and at `bos_id` when `cfg.stop_at_bos`). The loop ends when every
+    A row stops at `eos_id` (an id or a list of ids, e.g. Llama 3's `<|eot_id|>` and
+    `<|end_of_text|>`) (and at `bos_id` when `cfg.stop_at_bos`). The loop ends when every
     row has stopped, or, with `stop_early` False, after max_new_tokens steps in any case (an
     FSDP-sharded model: every rank must run the same number of forward passes).
     """
     device = next(model.parameters()).device
+    eos = [e for e in ([eos_id] if isinstance(eos_id, int) else eos_id) if e >= 0]
     if pad_id is None:
-        pad_id = eos_id if eos_id >= 0 else 0  # eos_id < 0 disables stopping
+        pad_id = eos[0] if eos else 0  # eos_id < 0 disables stopping
+    eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
     prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)
@@ -103,7 +107,7 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
     dtype = model.tok_embeddings.weight.dtype
     if torch.is_autocast_enabled(device.type):  # keys/values arrive in the autocast dtype
         dtype = torch.get_autocast_dtype(device.type)
-    cache = KVCache(model.args, B, P + N, device, dtype)
+    cache = model.new_cache(B, P + N, device, dtype)
     positions = prompt_mask.sum(1, keepdim=True)  # (B, 1) next rotary position per row
     logits = model(prompt_tokens, mask=prompt_mask, cache=cache, key_mask=key_mask[:, :P],
                    last_only=True)[:, -1]  # (B, V)
@@ -120,7 +124,7 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
         nxt = nxt.masked_fill(done, pad_id)
         tokens[:, P + t] = nxt
         key_mask[:, P + t] = (~done).long()
-        stop = nxt == eos_id
+        stop = torch.isin(nxt, eos_t)
         if bos_id is not None and cfg.stop_at_bos:
             stop |= nxt == bos_id
         ended |= stop & ~done

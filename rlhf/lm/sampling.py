@@ -52,7 +52,7 @@ def sample(model, tok, prompts: list[str], sampling: SamplingConfig,
     for start in range(0, len(rows), step):
         ids = [tok.encode(p, bos=True) for p in rows[start:start + step]]
         with autocast(runtime or RuntimeConfig(), device):
-            gen = generate(model, ids, sampling, tok.eos_id, tok.pad_id, tok.bos_id, generator,
+            gen = generate(model, ids, sampling, tok.eos_ids, tok.pad_id, tok.bos_id, generator,
                            stop_early=stop_early)
         batches.append(gen)
         responses += [tok.decode(r).strip() for r in gen.response_lists()]

@@ -3,7 +3,9 @@
 - `Llama2cTokenizer` reads llama2.c's `tok*.bin` (SentencePiece BPE with byte fallback) and
   encodes exactly as llama2.c's `encode()` does: a leading space, one piece per character,
   then merges by highest score.
-- `HFTokenizer` wraps a Hugging Face `tokenizer.json` with the `tokenizers` library.
+- `HFTokenizer` wraps a Hugging Face `tokenizer.json` with the `tokenizers` library, with the
+  BOS / EOS / pad choices and the chat template its authors configured (Jinja2, sandboxed,
+  as transformers renders it: imported only where a chat template is used).
 `llama2c_to_tokenizer_json` writes the llama2.c vocabulary as an equivalent `tokenizer.json`,
 so that a saved model folder is usable by Hugging Face tools.
 """
@@ -12,12 +14,18 @@ from __future__ import annotations
 
 import json
 import struct
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+
+from rlhf.config import UserError
+from rlhf.prompts import ChatPrompt
 
 
 class Llama2cTokenizer:
     unk_id, bos_id, eos_id = 0, 1, 2
+    eos_ids = [2]
+    chat_template = None
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -57,6 +65,9 @@ class Llama2cTokenizer:
         return tuple(ids)
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        if isinstance(text, ChatPrompt):
+            raise TokenizerError(f"{self.path}: chat prompts (messages) need a model whose "
+                                 "tokenizer_config.json has a chat template; llama2.c has none")
         ids = [self.bos_id] if bos else []
         if text:
             # llama2.c treats the whole text as one word with a dummy leading space; splitting
@@ -98,46 +109,155 @@ class Llama2cTokenizer:
         return out.decode("utf-8", errors="replace")
 
 
+class TokenizerError(UserError, ValueError):
+    """A tokenizer folder or chat template that cannot be used as it is."""
+
+
 class HFTokenizer:
-    """A `tokenizer.json` read by the `tokenizers` library (no `transformers` needed)."""
+    """A `tokenizer.json` read by the `tokenizers` library (no `transformers` needed), set up
+    as its authors set it up:
+
+    - BOS: prompts get the special tokens the tokenizer's own post-processor puts before the
+      text (Llama: `<s>` / `<|begin_of_text|>`; GPT-2, Qwen, SmolLM2: none), overridden by
+      `add_bos_token` in tokenizer_config.json where it is set; never a second BOS when the
+      text already starts with it (a rendered chat template).
+    - EOS: `eos_ids`, the list generation stops at, from generation_config.json (as
+      transformers' `generate`), else config.json, else the tokenizer's eos_token; `eos_id` is
+      the tokenizer's own eos_token (appended where a sequence must end, e.g. reward scoring).
+    - pad: the tokenizer's pad_token, else pad_token_id; EOS only where the model has none.
+    - chat: the Jinja chat template of tokenizer_config.json (or chat_template.jinja),
+      rendered as transformers' `apply_chat_template` renders it (`render_chat`).
+    """
 
     def __init__(self, folder: str | Path):
         from tokenizers import Tokenizer
 
-        folder = Path(folder)
-        self.path = folder / "tokenizer.json"
+        self.folder = Path(folder)
+        self.path = self.folder / "tokenizer.json"
+        if not self.path.is_file():
+            raise TokenizerError(f"{self.path}: missing (the model folder needs a tokenizer.json)")
         self.tok = Tokenizer.from_file(str(self.path))
         self.vocab_size = self.tok.get_vocab_size()
-        cfg = _read_json(folder / "config.json")
-        tcfg = _read_json(folder / "tokenizer_config.json")
-        self.bos_id = _special_id(self.tok, cfg.get("bos_token_id"), tcfg.get("bos_token"), 1)
-        self.eos_id = _special_id(self.tok, cfg.get("eos_token_id"), tcfg.get("eos_token"), 2)
-        pad = _special_id(self.tok, cfg.get("pad_token_id"), tcfg.get("pad_token"), None)
-        self.pad_id = self.eos_id if pad is None else pad
-        self.unk_id = 0
+        cfg, tcfg = _read_json(self.folder / "config.json"), _read_json(
+            self.folder / "tokenizer_config.json")
+        gcfg = _read_json(self.folder / "generation_config.json")
+        self.special = {k: _content(tcfg.get(k)) for k in
+                        ("bos_token", "eos_token", "unk_token", "pad_token")}
+        self.special = {k: v for k, v in self.special.items() if v is not None}
+        self.bos_id = self._id("bos_token", gcfg.get("bos_token_id", cfg.get("bos_token_id")))
+        eos = gcfg.get("eos_token_id", cfg.get("eos_token_id"))
+        own_eos = self._id("eos_token", None)
+        self.eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos])
+                        if e is not None] or ([own_eos] if own_eos is not None else [])
+        self.eos_id = own_eos if own_eos is not None else (self.eos_ids or [-1])[0]
+        pad = self._id("pad_token", gcfg.get("pad_token_id", cfg.get("pad_token_id")))
+        self.pad_id = pad if pad is not None else max(self.eos_id, 0)  # a filler: masks decide
+        self.unk_id = self._id("unk_token", 0)
+        self.prefix = self._prefix(tcfg.get("add_bos_token"))
+        self.chat_template = _chat_template(self.folder, tcfg)
+
+    def _id(self, name: str, given):
+        """The id of a special token named in tokenizer_config.json, else `given`."""
+        token = self.special.get(name)
+        if token is not None and self.tok.token_to_id(token) is not None:
+            return self.tok.token_to_id(token)
+        if isinstance(given, list):
+            given = given[0] if given else None
+        return None if given is None else int(given)
+
+    def _prefix(self, add_bos) -> list[int]:
+        """The special ids the post-processor puts before a text (`add_bos_token` decides
+        about BOS where tokenizer_config.json sets it)."""
+        enc = self.tok.encode("a", add_special_tokens=True)
+        prefix = []
+        for i, special in zip(enc.ids, enc.special_tokens_mask):
+            if not special:
+                break
+            prefix.append(i)
+        if add_bos is False:
+            prefix = [i for i in prefix if i != self.bos_id]
+        elif add_bos is True and self.bos_id is not None and self.bos_id not in prefix:
+            prefix = [self.bos_id] + prefix
+        return prefix
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """Token ids of text; `bos`: with the tokenizer's own prefix (see the class docstring).
+        A `ChatPrompt`: the ids of its rendered chat template with the generation prompt, as
+        transformers' `apply_chat_template(..., add_generation_prompt=True)` gives them."""
+        if isinstance(text, ChatPrompt):
+            ids = self.tok.encode(self.render_chat(text.messages), add_special_tokens=False).ids
+            return ids + ([self.eos_id] if eos else [])
         ids = self.tok.encode(text, add_special_tokens=False).ids
-        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+        if bos and ids[:len(self.prefix)] != self.prefix:
+            ids = self.prefix + ids
+        return ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids, skip_special: bool = True) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=skip_special)
 
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The chat template applied to messages ({"role", "content"} dicts), as transformers'
+        `apply_chat_template(tokenize=False)`; its ids are `encode(text, bos=False)`."""
+        if not self.chat_template:
+            raise TokenizerError(f"{self.folder}: chat prompts (messages) need a chat template, "
+                                 "and tokenizer_config.json has none")
+        return render_template(self.chat_template, messages, add_generation_prompt,
+                               self.special, str(self.folder))
+
+
+def _content(token):
+    return token.get("content") if isinstance(token, dict) else token
+
+
+def _chat_template(folder: Path, tcfg: dict) -> str | None:
+    t = tcfg.get("chat_template")
+    if isinstance(t, list):  # named templates: the default one
+        t = next((x.get("template") for x in t if x.get("name") == "default"), None)
+    if t is None and (folder / "chat_template.jinja").is_file():
+        t = (folder / "chat_template.jinja").read_text()
+    return t if isinstance(t, str) else None
+
+
+@lru_cache(maxsize=16)
+def _compile(template: str):
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(template)
+
+
+def render_template(template: str, messages: list[dict], add_generation_prompt: bool,
+                    special: dict, where: str) -> str:
+    """Render a chat template in a sandbox, with the variables transformers passes (the special
+    tokens, `messages`, `add_generation_prompt`); a template error is one line."""
+    import jinja2
+
+    try:
+        return _compile(template).render(messages=messages,
+                                         add_generation_prompt=add_generation_prompt, **special)
+    except jinja2.exceptions.TemplateError as e:
+        raise TokenizerError(f"{where}: chat template: {e}") from None
+
 
 def _read_json(p: Path) -> dict:
-    return json.loads(p.read_text()) if p.is_file() else {}
-
-
-def _special_id(tok, given, token, default):
-    if isinstance(given, list):
-        given = given[0] if given else None
-    if given is not None:
-        return int(given)
-    if isinstance(token, dict):
-        token = token.get("content")
-    if isinstance(token, str) and tok.token_to_id(token) is not None:
-        return tok.token_to_id(token)
-    return default
+    try:
+        obj = json.loads(p.read_text()) if p.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TokenizerError(f"{p}: not valid JSON ({e})") from None
+    return obj if isinstance(obj, dict) else {}
 
 
 def llama2c_to_tokenizer_json(tok: Llama2cTokenizer) -> dict:
@@ -172,7 +292,14 @@ def llama2c_to_tokenizer_json(tok: Llama2cTokenizer) -> dict:
             {"type": "Prepend", "prepend": "\u2581"},
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
         "pre_tokenizer": None,
-        "post_processor": None,
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                    {"Sequence": {"id": "A", "type_id": 0}},
+                                    {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1],
+                                                      "tokens": ["<s>"]}}},
         "decoder": {"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
             {"type": "ByteFallback"}, {"type": "Fuse"},

@@ -12,8 +12,8 @@ Run folder (`out_dir`):
                              atomically, only after that step's outputs are in place, so a
                              killed loop resumes at the step it was in
     round_current.json       the record of the round in progress, so far
-    prompts_train.txt        prompts for pairs and policy training (one per line)
-    prompts_eval.txt         held-out prompts: the same every round
+    prompts_train.jsonl      prompts for pairs and policy training (`rlhf.prompts.write_prompts`)
+    prompts_eval.jsonl       held-out prompts: the same every round
     comparisons.jsonl        the comparison store: every answer of every round
     rounds.jsonl             one record per round (rebuilt from the round_*/record.json)
     round_00/eval.json       evaluation of the starting policy (all its sample texts;
@@ -65,7 +65,7 @@ from rlhf.loop.config import LoopConfig
 from rlhf.loop.report import write_report
 from rlhf.policy import train as policy_stage
 from rlhf.policy.evaluate import evaluate_policy
-from rlhf.prompts import load_prompts
+from rlhf.prompts import load_prompts, write_prompts
 from rlhf.reward import train as reward_stage
 from rlhf.reward.evaluate import evaluate as evaluate_reward_model
 from rlhf.reward.model import load_reward_model, rank_pairs, score_texts
@@ -132,8 +132,8 @@ def init_run(cfg: LoopConfig, out: Path) -> dict:
     require(len(prompts) > cfg.eval.n_prompts + 1, "eval.n_prompts",
             f"leaves no training prompts ({len(prompts)} prompts in all)")
     held, train = prompts[:cfg.eval.n_prompts], prompts[cfg.eval.n_prompts:]
-    (out / "prompts_eval.txt").write_text("\n".join(held) + "\n")
-    (out / "prompts_train.txt").write_text("\n".join(train) + "\n")
+    write_prompts(out / "prompts_eval.jsonl", held)  # JSONL: multi-line and chat prompts survive
+    write_prompts(out / "prompts_train.jsonl", train)
     save_config(cfg, out / "config.yaml")
     return {"round": 0, "step": "policy"}  # round 0's only step is eval
 
@@ -151,7 +151,7 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
 
     active = cfg.selection == "disagreement" and r > 1
     n = cfg.pairs_per_round * (cfg.oversample if active else 1)
-    pool = lines(out / "prompts_train.txt")
+    pool = load_prompts(str(out / "prompts_train.jsonl"))
     rng = random.Random(cfg.runtime.seed * 1000 + r)
     prompts = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)]
     src = policy_path(cfg, out, r - 1)
@@ -244,7 +244,7 @@ def policy_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict
     pcfg = with_keys(cfg.rl, {  # what the loop decides (loop.config.LOOP_SETS["rl"])
         "policy": init, "reference": cfg.policy, "out_dir": str(rd / "policy_train"),
         "reward.kind": "model", "reward.path": str(rd / "reward_model" / "model"),
-        "prompts.path": str(out / "prompts_train.txt"), "prompts.hold_out_every": 0,
+        "prompts.path": str(out / "prompts_train.jsonl"), "prompts.hold_out_every": 0,
         "prompts.eval_prompts": 0, "sampling": cfg.sampling, "runtime": cfg.runtime},
         who="the loop")
     score_fn = None
@@ -296,7 +296,7 @@ class GoldLog:
 def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
     """(5) Gold score, KL to the start and reward-model win rate on held-out prompts."""
 
-    prompts = [p for p in lines(out / "prompts_eval.txt")
+    prompts = [p for p in load_prompts(str(out / "prompts_eval.jsonl"))
                for _ in range(cfg.eval.samples_per_prompt)]
     model, tok = load_model(policy_path(cfg, out, r))
     ref, _ = load_model(cfg.policy)

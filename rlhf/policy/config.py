@@ -136,6 +136,9 @@ class PolicyTrainConfig:
     """Initial policy (llama2.c or HF-style folder)."""
     reference: str = ""
     """Frozen KL reference policy ('' = the initial policy)."""
+    backend: str = "native"
+    """How HF folders are run: "native" (this project's models) or "transformers" (any
+    AutoModelForCausalLM; slower; the optional extra `rlhf[transformers]`)."""
     out_dir: str = "runs/policy"
     """Run folder; an existing state/ in it is resumed (see `resume`)."""
     steps: int = 100
@@ -161,6 +164,8 @@ class PolicyTrainConfig:
 
     def check(self) -> None:
         require(self.steps >= 0, "steps", "must be >= 0")
+        require(self.backend in ("native", "transformers"), "backend",
+                "must be native or transformers")
         require(self.sample_every >= 0, "sample_every", "must be >= 0")
         require(self.save_every >= 0, "save_every", "must be >= 0")
         require(not self.sampling.greedy, "sampling.greedy", "policy gradients need sampling")

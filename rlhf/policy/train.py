@@ -232,8 +232,8 @@ def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    policy, tok = load_model(cfg.policy)
-    ref, _ = load_model(cfg.reference or cfg.policy)
+    policy, tok = load_model(cfg.policy, cfg.backend)
+    ref, _ = load_model(cfg.reference or cfg.policy, cfg.backend)
     policy.to(info.device).train()
     ref.to(info.device).eval().requires_grad_(False)
     model = dist.wrap(policy, info, cfg.runtime.parallel)  # FSDP shards `policy` in place
