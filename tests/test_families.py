@@ -35,6 +35,8 @@ CASES = {
     "mistral-sliding-window": ("MistralForCausalLM", "MistralConfig", dict(
         BASE, sliding_window=4), None),
     "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", dict(BASE, tie_word_embeddings=True), None),
+    "qwen2-sliding-all-layers": ("Qwen2ForCausalLM", "Qwen2Config", dict(
+        BASE, use_sliding_window=True, sliding_window=4, max_window_layers=0), None),
     "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(BASE, head_dim=16), None),
     "gpt2": ("GPT2LMHeadModel", "GPT2Config", dict(vocab_size=V, n_embd=32, n_layer=2, n_head=4,
                                                      n_positions=128, bos_token_id=1,

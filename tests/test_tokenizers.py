@@ -177,3 +177,24 @@ def test_saved_policy_folder_tokenizes_the_same_in_transformers(stories, tmp_pat
     x = torch.tensor([tok.encode("Once upon a time")])
     with torch.no_grad():
         assert (hf(x).logits - model(x)).abs().max() <= 1e-4
+
+
+def test_rlhf_generate_applies_the_chat_template_to_a_messages_file(tmp_path, capsys):
+    """`rlhf generate --prompts-file chats.jsonl`: the prompt ids are apply_chat_template's."""
+    from test_families import hf_folder
+
+    from rlhf.cli import main
+
+    _, folder = hf_folder(tmp_path, "qwen2")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"),
+                                                unk_token="w0")
+    fast.chat_template = "{% for m in messages %}w1 {{ m['content'] }} w2 {% endfor %}" \
+                         "{% if add_generation_prompt %}w3{% endif %}"
+    fast.save_pretrained(folder)
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "w7 w8"}]}) + "\n")
+    capsys.readouterr()
+    assert main(["generate", "--model", str(folder), "--prompts-file", str(chats), "--greedy",
+                 "--max-new-tokens", "3", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert row["text"].startswith("w1 w7 w8 w2 w3") and row["new_tokens"] == 3

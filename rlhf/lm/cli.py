@@ -12,6 +12,7 @@ from rlhf.config import load_config
 from rlhf.lm.config import GenerateConfig, SamplingConfig
 from rlhf.lm.folders import load_model
 from rlhf.lm.generation import generate
+from rlhf.prompts import load_prompts
 from rlhf.runtime import setup
 
 
@@ -20,6 +21,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--config", help="YAML file of GenerateConfig keys")
     p.add_argument("--model", help="model folder (llama2.c or HF-style)")
     p.add_argument("--prompt", action="append", help="prompt text (repeatable)")
+    p.add_argument("--prompts-file", help="file or dataset of prompts (chat messages too)")
     p.add_argument("--n", type=int, help="samples per prompt")
     p.add_argument("--greedy", action="store_true", help="argmax decoding")
     p.add_argument("--max-new-tokens", type=int)
@@ -32,7 +34,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     a = p.parse_args(argv)
     over = list(a.overrides)
-    flags = {"model": a.model, "n": a.n, "sampling.max_new_tokens": a.max_new_tokens,
+    flags = {"model": a.model, "prompts_file": a.prompts_file, "n": a.n,
+             "sampling.max_new_tokens": a.max_new_tokens,
              "sampling.temperature": a.temperature, "sampling.top_k": a.top_k,
              "sampling.top_p": a.top_p, "runtime.seed": a.seed, "runtime.threads": a.threads}
     over += [f"{k}={v}" for k, v in flags.items() if v is not None]
@@ -41,6 +44,8 @@ def cli(argv: list[str]) -> int:
     cfg: GenerateConfig = load_config(GenerateConfig, a.config, over)
     if a.prompt:
         cfg.prompts = a.prompt
+    elif cfg.prompts_file:
+        cfg.prompts = load_prompts(cfg.prompts_file)
     device = setup(cfg.runtime)
     model, tok = load_model(cfg.model, cfg.backend)
     model.to(device)

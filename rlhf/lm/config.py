@@ -40,6 +40,9 @@ class GenerateConfig:
     """How HF folders are run: "native" or "transformers" (any AutoModelForCausalLM)."""
     prompts: list[str] = field(default_factory=lambda: ["Once upon a time"])
     """Prompts to continue."""
+    prompts_file: str = ""
+    """Read the prompts from this file or dataset instead (`rlhf.prompts.load_prompts`: text,
+    JSONL/JSON with prompt strings or chat messages, parquet, a datasets folder)."""
     n: int = 1
     """Samples per prompt."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

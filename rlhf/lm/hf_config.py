@@ -203,13 +203,13 @@ def _llama(r: Reader, mt: str) -> ModelArgs:
 def _qwen_window(r: Reader):
     """Qwen2/3: the window applies to layers >= max_window_layers when use_sliding_window;
     all or none is implemented, a mix is refused."""
+    if not r.bool("use_sliding_window", False):
+        return None  # (transformers then sets sliding_window to None, whatever layer_types say)
     types = r.cfg.get("layer_types")
     if types is None:
-        use = r.bool("use_sliding_window", False)
-        n = r.int("num_hidden_layers", high=1 << 12)
-        first = r.int("max_window_layers", 28, low=0) if use else n
-        types = ["sliding_attention" if use and i >= first else "full_attention"
-                 for i in range(n)]
+        first = r.int("max_window_layers", 28, low=0)
+        types = ["sliding_attention" if i >= first else "full_attention"
+                 for i in range(r.int("num_hidden_layers", high=1 << 12))]
     if not isinstance(types, list) or not set(types) <= {"full_attention", "sliding_attention"}:
         r.fail("layer_types", f"expected full_attention / sliding_attention, got {types!r}")
     if len(set(types)) > 1:
