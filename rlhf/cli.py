@@ -1,12 +1,22 @@
 """The `rlhf` console command: `rlhf <subcommand> ...`.
 
 Each subcommand is the `cli(argv) -> int` function of its stage's module; this file only
-lists them, in pipeline order, and turns expected failures into one line on stderr.
+lists them, in pipeline order, and turns expected failures into one line on stderr:
+a `UserError` (bad file, config, state, busy run folder...), an `OSError` (read-only, full
+disk, permission: the path and the reason), an unreadable safetensors file. `--debug` (or
+RLHF_DEBUG=1) adds the traceback. SIGINT/SIGTERM during training: the stage saves its state
+and the exit code is 130 / 143. `--allow-changed KEY[,KEY]` lets a resumed run change those
+keys of its saved config (`rlhf.runfolder`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import traceback
+
+from safetensors import SafetensorError
 
 from rlhf.config import UserError
 from rlhf.feedback import formats, pairs, rate, stats
@@ -15,6 +25,7 @@ from rlhf.loop import cycle, report
 from rlhf.policy import train as train_policy
 from rlhf.reward import evaluate as eval_reward
 from rlhf.reward import train as train_reward
+from rlhf.runfolder import Interrupted
 
 COMMANDS = {
     # name: (the stage's `cli(argv)`, one-line description)
@@ -37,8 +48,40 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def os_error_line(e: OSError) -> str:
+    """An OSError as one line: the path and the reason (with what to do for a full disk)."""
+    why = e.strerror or str(e)
+    if e.errno == errno.ENOSPC:
+        why += " (the disk is full: free space or choose another out_dir)"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why += " (choose a writable out_dir)"
+    return f"{e.filename}: {why}" if e.filename else why
+
+
+def take_flags(argv: list[str]) -> tuple[list[str], bool]:
+    """Remove `--debug` and `--allow-changed KEY[,KEY]` (anywhere in argv); the latter goes
+    to RLHF_ALLOW_CHANGED, which every stage of this process (and its children) reads."""
+    rest, debug, allow = [], os.environ.get("RLHF_DEBUG", "") not in ("", "0"), []
+    it = iter(argv)
+    for a in it:
+        if a == "--debug":
+            debug = True
+        elif a == "--allow-changed":
+            allow.append(next(it, ""))
+        elif a.startswith("--allow-changed="):
+            allow.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    if allow:
+        os.environ["RLHF_ALLOW_CHANGED"] = ",".join(
+            [os.environ.get("RLHF_ALLOW_CHANGED", ""), *allow]).strip(",")
+        print(f"note: allowing resumed runs to change {os.environ['RLHF_ALLOW_CHANGED']}",
+              file=sys.stderr)
+    return rest, debug
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = take_flags(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -48,8 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(COMMANDS[name][0](rest) or 0)
-    except (UserError, FileNotFoundError) as e:
-        print(f"rlhf {name}: error: {e}", file=sys.stderr)
+    except Interrupted as e:
+        print(f"rlhf {name}: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"rlhf {name}: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, OSError, SafetensorError) as e:
+        if debug:
+            traceback.print_exc()
+        line = os_error_line(e) if isinstance(e, OSError) else str(e)
+        if isinstance(e, SafetensorError):
+            line = f"unreadable safetensors file: {e}"
+        print(f"rlhf {name}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -235,14 +235,19 @@ def _at(where: dict[str, str], key: str) -> str:
 
 
 def _yaml_positions(text: str, filename: str) -> dict[str, str]:
-    """Map each dotted key of a YAML mapping to 'file:line'."""
+    """Map each dotted key of a YAML mapping to 'file:line'; a key given twice in one mapping
+    is a ConfigError naming both lines (YAML itself would keep the last silently)."""
     out: dict[str, str] = {}
 
     def walk(node, prefix):
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = prefix + str(k.value)
-                out[key] = f"{filename}:{k.start_mark.line + 1}"
+                at = f"{filename}:{k.start_mark.line + 1}"
+                if key in out:
+                    raise ConfigError(f"{key}: duplicate key ({out[key]} and line "
+                                      f"{k.start_mark.line + 1})")
+                out[key] = at
                 walk(v, key + ".")
 
     try:
@@ -272,24 +277,46 @@ def load_config(cls: type, path: str | os.PathLike | None = None,
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        text = p.read_text()
+        text = _read_text(p)
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if data is None:
+            raise ConfigError(f"{p}: the config file is empty (write {{}} to run with every "
+                              "default)")
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of keys")
         where = _yaml_positions(text, str(p))
     for item in overrides:
         keys, value = parse_override(item)
         node = data
-        for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
+        for i, k in enumerate(keys[:-1]):
+            if node.get(k) is not None and not isinstance(node[k], dict):
+                key = ".".join(keys[:i + 1])
+                raise ConfigError(f"{key}: expected a mapping of keys, got {node[k]!r}"
+                                  f"{_at(where, key)} (overridden by {item!r})")
+            if node.get(k) is None:
                 node[k] = {}
             node = node[k]
         node[keys[-1]] = value
         where[".".join(keys)] = f"command-line override {item!r}"
     return from_dict(cls, data, "", where)
+
+
+def _read_text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text") from None
+
+
+def require_fits(batch: int, available: int, key: str, what: str) -> None:
+    """A batch cannot be larger than the data it is drawn from (checked once the data is
+    read, by every stage): ConfigError naming the key and both numbers."""
+    if batch > available:
+        raise ConfigError(f"{key}: {batch} is more than the {available} {what}")
 
 
 def with_keys(cfg, values: dict[str, Any], who: str = "the caller"):
@@ -325,8 +352,11 @@ def save_config(cfg, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
     p = Path(path)
     tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, p)
+    try:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        os.replace(tmp, p)
+    except OSError as e:  # ENOSPC names no file: name it
+        raise OSError(e.errno, e.strerror, str(e.filename or p)) from None
 
 
 def parse_cli(cls: type, prog: str, doc: str | None, argv: list[str]):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhf.config import RuntimeConfig
+from rlhf.config import ConfigError, RuntimeConfig
 
 
 def setup(cfg: RuntimeConfig) -> torch.device:
@@ -27,7 +27,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={name!r} but CUDA is not available")
+        raise ConfigError(f"runtime.device: {name!r} but CUDA is not available")
     return torch.device(name)
 
 
@@ -64,9 +64,20 @@ class MetricsLog:
             return
         row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in row.items()}
         row.setdefault("time", round(time.time() - self.t0, 3))
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+        except OSError as e:  # a full disk's ENOSPC names no file: name it
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+
+    def first_last(self, key: str) -> tuple:
+        """The first and last logged values of `key` (the whole run's, across resumes)."""
+        if not self.path.is_file():
+            return None, None
+        values = [r[key] for r in map(json.loads, self.path.read_text().splitlines())
+                  if key in r]
+        return (values[0], values[-1]) if values else (None, None)
 
     def truncate_after(self, step: int, key: str = "step") -> None:
         """On resume: drop rows logged after the checkpoint's step (they will be redone)."""

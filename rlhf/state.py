@@ -1,37 +1,150 @@
 """Training states: resumable snapshots of a run, written atomically, never unpickled.
 
 A state is a folder holding `tensors.safetensors` (module weights, optimiser moments, RNG
-states, extra tensors) and `state.json` (everything else: step, data position, controllers),
-written to a temporary folder and renamed into place, so a crash never leaves a half-written
-checkpoint. FSDP shards are gathered to whole tensors, so a state loads anywhere.
+states, extra tensors) and `state.json` (everything else: step, data position, controllers,
+and a SHA-256 checksum of every tensor). It is written to `state.tmp`, fsynced, and swapped in
+with no window: `state` -> `state.old`, `state.tmp` -> `state`, the folder fsynced after each
+rename. So at every instant `state` or `state.old` is a complete state; the previous one stays
+as `state.old` (the fallback). A load takes the newest complete state (`state`, else
+`state.old`), verifies every checksum, and on a damaged one falls back to `state.old`, saying
+so; nothing to fall back to -> `StateError` naming the file. A state with a non-finite weight
+is never written (`NonFiniteError`), so the last good one is kept. FSDP shards are gathered to
+whole tensors, so a state loads anywhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rlhf.config import UserError
 from rlhf.distributed import full_tensor, sharded_like
 
 
+class StateError(UserError):
+    """A training state that cannot be read or written (damaged, truncated, disk full)."""
+
+
+class NonFiniteError(UserError):
+    """Training produced a non-finite loss or weight; it stops, keeping the last good state."""
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames inside folder `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def old_of(final: Path) -> Path:
+    return final.with_name(final.name + ".old")
+
+
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished folder into place; the old one is removed only after."""
+    """Move finished folder `tmp` to `final` with no window: `final` stays whole until it is
+    `final.old`, which stays (the previous state) until the next swap. Durable: files, the
+    new folder and the parent are fsynced."""
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
+    fsync_dir(tmp)
+    old = old_of(final)
+    if final.exists():  # `final` is whole: the older `.old` may go
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(final.parent)
+    os.replace(tmp, final)  # (a kill before this line leaves `.old`, which resume finds)
+    fsync_dir(final.parent)
+
+
+def checksum(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def candidates(folder: Path) -> list[Path]:
+    """The states a resume may use, newest first: `folder`, then `folder.old`."""
+    return [f for f in (folder, old_of(folder)) if (f / "state.json").is_file()]
+
+
+def has_state(folder: str | Path) -> bool:
+    """Whether a resume has a state to start from (`folder` or `folder.old`)."""
+    return bool(candidates(Path(folder)))
+
+
+def state_meta(folder: str | Path) -> dict:
+    """The `meta` of the state a resume would start from ({} when none; not verified)."""
+    for f in candidates(Path(folder)):
+        try:
+            return json.loads((f / "state.json").read_text())["meta"]
+        except (ValueError, KeyError, OSError):
+            continue
+    return {}
+
+
+def read_verified(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, state.json) of one state, every tensor checked against its checksum."""
+    path = folder / "state.json"
+    try:
+        doc = json.loads(path.read_text())
+        doc["meta"], doc["optimizers"], doc["rng"]
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise StateError(f"{path}: unreadable or damaged ({type(e).__name__}: {e})") from None
+    file = folder / "tensors.safetensors"
+    try:
+        flat = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise StateError(f"{file}: unreadable or truncated ({e})") from None
+    sums = doc.get("checksums")
+    if sums is not None:  # (states written before checksums: not verified)
+        if set(sums) != set(flat):
+            raise StateError(f"{file}: holds other tensors than {path} lists")
+        bad = [k for k, v in flat.items() if checksum(v) != sums[k]]
+        if bad:
+            raise StateError(f"{file}: tensor {bad[0]!r} does not match its checksum "
+                             f"({len(bad)} damaged)")
+    return flat, doc
+
+
+def read_newest(folder: Path) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """The newest complete, verified state; falls back from a damaged one, saying so."""
+    errors = []
+    for cand in candidates(folder):
+        try:
+            flat, doc = read_verified(cand)
+        except StateError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            print(f"warning: {errors[-1]}; resuming from the previous complete state {cand} "
+                  f"(step {doc['meta'].get('step')}) instead", file=sys.stderr)
+        return cand, flat, doc
+    if not errors:
+        raise StateError(f"{folder}: no training state to resume")
+    raise StateError("; ".join(errors) + " (and no other complete state to fall back to)")
+
+
+def require_finite(value: float, step: int, what: str, out: str | Path) -> None:
+    """Stop training on a non-finite loss: the state saved before it is kept."""
+    if not math.isfinite(value):
+        raise NonFiniteError(f"step {step}: the {what} is {value}; training stopped, the last "
+                             f"good state in {Path(out) / 'state'} is kept (a lower learning "
+                             "rate, or check the data)")
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -109,26 +222,45 @@ def save_state(folder: str | Path, modules: dict[str, torch.nn.Module],
         opt_meta[name] = m
     if not write:
         return folder
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    bad = [k for k, v in flat.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise NonFiniteError(f"step {meta.get('step')}: non-finite values in {bad[0]!r} "
+                             f"({len(bad)} tensors); training stopped, the last good state "
+                             f"in {folder} is kept")
     rng_t, rng_m = rng_state()
     flat.update(rng_t)
     flat.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()})
-    save_file(flat, str(tmp / "tensors.safetensors"))
-    doc = {"meta": meta, "optimizers": opt_meta, "rng": rng_m}
-    (tmp / "state.json").write_text(json.dumps(doc))
-    replace_dir(tmp, folder)
+    doc = {"meta": meta, "optimizers": opt_meta, "rng": rng_m,
+           "checksums": {k: checksum(v) for k, v in flat.items()}}
+    write_state(folder, flat, doc)
     return folder
+
+
+def write_state(folder: Path, flat: dict[str, torch.Tensor], doc: dict) -> None:
+    """tensors.safetensors + state.json into `folder.tmp`, swapped in (`replace_dir`); a full
+    or read-only disk -> StateError, the previous state untouched."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(flat, str(tmp / "tensors.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(doc))
+        replace_dir(tmp, folder)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise StateError(f"{folder}: cannot write the training state ({why}); the previous "
+                         "state is kept") from None
 
 
 def load_state(folder: str | Path, modules: dict[str, torch.nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], restore_rng: bool = True
                ) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Restore what `save_state` wrote; returns (meta, extra tensors)."""
-    folder = Path(folder)
-    flat = load_file(str(folder / "tensors.safetensors"))
-    doc = json.loads((folder / "state.json").read_text())
+    """Restore what `save_state` wrote (the newest complete, verified state: `folder`, else
+    `folder.old`); returns (meta, extra tensors)."""
+    folder, flat, doc = read_newest(Path(folder))
+    if os.environ.get("RANK", "0") == "0" and "step" in doc["meta"]:
+        print(f"resuming from {folder} (step {doc['meta']['step']})", file=sys.stderr)
     for name, m in modules.items():
         prefix = f"module.{name}."
         current = m.state_dict()
@@ -137,7 +269,7 @@ def load_state(folder: str | Path, modules: dict[str, torch.nn.Module],
         missing, unexpected = m.load_state_dict(sd, strict=False)
         tied = {k for k in missing if k.endswith("output.weight")}
         if set(missing) - tied or unexpected:
-            raise ValueError(f"{folder}: state for {name!r} does not match the model "
+            raise StateError(f"{folder}: state for {name!r} does not match the model "
                              f"(missing {sorted(set(missing) - tied)}, unexpected {unexpected})")
     for name, opt in optimizers.items():
         prefix = f"{name}."

@@ -14,7 +14,7 @@ LAYERS = [  # each may import from its own layer (no cycles) and the ones above 
     ["rlhf.config"],
     ["rlhf.runtime", "rlhf.prompts", "rlhf.optim"],
     ["rlhf.distributed"],
-    ["rlhf.state"],
+    ["rlhf.state", "rlhf.runfolder"],
     ["rlhf.lm"],
     ["rlhf.feedback"],
     ["rlhf.reward"],

@@ -12,6 +12,12 @@ prompt id so a split never puts one prompt on both sides):
 - `read_finegrained`: FineGrained-RLHF QA feedback, 4 ranked predictions with 6 pairwise votes
   -> 6 pairs per question (0 = no preference -> tie).
 - `read_any`: detects which of these a file is (also reads a comparison store).
+
+Rule for a pair whose two sides are the same text (after stripping surrounding whitespace):
+it carries no preference, so every importer leaves it out and counts it; `read_any` (and so
+`rlhf import-pairs` and training on such a file) prints one line with the count and the first
+rows (file:line). A truncated .gz, a byte that is not UTF-8 or a bad row is a `RecordError`
+naming the file and line; nothing is written unless the whole file reads (imports are atomic).
 Out: `to_trl` (prompt/chosen/rejected dicts; ties dropped), `to_dataset` (a `datasets.Dataset`).
 """
 
@@ -24,6 +30,7 @@ import hashlib
 import json
 import os
 import sys
+import zlib
 from pathlib import Path
 
 from rlhf.feedback.comparisons import Comparison, RecordError, to_pairs
@@ -48,6 +55,31 @@ def text(x) -> str:
     raise RecordError(f"expected text, got {type(x).__name__}")
 
 
+class Imported(list):
+    """An importer's comparisons, with `identical`: where the pairs it left out because both
+    sides are the same text were (file:line, or file: item i)."""
+
+    def __init__(self):
+        super().__init__()
+        self.identical: list[str] = []
+
+    def add(self, c: Comparison, where: str) -> None:
+        if c.a.strip() == c.b.strip():
+            self.identical.append(where)
+        else:
+            self.append(c)
+
+
+def report_identical(comps, path) -> int:
+    """One stderr line about the identical-sides pairs an importer left out; their count."""
+    where = getattr(comps, "identical", [])
+    if where:
+        more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+        print(f"note: {path}: {len(where)} pairs with identical sides left out (no preference): "
+              f"{', '.join(where[:3])}{more}", file=sys.stderr)
+    return len(where)
+
+
 def _imported(dataset: str, prompt, a, b, label: str, index, **kw) -> Comparison:
     meta = {"dataset": dataset, "index": index, **kw.pop("meta", {})}
     prompt, a, b = text(prompt), text(a), text(b)
@@ -60,14 +92,35 @@ def _imported(dataset: str, prompt, a, b, label: str, index, **kw) -> Comparison
 # ----------------------------------------------------------------------------- reading files
 
 
+def _decode(raw: bytes, p: Path, first_line: int = 1) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + raw[:e.start].count(b"\n")
+        raise RecordError(f"{p}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
+
+
+def _bytes(p: Path, first_line_only: bool = False) -> tuple[int, bytes]:
+    """The file's bytes (.gz unpacked), or (line number, its first non-blank line); a
+    truncated or damaged .gz -> RecordError."""
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    try:
+        with (gzip.open if p.suffix == ".gz" else open)(p, "rb") as f:
+            if not first_line_only:
+                return 1, f.read()
+            for n, line in enumerate(f, 1):  # a whole line, however long
+                if line.strip():
+                    return n, line
+            return 1, b""
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise RecordError(f"{p}: truncated or damaged gzip file ({e})") from None
+
+
 def _read_rows(path: str | os.PathLike) -> list[dict]:
     """JSON list or JSON lines (optionally .gz) -> rows; bad lines raise with file:line."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file not found: {p}")
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        text = f.read()
+    text = _decode(_bytes(p)[1], p)
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -117,7 +170,7 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
 
 def read_hh(path: str | os.PathLike) -> list[Comparison]:
     """Anthropic HH-RLHF JSONL(.gz) of {"chosen", "rejected"} transcripts."""
-    out = []
+    out = Imported()
     for i, row in enumerate(_read_rows(path)):
         where = f"{path}:{i + 1}"
         _need(row, ("chosen", "rejected"), where)
@@ -125,7 +178,7 @@ def read_hh(path: str | os.PathLike) -> list[Comparison]:
             prompt, chosen, rejected = split_hh(row["chosen"], row["rejected"])
         except RecordError as e:
             raise RecordError(f"{where}: {e}") from None
-        out.append(_imported("hh", prompt, chosen, rejected, "a", i))
+        out.add(_imported("hh", prompt, chosen, rejected, "a", i), where)
     return out
 
 
@@ -156,7 +209,7 @@ def read_trl(path_or_rows, name: str = "trl") -> list[Comparison]:
     """TRL preference rows (a file or a list of dicts); the prompt is explicit or implicit."""
     rows = _read_rows(path_or_rows) if isinstance(path_or_rows, (str, os.PathLike)) \
         else list(path_or_rows)
-    out = []
+    out = Imported()
     for i, row in enumerate(rows):
         where = f"{path_or_rows if isinstance(path_or_rows, (str, os.PathLike)) else 'row'}" \
                 f":{i + 1}"
@@ -170,7 +223,7 @@ def read_trl(path_or_rows, name: str = "trl") -> list[Comparison]:
                 chosen, rejected = chosen[len(prompt):], rejected[len(prompt):]
         except RecordError as e:
             raise RecordError(f"{where}: {e}") from None
-        out.append(_imported(name, prompt, chosen.strip(), rejected.strip(), "a", i))
+        out.add(_imported(name, prompt, chosen.strip(), rejected.strip(), "a", i), where)
     return out
 
 
@@ -187,7 +240,7 @@ def majority(votes: list[int]) -> str:
 
 def read_pandalm(path: str | os.PathLike, per_annotator: bool = False) -> list[Comparison]:
     """PandaLM test set: majority of the annotators (or one comparison per annotator)."""
-    out = []
+    out = Imported()
     for i, row in enumerate(_read_rows(path)):
         where = f"{path}: item {i}"
         _need(row, ("instruction", "response1", "response2"), where)
@@ -199,12 +252,12 @@ def read_pandalm(path: str | os.PathLike, per_annotator: bool = False) -> list[C
         idx = row.get("idx", i)
         meta = {"votes": votes, "cmp_key": row.get("cmp_key")}
         if per_annotator:
-            out += [_imported("pandalm", prompt, row["response1"], row["response2"],
-                              PANDALM_LABEL[v], idx, rater=k, meta=meta)
-                    for k, v in zip(keys, votes)]
+            for k, v in zip(keys, votes):
+                out.add(_imported("pandalm", prompt, row["response1"], row["response2"],
+                                  PANDALM_LABEL[v], idx, rater=k, meta=meta), where)
         else:
-            out.append(_imported("pandalm", prompt, row["response1"], row["response2"],
-                                 majority(votes), idx, meta=meta))
+            out.add(_imported("pandalm", prompt, row["response1"], row["response2"],
+                              majority(votes), idx, meta=meta), where)
     return out
 
 
@@ -213,7 +266,7 @@ FINEGRAINED_PAIRS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
 
 def read_finegrained(path: str | os.PathLike) -> list[Comparison]:
     """FineGrained-RLHF QA feedback: 4 predictions per question, 6 pairwise votes -> 6 pairs."""
-    out = []
+    out = Imported()
     for i, row in enumerate(_read_rows(path)):
         where = f"{path}: item {i}"
         _need(row, ("question", "preference"), where)
@@ -224,27 +277,31 @@ def read_finegrained(path: str | os.PathLike) -> list[Comparison]:
             raise RecordError(f"{where}: preference must be 6 votes of 0, 1, 2, got {prefs}")
         for (x, y), v in zip(FINEGRAINED_PAIRS, prefs):
             _need(row, (f"prediction {x}", f"prediction {y}"), where)
-            out.append(_imported("finegrained", row["question"], row[f"prediction {x}"],
-                                 row[f"prediction {y}"], PANDALM_LABEL[v], f"{i}-{x}{y}",
-                                 meta={"responses": [x, y]}))
+            out.add(_imported("finegrained", row["question"], row[f"prediction {x}"],
+                              row[f"prediction {y}"], PANDALM_LABEL[v], f"{i}-{x}{y}",
+                              meta={"responses": [x, y]}), f"{where} ({x} vs {y})")
     return out
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """Which importer fits a file, from the keys of its first row."""
+    """Which importer fits a file, from the keys of its first row (read whole, however long)."""
     p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        head = f.read(1 << 16)
-    if not head.strip():
+    n, line = _bytes(p, first_line_only=True)
+    head = _decode(line, p, n).strip()
+    if not head:
         raise RecordError(f"{p}: the file is empty")
-    if head.lstrip().startswith("["):
-        row = _read_rows(p)[0]
+    if head.startswith("["):
+        rows = _read_rows(p)
+        if not rows:
+            raise RecordError(f"{p}: the JSON list is empty")
+        row = rows[0]
     else:
         try:
-            row = json.loads(head.lstrip().splitlines()[0])
+            row = json.loads(head)
         except ValueError as e:
-            raise RecordError(f"{p}:1: not valid JSON: {e}") from None
+            raise RecordError(f"{p}:{n}: not valid JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise RecordError(f"{p}:{n}: expected a JSON object")
     keys = set(row)
     if row.get("type") in ("comparison", "retract"):
         return "store"
@@ -269,7 +326,9 @@ def read_any(path: str | os.PathLike, fmt: str | None = None) -> list[Comparison
                "finegrained": read_finegrained}
     if fmt not in readers:
         raise RecordError(f"unknown format {fmt!r}; known: {list(FORMATS)}")
-    return readers[fmt](path)
+    comps = readers[fmt](path)
+    report_identical(comps, path)
+    return comps
 
 
 # ----------------------------------------------------------------------------- exporters
@@ -317,6 +376,7 @@ def _import(a: argparse.Namespace) -> int:
     fmt = a.format or detect_format(a.file)
     if fmt == "pandalm" and a.per_annotator:
         comps = read_pandalm(a.file, per_annotator=True)
+        report_identical(comps, a.file)
     else:
         comps = read_any(a.file, fmt)
     labels = {k: sum(c.label == k for c in comps) for k in sorted({c.label for c in comps})}

@@ -49,10 +49,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from rlhf import distributed as dist
-from rlhf.config import parse_cli, require, save_config, to_dict, with_keys
+from rlhf.config import parse_cli, require, save_config, with_keys
 from rlhf.feedback.comparisons import to_pairs
 from rlhf.feedback.pairs import sample_pairs
 from rlhf.feedback.queue import read_queue, write_queue
@@ -69,7 +68,9 @@ from rlhf.prompts import load_prompts, write_prompts
 from rlhf.reward import train as reward_stage
 from rlhf.reward.evaluate import evaluate as evaluate_reward_model
 from rlhf.reward.model import load_reward_model, rank_pairs, score_texts
+from rlhf.runfolder import Interrupted, holds_run_folder, save_run_config, stop_signal
 from rlhf.runtime import setup
+from rlhf.state import state_meta
 
 STEPS = ("sample", "rate", "reward", "policy", "eval")
 
@@ -121,12 +122,9 @@ def init_run(cfg: LoopConfig, out: Path) -> dict:
     """Create the run folder (config, prompt split) or read back where a previous run was."""
     out.mkdir(parents=True, exist_ok=True)
     state = read_json(out / "state.json")
-    if state is not None:
-        saved = yaml.safe_load((out / "config.yaml").read_text())
-        if saved != yaml.safe_load(yaml.safe_dump(to_dict(cfg))):
-            print(f"note: the config differs from {out / 'config.yaml'}; resuming with the "
-                  "new one (config.yaml is updated)", file=sys.stderr)
-            save_config(cfg, out / "config.yaml")
+    if state is not None:  # resuming: refuses settings that differ from config.yaml
+        save_run_config(cfg, out, resuming=True)
+        print(f"resuming {out}: round {state['round']}, {state['step']} done", file=sys.stderr)
         return state
     prompts = load_prompts(cfg.prompts or None, seed=cfg.runtime.seed)
     require(len(prompts) > cfg.eval.n_prompts + 1, "eval.n_prompts",
@@ -280,8 +278,7 @@ class GoldLog:
     def __init__(self, folder: Path):
         self.path = folder / "gold.jsonl"
         folder.mkdir(parents=True, exist_ok=True)
-        state = read_json(folder / "state" / "state.json", {})
-        done = state.get("meta", {}).get("step", 0)
+        done = state_meta(folder / "state").get("step", 0)  # `state`, else `state.old`
         rows = [json.loads(s) for s in lines(self.path)] if self.path.is_file() else []
         rows = [row for row in rows if row["step"] <= done]
         self.path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -323,6 +320,7 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
 # ----------------------------------------------------------------------------- the loop
 
 
+@holds_run_folder  # one run per folder (a lock), SIGINT/SIGTERM caught: see rlhf.runfolder
 def run(cfg: LoopConfig) -> dict:
     """Run (or resume) the loop to its last round; returns the final summary (on rank 0)."""
     # 1. processes (torchrun), the run folder: a fresh one, or where a killed run stopped
@@ -364,6 +362,8 @@ def run(cfg: LoopConfig) -> dict:
             print(f"round {r}: {step} done in {time.time() - t0:.1f}s"
                   + (f" ({shown})" if shown else ""), file=sys.stderr, flush=True)
         dist.barrier(info)
+        if sig := stop_signal(info):  # SIGINT/SIGTERM during a step: it is done and saved
+            raise Interrupted(sig, f"after round {r}'s {step} step of {out}")
     # 3. the report and the summary line (rank 0)
     if not main:
         return {"rank": info.rank}

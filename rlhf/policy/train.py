@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from rlhf import distributed as dist
-from rlhf.config import parse_cli, save_config
+from rlhf.config import ConfigError, parse_cli, require_fits
 from rlhf.feedback.scorers import get_scorer
 from rlhf.lm.folders import load_model, save_model
 from rlhf.lm.generation import Generation
@@ -43,8 +43,15 @@ from rlhf.policy.config import PolicyTrainConfig, RewardConfig
 from rlhf.policy.evaluate import sample_and_score
 from rlhf.prompts import load_prompts, split_prompts
 from rlhf.reward.model import load_reward_model, score_texts, score_tokens
+from rlhf.runfolder import (
+    Interrupted,
+    holds_run_folder,
+    run_value,
+    save_run_config,
+    stop_signal,
+)
 from rlhf.runtime import MetricsLog, autocast, setup
-from rlhf.state import load_state, save_state
+from rlhf.state import has_state, load_state, require_finite, save_state
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -230,8 +237,7 @@ def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
     setup(cfg.runtime)
     out = Path(cfg.out_dir)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        save_run_config(cfg, out, resuming=cfg.resume and has_state(out / "state"))
     policy, tok = load_model(cfg.policy, cfg.backend)
     ref, _ = load_model(cfg.reference or cfg.policy, cfg.backend)
     policy.to(info.device).train()
@@ -242,12 +248,14 @@ def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
     train_p, eval_p = split_prompts(load_prompts(cfg.prompts.path or None,
                                                  seed=cfg.runtime.seed),
                                     cfg.prompts.hold_out_every)
+    require_fits(cfg.prompts.batch_prompts, len(train_p), "prompts.batch_prompts",
+                 f"training prompts of {cfg.prompts.path or 'the default prompt set'}")
     if cfg.prompts.batch_prompts % info.world_size:
-        raise ValueError(f"prompts.batch_prompts={cfg.prompts.batch_prompts} does not divide "
+        raise ConfigError(f"prompts.batch_prompts={cfg.prompts.batch_prompts} does not divide "
                          f"over {info.world_size} processes")
     st = LoopState(kl=R.KLController(cfg.kl.coef, cfg.kl.target or None, cfg.kl.k_beta))
     log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    if cfg.resume and (out / "state" / "state.json").is_file():
+    if cfg.resume and has_state(out / "state"):
         st = LoopState.from_meta(load_state(out / "state", {"policy": policy}, {"policy": opt})[0])
     if info.is_main:  # drop rows after the last checkpoint (all of them on a fresh start)
         log.truncate_after(st.step)
@@ -269,20 +277,24 @@ def evaluate(cfg: PolicyTrainConfig, run: Run, name: str) -> dict | None:
     return res
 
 
-def bookkeeping(cfg: PolicyTrainConfig, run: Run, step: int, prompts, texts, raw) -> None:
+def bookkeeping(cfg: PolicyTrainConfig, run: Run, step: int, prompts, texts, raw,
+                sig: int = 0) -> None:
     """(6) Samples every `sample_every` steps (and the first), the state every `save_every`
-    steps and at the end (FSDP: every rank gathers, rank 0 writes)."""
+    steps, at the end and when signal `sig` asks the run to stop (then `Interrupted` is raised
+    once it is saved). FSDP: every rank gathers, rank 0 writes."""
     done, info = step + 1, run.info
     if info.is_main and cfg.sample_every and (done % cfg.sample_every == 0 or done == 1):
         write_samples(run.out / "samples" / f"step_{done:06d}.jsonl",
                       [{"prompt": p, "response": r, "reward": float(s)}
                        for p, r, s in zip(prompts, texts, raw.tolist())])
-    if (info.is_main or run.sharded) and (done == cfg.steps or (cfg.save_every and
-                                                                done % cfg.save_every == 0)):
+    if (info.is_main or run.sharded) and (sig or done == cfg.steps or (
+            cfg.save_every and done % cfg.save_every == 0)):
         save_state(run.out / "state", {"policy": run.policy}, {"policy": run.opt}, meta={
             **asdict(run.st), "global_prompts_seen": done * cfg.prompts.batch_prompts,
             "world_size": info.world_size, "sharded": run.sharded}, write=info.is_main)
     dist.barrier(info)
+    if sig and done < cfg.steps:
+        raise Interrupted(sig, f"after step {done} of {run.out}")
 
 
 def step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, kl_coef, upd, info) -> dict:
@@ -301,13 +313,14 @@ def step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, kl_coef, upd, info) -
 # ----------------------------------------------------------------------------- the loop
 
 
+@holds_run_folder  # one run per folder (a lock), SIGINT/SIGTERM caught: see rlhf.runfolder
 def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
     """Fine-tune `cfg.policy`; returns a summary (see the end). `score_fn(gen, texts) -> (B,)`
     replaces the configured reward (tests, custom rewards)."""
     run = set_up(cfg, score_fn)
     info, st, k, device = run.info, run.st, cfg.algo.k, run.info.device
-    summary: dict = {"eval_start": evaluate(cfg, run, "start") if st.step == 0 else None}
-    first = last = None
+    summary: dict = {"eval_start": run_value(run.out / "eval_start.json", st.step == 0,
+                                             lambda: evaluate(cfg, run, "start"), info.is_main)}
     for step in range(st.step, cfg.steps):
         t0 = time.perf_counter()
         # (1) sample k responses per prompt of this rank's shard of the global batch
@@ -343,16 +356,17 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
         run.log.write(step=step + 1, lr=lr, kl_coef=st.kl.coef, clip_frac=m.pop("clip_frac", 0.0),
                       s_sample=t1 - t0, s_score=t2 - t1, s_ref=t3 - t2, s_update=t4 - t3,
                       s_per_step=time.perf_counter() - t0, **m)
+        require_finite(m["loss"], step + 1, "loss", run.out)
         st.kl, st.step = R.adaptive_kl_update(st.kl, m["kl"]), step + 1
-        first, last = first or m, m
-        bookkeeping(cfg, run, step, s.prompts, decode_rows(run.tok, gen, False), raw)
+        bookkeeping(cfg, run, step, s.prompts, decode_rows(run.tok, gen, False), raw,
+                    stop_signal(info))
     # (7) the final policy and the summary
     if info.is_main or run.sharded:
         save_model(run.policy, run.tok, run.out / "policy", write=info.is_main)
+    (first, last), kl = run.log.first_last("reward"), run.log.first_last("kl")  # the run's
     summary.update({
         "policy": str(run.out / "policy"), "steps": cfg.steps,
-        "reward_first": first and first["reward"], "reward_last": last and last["reward"],
-        "kl_last": last and last["kl"], "kl_coef": st.kl.coef,
+        "reward_first": first, "reward_last": last, "kl_last": kl[1], "kl_coef": st.kl.coef,
         "eval_end": evaluate(cfg, run, "end")})
     dist.barrier(info)
     return summary

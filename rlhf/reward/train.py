@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from rlhf import distributed as dist
-from rlhf.config import ConfigError, parse_cli, save_config
+from rlhf.config import ConfigError, parse_cli, require_fits
 from rlhf.optim import clip_gradients, lr_at, make_optimizer, set_lr
 from rlhf.reward.config import RewardOptimConfig, RewardTrainConfig
 from rlhf.reward.data import EncodedPairs, epoch_batches, prepare_data
@@ -42,8 +42,9 @@ from rlhf.reward.model import (
     save_reward_model,
     set_statistics,
 )
+from rlhf.runfolder import Interrupted, holds_run_folder, save_run_config, stop_signal
 from rlhf.runtime import MetricsLog, autocast, setup
-from rlhf.state import load_state, save_state
+from rlhf.state import has_state, load_state, require_finite, save_state
 
 # ----------------------------------------------------------------------------- one step
 
@@ -111,6 +112,7 @@ def validate(rm, val: EncodedPairs, tok, cfg) -> dict:
     return {f"val_{k}": v for k, v in out.items() if not isinstance(v, dict)}
 
 
+@holds_run_folder  # one run per folder (a lock), SIGINT/SIGTERM caught: see rlhf.runfolder
 def train(cfg: RewardTrainConfig) -> dict:
     """Train a reward model as `cfg` says; returns a summary (see the module docstring)."""
     # 1. processes, seeds, run folder
@@ -119,12 +121,12 @@ def train(cfg: RewardTrainConfig) -> dict:
     setup(cfg.runtime)
     out = Path(cfg.out_dir)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        save_run_config(cfg, out, resuming=cfg.resume and has_state(out / "state"))
     accum = accumulation(cfg.train, info.world_size)
     # 2. data, split by prompt
     rm, tok = init_reward_model(cfg.model.init, cfg.model.n_members, cfg.runtime.seed)
     train_d, val_d = prepare_data(cfg, tok)
+    require_fits(cfg.train.batch_size, len(train_d), "train.batch_size", "training pairs")
     weights = (bootstrap_weights(len(train_d), cfg.model.n_members, cfg.runtime.seed)
                if cfg.model.bootstrap else torch.ones(len(train_d), cfg.model.n_members))
     lengths = train_d.lengths()
@@ -136,7 +138,7 @@ def train(cfg: RewardTrainConfig) -> dict:
     opt = make_optimizer(rm, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
     step, best = 0, {"val_accuracy": float("nan")}
     log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    if cfg.resume and (out / "state").is_dir():
+    if cfg.resume and has_state(out / "state"):
         meta, _ = load_state(out / "state", {"rm": rm}, {"opt": opt})
         step, best = meta["step"], meta["best"]
         log.truncate_after(step)
@@ -159,6 +161,7 @@ def train(cfg: RewardTrainConfig) -> dict:
         m = train_step(model, opt, train_d, order[step % per_epoch], weights, cfg, info,
                        accum, device)
         done = step + 1
+        require_finite(m["loss"], done, "loss", out)
         row = {"step": done, "lr": lr, **m,
                "pairs_per_s": (done - n0) * cfg.train.batch_size / (time.time() - t0)}
         if (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total:
@@ -166,8 +169,10 @@ def train(cfg: RewardTrainConfig) -> dict:
         log.write(**row)
         bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.2f}")
         stop = cfg.train.stop_at and done >= cfg.train.stop_at and done < total
-        if (cfg.train.save_every and done % cfg.train.save_every == 0) or done == total or stop:
-            _checkpoint(out, rm, opt, done, best, info)
+        sig = stop_signal(info)  # SIGINT/SIGTERM: this step is done; save and leave
+        if (cfg.train.save_every and done % cfg.train.save_every == 0) or done == total or stop \
+                or sig:
+            _checkpoint(out, rm, opt, done, best, info, sig if done < total else 0)
         if stop:
             bar.close()
             return {"stopped_at": done, "steps": total, "state": str(out / "state")}
@@ -187,12 +192,15 @@ def _evaluate_and_log(rm, val_d, tok, cfg, info, row: dict, best: dict) -> dict:
     return best
 
 
-def _checkpoint(out: Path, rm, opt, step: int, best: dict, info) -> None:
+def _checkpoint(out: Path, rm, opt, step: int, best: dict, info, sig: int = 0) -> None:
+    """The state after `step`; then, when a signal asked the run to stop, `Interrupted`."""
     if info.is_main or dist.is_sharded(rm):  # FSDP: every rank gathers, rank 0 writes
         save_state(out / "state", {"rm": rm}, {"opt": opt},
                    {"step": step, "best": best, "world_size": info.world_size},
                    write=info.is_main)
     dist.barrier(info)
+    if sig:
+        raise Interrupted(sig, f"after step {step} of {out}")
 
 
 def _finish(cfg, rm, tok, train_d, val_d, out, info, best, total) -> dict:
