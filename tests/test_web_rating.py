@@ -61,6 +61,8 @@ def test_oversized_and_malformed_requests_are_refused(served, tmp_path):
     big = json.dumps({"nonce": pair["nonce"], "choice": "left", "comment": "x" * 20000})
     assert ann.call("/api/answer", raw=big.encode())[0] == 413
     assert ann.call("/api/answer", raw=b"[1, 2]")[0] == 400
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert ann.call("/api/answer", raw=b"nonce=x&choice=left", headers=form)[0] == 415
     assert ann.call("/api/answer", {"nonce": pair["nonce"], "choice": "left",
                                     "strength": "huge"})[0] == 400
     assert ann.call("/api/answer", {"nonce": pair["nonce"], "choice": "a"})[0] == 400
@@ -184,3 +186,69 @@ def test_a_rater_in_a_real_browser(served, tmp_path):
     assert original["label"] == original["left"]  # "a" pressed = the left side
     assert [x["type"] for x in lines].count("retract") == 1 and len(lines) == 7
     assert all(c.guidelines.startswith("guidelines") and c.seconds >= 0 for c in comps)
+
+
+LOOP_RATE = """
+import sys
+from pathlib import Path
+from rlhf.loop.config import LoopConfig, RaterConfig
+from rlhf.loop.cycle import rate_step
+cfg = LoopConfig()
+cfg.rater = RaterConfig(kind="web", name="ann,bob", port=int(sys.argv[2]), poll_seconds=0.2)
+cfg.rater.check()
+print("rated:", rate_step(cfg, Path(sys.argv[1]), 1), flush=True)
+"""
+
+
+def test_loop_web_mode_serves_waits_and_resumes_after_a_kill(tmp_path):
+    import subprocess
+    import sys
+
+    from web_helpers import ROOT, free_port
+
+    out, port = tmp_path / "run", free_port()
+    (out / "round_01").mkdir(parents=True)
+    make_queue(out / "round_01" / "queue.jsonl", 4)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+    def start():
+        p = subprocess.Popen([sys.executable, "-c", LOOP_RATE, str(out), str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env)
+        found = {}
+        while len(found) < 2:
+            line = p.stderr.readline()
+            assert line, "the loop printed no links"
+            if "/r/" in line:
+                found[line.split()[0]] = "/r/" + line.split("/r/")[1].strip()
+        for _ in range(100):
+            try:
+                Client(port, "").call("/")
+                break
+            except OSError:
+                time.sleep(0.1)
+        return p, found
+
+    proc, first_links = start()
+    ann = Client(port, first_links["ann"])
+    _, pair = ann.call("/api/next")
+    assert ann.call("/api/answer", {"nonce": pair["nonce"], "choice": "left"})[0] == 200
+    proc.kill()
+    proc.wait(timeout=10)
+    proc, links = start()
+    assert links == first_links  # the same private links after a restart
+    for name in ("ann", "bob"):
+        c = Client(port, links[name])
+        try:  # the server stops once every pair has an answer
+            _, pair = c.call("/api/next")
+            while not pair["done"]:
+                status, r = c.call("/api/answer", {"nonce": pair["nonce"], "choice": "tie"})
+                if status != 200:
+                    break
+                pair = r["next"]
+        except OSError:
+            break
+    assert proc.wait(timeout=30) == 0
+    assert "rated: True" in proc.stdout.read()
+    comps = ComparisonStore(out / "comparisons.jsonl").load()
+    assert {c.item_id for c in comps} == {f"it{i}" for i in range(4)}

@@ -119,6 +119,7 @@ class Session:
         self.started = time.time()
         self.answered_now = 0
         self.mine: list[Comparison] = []
+        self._draws: dict[tuple[str, str], float] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -133,12 +134,18 @@ class Session:
 
     # ------------------------------------------------------------------ what to show
 
+    def _draw(self, item_id: str, what: str) -> float:
+        key = (item_id, what)
+        if key not in self._draws:  # (progress asks for every item: keep the hashes)
+            self._draws[key] = _unit(self.seed, self.rater, item_id, what)
+        return self._draws[key]
+
     def _side(self, item_id: str) -> str:
-        return "a" if _unit(self.seed, self.rater, item_id, "side") < 0.5 else "b"
+        return "a" if self._draw(item_id, "side") < 0.5 else "b"
 
     def _repeats(self, item_id: str) -> bool:
         """Whether this rater's answer to the item is served again (a stable draw)."""
-        return _unit(self.seed, self.rater, item_id, "repeat") < self.repeat_rate
+        return self._draw(item_id, "repeat") < self.repeat_rate
 
     def _pending_repeats(self) -> list[tuple[Comparison, int]]:
         """(first answer, answers given after it) for each hidden repeat still owed."""

@@ -25,6 +25,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -137,8 +138,9 @@ class RatingServer:
     def __init__(self, items: list[Item], store_path, tokens: dict[str, str],
                  guidelines_path=None, **session_kw):
         self.version, self.text = read_guidelines(guidelines_path)
+        store = ComparisonStore(store_path)  # one parse cache for every rater's session
         self.raters = {_digest(tok): Rater(name, Session(
-            items, ComparisonStore(store_path), name, guidelines=self.version, **session_kw))
+            items, store, name, guidelines=self.version, **session_kw))
             for name, tok in tokens.items()}
 
     def rater(self, token: str) -> Rater | None:
@@ -206,7 +208,11 @@ async def _page(request: Request) -> Response:
 
 
 async def _read_json(request: Request) -> dict | JSONResponse:
-    """The request's JSON object, or the error response (413 over MAX_BODY, 400)."""
+    """The request's JSON object, or the error response (415 unless JSON, 413 over MAX_BODY,
+    400)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        # (a cross-site form or a no-preflight fetch cannot send this type)
+        return JSONResponse({"error": "send application/json"}, 415, headers=HEADERS)
     size = request.headers.get("content-length")
     if size is None or not size.isdigit() or int(size) > MAX_BODY:
         return JSONResponse({"error": f"a body of at most {MAX_BODY} bytes, with its "
@@ -293,6 +299,35 @@ def build(queues: list, store_path, names: list[str], guidelines=None, **session
 
 def links(tokens: dict[str, str], host: str, port: int) -> list[str]:
     return [f"  {name:<20} http://{host}:{port}/r/{tok}" for name, tok in tokens.items()]
+
+
+def serve_until_rated(queue, store_path, names: list[str], host: str = "127.0.0.1",
+                      port: int = 8765, poll_seconds: float = 2.0, say=print,
+                      **session_kw) -> bool:
+    """Serve `queue` (the loop's human mode `rater.kind: web`): print the links, wait until
+    every pair has an answer, stop the server; True when rated. Killed, it resumes with the
+    same links (tokens are kept beside the store) and the answers so far."""
+    import uvicorn
+
+    items = read_queue(queue)
+    app, tokens = build([queue], store_path, names, **session_kw)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           h11_max_incomplete_event_size=MAX_BODY))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    say("rating links (one per rater; keep them private):\n" +
+        "\n".join(links(tokens, host, port)))
+    store, wanted = ComparisonStore(store_path), {it.id for it in items}
+    try:
+        while thread.is_alive():
+            left = wanted - {c.item_id for c in store.load()}
+            if not left:
+                return True
+            time.sleep(poll_seconds)
+        raise UserError(f"the rating server stopped (is port {port} in use?)")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def cli(argv: list[str]) -> int:
