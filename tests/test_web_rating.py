@@ -252,3 +252,25 @@ def test_loop_web_mode_serves_waits_and_resumes_after_a_kill(tmp_path):
     assert "rated: True" in proc.stdout.read()
     comps = ComparisonStore(out / "comparisons.jsonl").load()
     assert {c.item_id for c in comps} == {f"it{i}" for i in range(4)}
+
+
+def test_a_terminal_and_the_web_page_share_one_assignment_rule(tmp_path):
+    import io
+
+    from rlhf.feedback.rate import run_session
+
+    make_queue(tmp_path / "q.jsonl", 3)
+    server = Server(tmp_path, ["ann"], "--repeat-rate", "0")  # overlap 1
+    try:
+        ann = Client(server.port, server.links["ann"])
+        _, pair = ann.call("/api/next")  # it0 is on ann's screen: leased to her
+        assert pair["prompt"] == "prompt 0"
+        out = io.StringIO()
+        run_session(tmp_path / "q.jsonl", tmp_path / "s.jsonl", "bob",
+                    io.StringIO("s\nq\n"), out, width=80, repeat_rate=0)
+        # bob's terminal skips it0, gets it1, skips it; it1 goes back to the others
+        assert "prompt 0" not in out.getvalue() and "prompt 1" in out.getvalue()
+        _, r = ann.call("/api/answer", {"nonce": pair["nonce"], "choice": "left"})
+        assert r["next"]["prompt"] == "prompt 1"  # bob's skip handed it to ann
+    finally:
+        server.stop()
