@@ -274,3 +274,32 @@ def test_a_terminal_and_the_web_page_share_one_assignment_rule(tmp_path):
         assert r["next"]["prompt"] == "prompt 1"  # bob's skip handed it to ann
     finally:
         server.stop()
+
+
+def test_two_server_processes_one_store_hidden_repeats_and_gold(tmp_path):
+    from rlhf.feedback.comparisons import Item
+    from rlhf.feedback.queue import write_queue
+
+    write_queue(tmp_path / "q.jsonl", [Item(f"prompt {i}", f"a{i}", f"b{i}", id=f"it{i}",
+                                            gold="a" if i == 0 else None) for i in range(4)])
+    one = Server(tmp_path, ["ann"], "--repeat-rate", "1", "--overlap", "1")
+    two = Server(tmp_path, ["bob"], "--repeat-rate", "1", "--overlap", "1")
+    try:
+        ann, bob = Client(one.port, one.links["ann"]), Client(two.port, two.links["bob"])
+        pa, pb = ann.call("/api/next")[1], bob.call("/api/next")[1]
+        assert pa["prompt"] != pb["prompt"]  # two processes, one lease rule
+        for c, pair in ((ann, pa), (bob, pb)):
+            while not pair["done"]:
+                pair = c.call("/api/answer", {"nonce": pair["nonce"], "choice": "left"})[1][
+                    "next"]
+    finally:
+        one.stop()
+        two.stop()
+    comps = ComparisonStore(tmp_path / "s.jsonl").load()
+    firsts = {c.id: c for c in comps if c.repeat_of is None}
+    repeats = [c for c in comps if c.repeat_of]
+    assert sorted(c.item_id for c in firsts.values()) == [f"it{i}" for i in range(4)]
+    assert len(repeats) == 4 and all(c.served_because == "repeat" for c in repeats)
+    assert all(c.left != firsts[c.repeat_of].left and c.rater == firsts[c.repeat_of].rater
+               for c in repeats)  # the same rater, the sides swapped
+    assert [c.gold for c in comps if c.item_id == "it0"] == ["a", "a"]
