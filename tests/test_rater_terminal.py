@@ -299,3 +299,14 @@ def test_end_screen_shows_a_summary_and_can_undo_the_last_answer(tmp_path, pty_f
     comps = ComparisonStore(tmp_path / "s.jsonl").load()
     assert [(c.item_id, c.label) for c in comps][1] == ("it1", "cant_tell")
     assert comps[0].strength == "much"
+
+
+def test_a_lease_expires_and_the_item_goes_to_another_rater(tmp_path):
+    items = queue(tmp_path, [Item(f"p{i}", "x", "y", id=f"it{i}") for i in range(3)])
+    ann, bob = (Session(items, ComparisonStore(tmp_path / "s.jsonl"), n, repeat_rate=0,
+                        lease_seconds=0.3) for n in ("ann", "bob"))
+    assert ann.next().item.id == "it0"
+    assert bob.next().item.id == "it1"  # it0 is ann's while her lease lasts
+    time.sleep(0.4)
+    assert bob.next().item.id == "it0"  # both leases ran out: bob's claim takes the first
+    assert ann.next().item.id == "it1"

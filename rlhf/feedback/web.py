@@ -103,7 +103,12 @@ def shown_payload(r: Rater) -> dict:
 
 
 def _serve_next(r: Rater) -> dict:
-    """The pair now on the rater's screen (a reload shows the same one), else the next."""
+    """The pair now on the rater's screen (a reload shows the same one and renews its lease,
+    unless the lease ran out and the item went to others), else the next."""
+    s = r.session
+    if r.shown is not None and r.shown.repeat_of is None and s.store.claim(
+            r.name, [r.shown.item.id], s.overlap, s.lease_seconds) is None:
+        r.shown = None
     if r.shown is None:
         r.shown = r.session.next()
         r.nonce = secrets.token_urlsafe(9) if r.shown else None
