@@ -108,6 +108,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--overlap", type=int, default=1, help="raters per item at most (1: "
                    "raters share the queue out; 2 or more: shared items for agreement)")
     p.add_argument("--seed", type=int, default=0, help="seed of side and repeat draws")
+    p.add_argument("--lease-seconds", type=float, default=900,
+                   help="how long the pair on screen stays reserved for you")
     p.add_argument("--line", action="store_true", help="line mode even in a terminal")
     p.add_argument("--kind", choices=("human", "script"), default="human",
                    help="who answers: a person, or a script feeding stdin")
@@ -115,7 +117,8 @@ def cli(argv: list[str]) -> int:
                    "(vader: prefers the happier story; length: prefers the longer one)")
     a = p.parse_args(argv)
     store = a.store or str(Path(a.queue).with_suffix("")) + ".comparisons.jsonl"
-    kw = {"repeat_rate": a.repeat_rate, "overlap": a.overlap}
+    kw = {"repeat_rate": a.repeat_rate, "overlap": a.overlap,
+          "lease_seconds": a.lease_seconds}
     human = {"rater_kind": a.kind, "seed": a.seed}
     try:
         if a.simulated:
