@@ -215,9 +215,21 @@ class Keys:
             tty.setcbreak(self.fd)
 
 
+def clip(text: str, cols: int) -> str:
+    """`text` cut to at most `cols` display columns."""
+    out, used = [], 0
+    for ch in text:
+        used += max(wcwidth(ch), 0)
+        if used > cols:
+            break
+        out.append(ch)
+    return "".join(out)
+
+
 def _draw(page: str, status: str) -> None:
     """Clear the screen, show `page`, the key legend and a status line."""
     cols = shutil.get_terminal_size().columns
+    status = "\n".join(clip(line, cols - 1) for line in status.split("\n"))
     # no newline after the status line: a full screen must not scroll its first line away
     sys.stdout.write("\x1b[2J\x1b[H" + page + "\n" + key_help(cols) + "\n" + status)
     sys.stdout.flush()
