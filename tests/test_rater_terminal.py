@@ -147,7 +147,9 @@ def test_tall_pair_pages_under_a_fixed_header_ctrl_l_and_resize_redraw(tmp_path,
     long = "\n".join(f"line {i} of a long response" for i in range(40))
     queue(tmp_path, [Item("short prompt", long, "B " + long, id="x0")])
     t = pty_factory(15, 60)
-    t.until(b"press any key")
+    t.until(b"space: more, any other key: start")  # the guidelines are paged too
+    second = t.send(b" ", b"key")
+    assert b"Rating guidelines" not in second  # the next screenful
     first = t.send(b"x", b"space/PgDn more")
     assert b"item 1 of 1" in first and b"[lines 1-" in first
     assert b"line 30 of" not in first

@@ -254,19 +254,20 @@ def _guidelines_page(text: str, version: str) -> str:
     return "\n".join(wrap(text.rstrip(), cols - 1)) + f"\n\n[guidelines {version}]"
 
 
-def _pager(lines: list[str], keys: Keys) -> None:
-    """Show `lines` a screenful at a time: space for more, any other key to go back."""
+def _pager(lines: list[str], keys: Keys, leave: str = "go back") -> str:
+    """Show `lines` a screenful at a time: space / PgDn for more, any other key to leave
+    (the key is returned)."""
     start = 0
-    while start < len(lines):
+    while True:
         rows = max(shutil.get_terminal_size().lines - 4, 5)
         more = start + rows < len(lines)
         _draw("\n".join(lines[start:start + rows]),
-              "space: more, any other key: back" if more else "press any key to go back")
+              f"space: more, any other key: {leave}" if more else f"press any key to {leave}")
         k = keys.get()
         if k == "redraw":
             continue
-        if k not in (" ", "pgdn"):
-            return
+        if k not in (" ", "pgdn") or not more:
+            return k
         start += rows
 
 
@@ -288,10 +289,7 @@ class Screen:
         self.shown, self.status, self.comment, self.offset = None, "", "", 0
 
     def run(self) -> None:
-        page = _guidelines_page(self.text, self.version)
-        _draw(page, "press any key to start")
-        while self.keys.get() == "redraw":
-            _draw(_guidelines_page(self.text, self.version), "press any key to start")
+        _pager(_guidelines_page(self.text, self.version).splitlines(), self.keys, "start")
         while True:
             if self.shown is None:
                 self.shown, self.offset = self.session.next(), 0
