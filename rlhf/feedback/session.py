@@ -56,13 +56,14 @@ def _unit(*parts) -> float:
     return int(h[:12], 16) / 16**12
 
 
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e"
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u202a-\u202e"
                      "\u2066-\u2069\ufeff]")
 
 
 def visible(text: str) -> str:
     """`text` with control characters (C0 but newline and tab, DEL, C1, and the invisible
-    bidi and zero-width marks) written as escapes `\\x1b`, `\\u202e`: shown, never acted on."""
+    bidi marks and zero-width space; joiners stay, emoji need them) written as escapes
+    `\\x1b`, `\\u202e`: shown, never acted on."""
     def esc(m: re.Match) -> str:
         o = ord(m.group(0))
         return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
