@@ -303,3 +303,25 @@ def test_two_server_processes_one_store_hidden_repeats_and_gold(tmp_path):
     assert all(c.left != firsts[c.repeat_of].left and c.rater == firsts[c.repeat_of].rater
                for c in repeats)  # the same rater, the sides swapped
     assert [c.gold for c in comps if c.item_id == "it0"] == ["a", "a"]
+
+
+def test_rater_names_and_tokens_kept_private_and_stable(tmp_path):
+    import stat
+
+    from rlhf.config import UserError
+    from rlhf.feedback.web import load_tokens, rater_names
+
+    f = tmp_path / "raters.txt"
+    f.write_text("ann  # team A\n\nbob\n")
+    assert rater_names("cat", str(f)) == ["cat", "ann", "bob"]
+    with pytest.raises(UserError, match="named twice"):
+        rater_names("ann,ann", None)
+    with pytest.raises(UserError, match="name the raters"):
+        rater_names("", None)
+    path = tmp_path / "s.jsonl.raters.json"
+    first = load_tokens(path, ["ann", "bob"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(set(first.values())) == 2 and all(len(t) >= 24 for t in first.values())
+    again = load_tokens(path, ["bob", "cat"])
+    assert again["bob"] == first["bob"] and again["cat"] not in first.values()
+    assert load_tokens(path, ["ann"]) == {"ann": first["ann"]}
