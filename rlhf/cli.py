@@ -19,7 +19,7 @@ import traceback
 from safetensors import SafetensorError
 
 from rlhf.config import UserError
-from rlhf.feedback import formats, pairs, rate, stats
+from rlhf.feedback import formats, pairs, rate, stats, web
 from rlhf.lm import cli as generate
 from rlhf.loop import cycle, report
 from rlhf.policy import train as train_policy
@@ -33,6 +33,7 @@ COMMANDS = {
     "sample-pairs": (pairs.cli, "draw two responses per prompt into a queue to rate"),
     "import-pairs": (formats.cli, "import HH/TRL/PandaLM/FineGrained pairs"),
     "rate": (rate.cli, "the pairwise comparison prompt (terminal or piped stdin)"),
+    "serve": (web.cli, "the rating page for browsers: one private link per rater"),
     "stats": (stats.cli, "counts, bias, consistency and agreement of a comparison store"),
     "train-reward": (train_reward.cli, "train a reward model from comparisons"),
     "eval-reward": (eval_reward.cli, "accuracy, calibration, length baseline"),

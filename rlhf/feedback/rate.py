@@ -13,14 +13,14 @@ from pathlib import Path
 from rlhf.feedback import session as session_module
 from rlhf.feedback.comparisons import RecordError
 from rlhf.feedback.queue import read_queue
-from rlhf.feedback.screen import layout, run_screen, wrap
+from rlhf.feedback.screen import end_summary, layout, open_session, run_screen, wrap
 from rlhf.feedback.session import (
     GUIDELINES,
     Session,
     describe,
     help_text,
     parse_command,
-    read_guidelines,
+    visible,
 )
 from rlhf.feedback.simulated import make_rater
 from rlhf.feedback.store import ComparisonStore
@@ -33,14 +33,14 @@ def run_session(queue_path, store_path, rater: str, input_stream=None, output_st
     Each saved answer is confirmed with a line starting `saved ` after it is durable."""
     inp = input_stream or sys.stdin
     out = output_stream or sys.stdout
-    version, text = read_guidelines(guidelines_path)
-    session = Session(read_queue(queue_path), ComparisonStore(store_path), rater,
-                      guidelines=version, **session_kw)
-    width = width or shutil.get_terminal_size((80, 24)).columns
 
     def say(s: str = "") -> None:
         out.write(s + "\n")
         out.flush()
+
+    session, version, text = open_session(queue_path, store_path, rater, guidelines_path,
+                                          say, **session_kw)
+    width = width or shutil.get_terminal_size((80, 24)).columns
 
     say("\n".join(wrap(text, width - 1)) + f"\n\n[guidelines {version}; h for help]\n"
         if text else "[no guidelines file; h for help]\n")
@@ -49,7 +49,7 @@ def run_session(queue_path, store_path, rater: str, input_stream=None, output_st
         if shown is None:
             shown = session.next()
             if shown is None:
-                say("All pairs rated - thank you!")
+                say(end_summary(session))
                 break
             say(layout(shown, session.progress(), width))
         out.write("> ")
@@ -70,12 +70,12 @@ def run_session(queue_path, store_path, rater: str, input_stream=None, output_st
             say(f"? {cmd.error}")
         elif cmd.kind == "undo":
             c = session.undo()
-            say(f"undone: {describe(c)}" if c else "nothing to undo")
+            say(f"undone: {visible(describe(c))}" if c else "nothing to undo")
             shown = None
         else:
             c = session.answer(shown, cmd.choice, cmd.strength, cmd.comment)
             done, total, _ = session.progress()
-            say(f"saved {done}/{total}: {describe(c)}")
+            say(f"saved {done}/{total}: {visible(describe(c))}")
             shown = None
     done, total, rate = session.progress()
     return {"answered": session.answered_now, "done": done, "total": total, "stopped": reason}
@@ -108,6 +108,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--overlap", type=int, default=1, help="raters per item at most (1: "
                    "raters share the queue out; 2 or more: shared items for agreement)")
     p.add_argument("--seed", type=int, default=0, help="seed of side and repeat draws")
+    p.add_argument("--lease-seconds", type=float, default=900,
+                   help="how long the pair on screen stays reserved for you")
     p.add_argument("--line", action="store_true", help="line mode even in a terminal")
     p.add_argument("--kind", choices=("human", "script"), default="human",
                    help="who answers: a person, or a script feeding stdin")
@@ -115,7 +117,8 @@ def cli(argv: list[str]) -> int:
                    "(vader: prefers the happier story; length: prefers the longer one)")
     a = p.parse_args(argv)
     store = a.store or str(Path(a.queue).with_suffix("")) + ".comparisons.jsonl"
-    kw = {"repeat_rate": a.repeat_rate, "overlap": a.overlap}
+    kw = {"repeat_rate": a.repeat_rate, "overlap": a.overlap,
+          "lease_seconds": a.lease_seconds}
     human = {"rater_kind": a.kind, "seed": a.seed}
     try:
         if a.simulated:

@@ -21,7 +21,12 @@ Quality control: sides are drawn per item (A is response a or b at random), so a
 depends on the side; a share (`--repeat-rate`) of answered items comes back later with the sides
 swapped (a hidden repeat: `served_because="repeat"`, `repeat_of` = the first answer's id), which
 `rlhf stats` turns into self-consistency and left/right bias. Gold items carry their known answer.
-Each item is served to a rater once (skips included) and, with `--overlap K`, to at most K raters.
+Each item is served to a rater once (skips included) and, with `--overlap K`, to K raters: the
+store leases the item on screen to its rater (`ComparisonStore.claim`), so two front ends (two
+terminals, a terminal and the web page) never show it to more, and a skip hands it back.
+
+Every text from a model or a data file is shown through `visible`: control characters become
+visible escapes (`\\x1b[2J`), never acted on by a terminal or a page.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import hashlib
 import math
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +54,27 @@ def _unit(*parts) -> float:
     """A deterministic number in [0, 1) from the parts (stable across runs and processes)."""
     h = hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()
     return int(h[:12], 16) / 16**12
+
+
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u202a-\u202e"
+                     "\u2066-\u2069\ufeff]")
+
+
+def visible(text: str) -> str:
+    """`text` with control characters (C0 but newline and tab, DEL, C1, and the invisible
+    bidi marks and zero-width space; joiners stay, emoji need them) written as escapes
+    `\\x1b`, `\\u202e`: shown, never acted on."""
+    def esc(m: re.Match) -> str:
+        o = ord(m.group(0))
+        return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+    return CONTROL.sub(esc, text.replace("\r\n", "\n"))
+
+
+def marker(shown_texts: tuple[str, str]) -> tuple[str, str]:
+    """Notes to show with the responses: `[empty response]`, `[A and B are identical]`."""
+    left, right = shown_texts
+    same = "[A and B are identical]" if left == right else ""
+    return tuple(("[empty response]" if not t.strip() else same) for t in (left, right))
 
 
 def read_guidelines(path: str | Path | None = None) -> tuple[str, str]:
@@ -82,17 +108,19 @@ class Session:
 
     def __init__(self, items: list[Item], store: ComparisonStore, rater: str,
                  guidelines: str = "none", rater_kind: str = "human", repeat_rate: float = 0.1,
-                 repeat_gap: int = 5, overlap: int = 1, seed: int = 0):
+                 repeat_gap: int = 5, overlap: int = 1, seed: int = 0,
+                 lease_seconds: float = 900.0):
         if not 0 <= repeat_rate <= 1 or overlap < 1 or repeat_gap < 0:
             raise ValueError("need 0 <= repeat_rate <= 1, overlap >= 1, repeat_gap >= 0")
         self.items, self.store, self.rater = items, store, rater
         self.by_id = {it.id: it for it in items}
         self.guidelines, self.rater_kind = guidelines, rater_kind
         self.repeat_rate, self.repeat_gap = repeat_rate, repeat_gap
-        self.overlap, self.seed = overlap, seed
+        self.overlap, self.seed, self.lease_seconds = overlap, seed, lease_seconds
         self.started = time.time()
         self.answered_now = 0
         self.mine: list[Comparison] = []
+        self._draws: dict[tuple[str, str], float] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -100,18 +128,25 @@ class Session:
         comps = [c for c in self.store.load() if c.item_id in self.by_id]
         self.mine = [c for c in comps if c.rater == self.rater]
         self.raters_of: dict[str, set[str]] = defaultdict(set)
-        for c in comps:
-            if c.repeat_of is None:
+        for c in comps:  # a skip does not count: it hands the item back to the others
+            if c.repeat_of is None and c.label != "skip":
                 self.raters_of[c.item_id].add(c.rater)
+        self.done_ids = {c.item_id for c in self.mine}
 
     # ------------------------------------------------------------------ what to show
 
+    def _draw(self, item_id: str, what: str) -> float:
+        key = (item_id, what)
+        if key not in self._draws:  # (progress asks for every item: keep the hashes)
+            self._draws[key] = _unit(self.seed, self.rater, item_id, what)
+        return self._draws[key]
+
     def _side(self, item_id: str) -> str:
-        return "a" if _unit(self.seed, self.rater, item_id, "side") < 0.5 else "b"
+        return "a" if self._draw(item_id, "side") < 0.5 else "b"
 
     def _repeats(self, item_id: str) -> bool:
         """Whether this rater's answer to the item is served again (a stable draw)."""
-        return _unit(self.seed, self.rater, item_id, "repeat") < self.repeat_rate
+        return self._draw(item_id, "repeat") < self.repeat_rate
 
     def _pending_repeats(self) -> list[tuple[Comparison, int]]:
         """(first answer, answers given after it) for each hidden repeat still owed."""
@@ -125,8 +160,7 @@ class Session:
 
     def _fresh(self) -> list[Item]:
         return [it for it in self.items
-                if self.rater not in self.raters_of[it.id]
-                and len(self.raters_of[it.id]) < self.overlap]
+                if it.id not in self.done_ids and len(self.raters_of[it.id]) < self.overlap]
 
     def next(self) -> Shown | None:
         """The next pair to show, or None when there is nothing left for this rater."""
@@ -134,13 +168,18 @@ class Session:
         repeats = self._pending_repeats()
         fresh = self._fresh()
         due = [c for c, after in repeats if after >= self.repeat_gap]
-        if due or (repeats and not fresh):
-            first = (due or [c for c, _ in repeats])[0]
+        if due:
+            first = due[0]
             left = "b" if first.left == "a" else "a"
             return Shown(self.by_id[first.item_id], left, first.id, time.time())
-        if fresh:
-            it = fresh[0]
-            return Shown(it, self._side(it.id), None, time.time())
+        claimed = self.store.claim(self.rater, [it.id for it in fresh], self.overlap,
+                                   self.lease_seconds) if fresh else None
+        if claimed is not None:
+            return Shown(self.by_id[claimed], self._side(claimed), None, time.time())
+        if repeats:
+            first = repeats[0][0]
+            left = "b" if first.left == "a" else "a"
+            return Shown(self.by_id[first.item_id], left, first.id, time.time())
         return None
 
     def progress(self) -> tuple[int, int, float]:
@@ -180,14 +219,46 @@ class Session:
             c.served_because = "repeat"
         self.store.append(c)
         self.mine.append(c)
-        if c.repeat_of is None:
+        self.done_ids.add(c.item_id)
+        if c.repeat_of is None and c.label != "skip":
             self.raters_of[c.item_id].add(self.rater)
         self.answered_now += 1
         return c
 
+    def revise(self, old_id: str, choice: str, strength: str | None = None,
+               comment: str = "", shown_at: float | None = None) -> Comparison:
+        """Replace this rater's live answer `old_id` by a new one given in screen terms (on
+        the sides it was shown with): a new record that supersedes it, never an edit."""
+        old = next((c for c in self.mine if c.id == old_id), None)
+        if old is None:
+            raise KeyError(old_id)
+        item = self.by_id.get(old.item_id) or Item(old.prompt, old.a, old.b, id=old.item_id)
+        shown = Shown(item, old.left, old.repeat_of, shown_at or time.time())
+        if choice in ("left", "right"):
+            label = old.left if choice == "left" else ("b" if old.left == "a" else "a")
+        else:
+            label, strength = choice, None
+        new = Comparison.from_item(
+            item, label, left=old.left, strength=strength, rater=self.rater,
+            rater_kind=self.rater_kind, guidelines=self.guidelines, shown_at=shown.shown_at,
+            seconds=round(time.time() - shown.shown_at, 3), comment=comment,
+            repeat_of=old.repeat_of, served_because=old.served_because)
+        self.store.revise(old_id, new)
+        self.refresh()
+        return new
+
+    def summary(self) -> dict:
+        """This session's answers, time, answers per hour and label mix (the end screen)."""
+        mine = self.mine[len(self.mine) - self.answered_now:] if self.answered_now else []
+        seconds = time.time() - self.started
+        return {"answers": self.answered_now, "seconds": round(seconds),
+                "per_hour": self.answered_now * 3600 / seconds if seconds > 0 else 0.0,
+                "labels": dict(sorted(Counter(c.label for c in mine).items()))}
+
     def undo(self) -> Comparison | None:
-        """Take back this rater's last answer (a retraction is appended)."""
-        c = self.store.undo_last(self.rater)
+        """Take back this rater's last answer (a retraction is appended); the item is leased
+        back to the rater, who sees it again."""
+        c = self.store.undo_last(self.rater, self.lease_seconds)
         if c is not None:
             self.answered_now = max(0, self.answered_now - 1)
         self.refresh()

@@ -9,7 +9,10 @@
 - agreement between raters on items both answered (skips left out): raw share and Cohen's
   kappa. Published anchor: trained labelers agree about 73% of the time (InstructGPT
   72.6 +- 1.5%, Ouyang et al. 2022; Stiennon et al. 2020: 73 +- 4%);
-- median seconds per item.
+- median seconds per item;
+- labels as a table, the strength breakdown of preferences, the overall left share, a warning
+  where a share rests on few answers, and the items raters disagreed on.
+Every name and text from the store is shown through `session.visible` (escapes shown, inert).
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from collections import Counter, defaultdict
 
 from rlhf.feedback.comparisons import Comparison, RecordError
 from rlhf.feedback.formats import detect_format, read_any
+from rlhf.feedback.session import visible
 from rlhf.feedback.store import ComparisonStore
+
+SMALL = 30
+"""Below this many answers a share is flagged as noisy (its 95% interval is wider than
+about +-18 points)."""
 
 
 def cohen_kappa(x: list[str], y: list[str]) -> float | None:
@@ -93,6 +101,24 @@ def agreement(comps: list[Comparison]) -> list[dict]:
     return rows
 
 
+def disagreements(comps: list[Comparison]) -> list[dict]:
+    """Items that two or more raters answered (first non-skip answers) with different labels."""
+    answers = first_answers(comps)
+    prompts = {c.item_id: c.prompt for c in comps}
+    by_item: dict[str, dict[str, str]] = defaultdict(dict)
+    for rater, labels in answers.items():
+        for item, label in labels.items():
+            by_item[item][rater] = label
+    return [{"item_id": i, "prompt": prompts[i][:200], "labels": dict(sorted(rs.items()))}
+            for i, rs in sorted(by_item.items()) if len(set(rs.values())) > 1]
+
+
+def strengths(comps: list[Comparison]) -> dict[str, int]:
+    """How strong the a/b preferences were said to be ('unsaid' when not given)."""
+    c = Counter(x.strength or "unsaid" for x in comps if x.label in ("a", "b"))
+    return {k: c[k] for k in ("slightly", "clearly", "much", "unsaid") if c[k]}
+
+
 def rater_stats(comps: list[Comparison]) -> dict:
     bias, n_bias = position_bias(comps)
     cons, n_rep = self_consistency(comps)
@@ -115,31 +141,67 @@ def compute(comps: list[Comparison]) -> dict:
     return {"n": len(comps), "items": len({c.item_id for c in comps}),
             "labels": dict(Counter(c.label for c in comps)), "overall": overall,
             "raters": {r: rater_stats(cs) for r, cs in sorted(by_rater.items())},
-            "agreement": agreement(comps)}
+            "strengths": strengths(comps), "agreement": agreement(comps),
+            "disagreements": disagreements(comps)}
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _label_table(s: dict) -> list[str]:
+    n = max(1, s["n"])
+    lines = [f"{'label':<12}{'n':>7}{'share':>9}"]
+    for label, k in sorted(s["labels"].items(), key=lambda x: -x[1]):
+        lines.append(f"{visible(label)[:11]:<12}{k:>7}{_pct(k / n):>9}")
+    if s.get("strengths"):
+        total = sum(s["strengths"].values())
+        lines += ["", "strength of the a/b preferences:"] + [
+            f"  {k:<10}{v:>7}{_pct(v / total):>9}" for k, v in s["strengths"].items()]
+    return lines
+
+
+def _warnings(s: dict) -> list[str]:
+    o = s["overall"]
+    out = []
+    for key, n_key, what in (("left_share", "n_sided", "left share"),
+                             ("self_consistency", "n_repeats", "self-consistency"),
+                             ("gold_accuracy", "n_gold", "gold accuracy")):
+        if o.get(key) is not None and o[n_key] < SMALL:
+            out.append(f"warning: the {what} rests on {o[n_key]} answers (under {SMALL}): "
+                       "read it as a rough guide")
+    return out
+
+
 def render(s: dict) -> str:
     """A human-readable table of `compute`'s result."""
-    lines = [f"{s['n']} comparisons of {s['items']} items; labels: {s['labels']}", "",
+    o = s["overall"]
+    lines = [f"{s['n']} comparisons of {s['items']} items", "", *_label_table(s), "",
+             f"overall left share: {_pct(o.get('left_share'))} of {o.get('n_sided', 0)} "
+             "preferences shown with sides (50% = no position bias)", *_warnings(s), "",
              f"{'rater':<20}{'kind':<10}{'n':>6}{'left':>8}{'consist.':>10}{'gold':>8}"
              f"{'med s':>8}  labels"]
     for r, st in s["raters"].items():
         med = "-" if st["median_seconds"] is None else f"{st['median_seconds']:.1f}"
-        lines.append(f"{r[:19]:<20}{st['kind']:<10}{st['n']:>6}{_pct(st['left_share']):>8}"
-                     f"{_pct(st['self_consistency']):>10}{_pct(st['gold_accuracy']):>8}"
-                     f"{med:>8}  {st['labels']}")
+        lines.append(f"{visible(r)[:19]:<20}{st['kind']:<10}{st['n']:>6}"
+                     f"{_pct(st['left_share']):>8}{_pct(st['self_consistency']):>10}"
+                     f"{_pct(st['gold_accuracy']):>8}{med:>8}  {st['labels']}")
     lines += ["", "left = share of preferences given to the left side (50% = no bias); "
               "consist. = same answer on hidden repeats; gold = accuracy on gold items"]
     if s["agreement"]:
         lines += ["", "agreement on shared items (trained labelers: about 73%):"]
         for a in s["agreement"]:
             k = "-" if a["kappa"] is None else f"{a['kappa']:.3f}"
-            lines.append(f"  {a['raters'][0]} vs {a['raters'][1]}: n={a['n']} "
-                         f"agree={_pct(a['agreement'])} kappa={k}")
+            lines.append(f"  {visible(a['raters'][0])} vs {visible(a['raters'][1])}: "
+                         f"n={a['n']} agree={_pct(a['agreement'])} kappa={k}")
+    if s.get("disagreements"):
+        lines += ["", f"items raters disagreed on ({len(s['disagreements'])}):"]
+        for d in s["disagreements"][:50]:
+            who = ", ".join(f"{visible(r)}: {v}" for r, v in d["labels"].items())
+            prompt = visible(d["prompt"].replace("\n", " "))[:50]
+            lines.append(f"  {visible(d['item_id'])[:20]:<20} {who}   ({prompt})")
+        if len(s["disagreements"]) > 50:
+            lines.append(f"  ... and {len(s['disagreements']) - 50} more (--json lists all)")
     return "\n".join(lines)
 
 

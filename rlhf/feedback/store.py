@@ -22,7 +22,18 @@ Values JSON cannot hold (a `Path` in a provenance dict) are stored as text.
 
 Record types, one JSON object per line:
 - a comparison: `{"type": "comparison", ...Comparison fields}`;
-- a retraction: `{"type": "retract", "id": <comparison id>, "rater": ..., "at": <unix time>}`.
+- a retraction: `{"type": "retract", "id": <comparison id>, "rater": ..., "at": <unix time>}`;
+  a revision is a retraction and the new comparison (`meta.revises` = the old id) in one write.
+
+Assignment (one rule for the terminal and the web page, across processes): `claim` picks the
+item a rater sees next under the store's exclusive lock and *leases* it to them until an expiry
+(kept in `STORE.leases`, a small JSON file rewritten under the same lock). An item counts
+towards `overlap` for each rater with a non-skip answer and each other rater holding a live
+lease; a skip therefore hands the item back to the others. A rater's own lease is given back
+to them first (a reloaded page shows the same pair).
+
+Reading is incremental: the lines already parsed are kept, and a later `load` reads only what
+was appended since (the file's identity and the bytes before the offset are checked).
 """
 
 from __future__ import annotations
@@ -31,11 +42,17 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
 
+from rlhf.config import UserError
 from rlhf.feedback.comparisons import Comparison, RecordError
+
+
+class StoreError(UserError):
+    """The store cannot be written (a missing permission, a full disk)."""
 
 
 class StoreWarning(UserWarning):
@@ -49,6 +66,9 @@ class ComparisonStore:
         self.path = Path(path)
         self.errors: list[str] = []
         """`file:line: message` for each malformed line met by the last `load`."""
+        self.leases_path = self.path.with_name(self.path.name + ".leases")
+        self._cache: dict = {}
+        self._mutex = threading.Lock()  # the parse cache, when threads share a store
 
     # ------------------------------------------------------------------ writing
 
@@ -81,9 +101,13 @@ class ComparisonStore:
                 if f.read(1) != b"\n":
                     line = "\n" + line
         data = memoryview(line.encode("utf-8"))
-        while data:  # one write for a record; a loop only for very large imports
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
+        try:
+            while data:  # one write for a record; a loop only for very large imports
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError as e:  # a full disk: nothing was confirmed; `repair` mends the tail
+            raise StoreError(f"could not write to {self.path}: {e.strerror or e}; the answer "
+                             "was not saved") from None
 
     def append(self, comparison: Comparison) -> None:
         """Add one answer; it is on disk (fsynced) when this returns."""
@@ -99,8 +123,10 @@ class ComparisonStore:
             if comparisons:
                 self._write(fd, [{"type": "comparison", **c.to_dict()} for c in comparisons])
 
-    def undo_last(self, rater: str) -> Comparison | None:
-        """Retract `rater`'s most recent live answer (appends a retraction); None if none."""
+    def undo_last(self, rater: str, lease_seconds: float = 0) -> Comparison | None:
+        """Retract `rater`'s most recent live answer (appends a retraction); None if none.
+        With `lease_seconds`, the item is leased back to the rater in the same lock (so that
+        it is theirs to answer again)."""
         with self._locked() as fd:
             live = [c for c in self.load(_locked=True) if c.rater == rater]
             if not live:
@@ -108,60 +134,186 @@ class ComparisonStore:
             last = live[-1]
             self._write(fd, [{"type": "retract", "id": last.id, "rater": rater,
                               "at": time.time()}])
+            if lease_seconds and last.repeat_of is None:
+                leases = self._leases()
+                for rs in leases.values():  # one lease per rater at a time
+                    rs.pop(rater, None)
+                leases.setdefault(last.item_id, {})[rater] = time.time() + lease_seconds
+                self._save_leases(leases)
             return last
+
+    def revise(self, old_id: str, new: Comparison) -> Comparison:
+        """Supersede the live answer `old_id` of `new.rater` by `new`: a retraction and the new
+        record (`meta.revises` = old id) in one write, durable on return. Never an edit."""
+        new.check()
+        with self._locked() as fd:
+            old = next((c for c in self.load(_locked=True) if c.id == old_id), None)
+            if old is None or old.rater != new.rater:
+                raise RecordError(f"no live answer {old_id!r} of rater {new.rater!r}")
+            new.meta = {**new.meta, "revises": old_id}
+            self._write(fd, [{"type": "retract", "id": old_id, "rater": new.rater,
+                              "at": time.time(), "why": "revised"},
+                             {"type": "comparison", **new.to_dict()}])
+        return old
+
+    def check_writable(self) -> None:
+        """Raise StoreError (one line) unless an answer could be written now: the folder
+        exists or can be made, and the file opens for appending."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                pass
+            if os.statvfs(self.path.parent).f_bavail * os.statvfs(self.path.parent).f_frsize \
+                    < 1 << 20:
+                raise OSError("less than 1 MiB free on its disk")
+        except OSError as e:
+            raise StoreError(f"store {self.path} is not writable: "
+                             f"{e.strerror or e}") from None
+
+    def repair(self) -> str | None:
+        """Move an unfinished last line (a crash or a full disk mid-write) aside to
+        `STORE.partial-<time>` and cut it from the store; returns a one-line report, or None
+        when the store ends cleanly. Whole lines are never touched."""
+        if not self.path.exists():
+            return None
+        with self._locked() as fd:
+            size = os.fstat(fd).st_size
+            with open(self.path, "rb") as f:
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+            if not tail or tail.endswith(b"\n"):
+                return None
+            cut = tail.rfind(b"\n") + 1
+            if cut == 0 and size > len(tail):
+                return None  # a single line longer than 1 MiB: leave it to `load` to report
+            aside = self.path.with_name(f"{self.path.name}.partial-{int(time.time())}")
+            aside.write_bytes(tail[cut:])
+            os.truncate(self.path, size - len(tail) + cut)
+            os.fsync(fd)
+            self._cache = {}
+        return (f"{self.path}: an unfinished last line ({len(tail) - cut} bytes) was moved "
+                f"to {aside.name}")
+
+    # ------------------------------------------------------------------ assignment
+
+    def _leases(self) -> dict[str, dict[str, float]]:
+        """{item_id: {rater: expiry}} of live leases (the caller holds the lock)."""
+        try:
+            raw = json.loads(self.leases_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        now = time.time()
+        return {i: {r: t for r, t in rs.items() if t > now} for i, rs in raw.items()
+                if isinstance(rs, dict)}
+
+    def _save_leases(self, leases: dict) -> None:
+        tmp = self.leases_path.with_name(self.leases_path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({i: rs for i, rs in leases.items() if rs}), encoding="utf-8")
+        os.replace(tmp, self.leases_path)
+
+    def claim(self, rater: str, item_ids: list[str], overlap: int = 1,
+              lease_seconds: float = 900.0) -> str | None:
+        """The item `rater` should see next, leased to them (see the module docstring);
+        None when every item has its `overlap` raters or was answered by this rater."""
+        with self._locked():
+            comps = self.load(_locked=True)
+            mine = {c.item_id for c in comps if c.rater == rater}
+            counted: dict[str, set[str]] = {}
+            for c in comps:
+                if c.label != "skip" and c.repeat_of is None:
+                    counted.setdefault(c.item_id, set()).add(c.rater)
+            leases = self._leases()
+            chosen = None
+            for i, rs in leases.items():  # the rater's own lease first
+                if rater in rs and i not in mine and i in item_ids:
+                    chosen = i
+                    break
+            if chosen is None:
+                for i in item_ids:
+                    holders = counted.get(i, set()) | {
+                        r for r, _ in leases.get(i, {}).items() if r != rater}
+                    if i not in mine and len(holders) < overlap:
+                        chosen = i
+                        break
+            for rs in leases.values():  # one lease per rater at a time
+                rs.pop(rater, None)
+            if chosen is not None:
+                leases.setdefault(chosen, {})[rater] = time.time() + lease_seconds
+            self._save_leases(leases)
+            return chosen
 
     # ------------------------------------------------------------------ reading
 
     def records(self, _locked: bool = False) -> list[tuple[int, dict]]:
         """(line number, record) of every well-formed line; problems go to `.errors`.
         Reads under a shared lock, so a line being written is never seen half-way."""
+        return [(n, rec) for n, rec, _ in self._parsed(_locked)]
+
+    def _parsed(self, _locked: bool = False) -> list[tuple[int, dict, Comparison | None]]:
+        """(line, record, Comparison or None) of every good line, read incrementally."""
         self.errors = []
         if not self.path.exists():
             return []
-        out = []
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            if not _locked:  # (undo_last already holds the exclusive lock)
+        with self._mutex, open(self.path, "rb") as f:
+            if not _locked:  # (undo_last and claim already hold the exclusive lock)
                 fcntl.flock(f.fileno(), fcntl.LOCK_SH)
-            lines = f.readlines()
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise RecordError("expected a JSON object")
-                if rec.get("type") not in ("comparison", "retract"):
-                    raise RecordError(f"unknown record type {rec.get('type')!r}")
-                if rec["type"] == "retract" and "id" not in rec:
-                    raise RecordError("retraction without 'id'")
-                out.append((n, rec))
-            except (ValueError, RecordError) as e:
-                self._error(n, e)
-        return out
+            st = os.fstat(f.fileno())
+            c = self._cache
+            if c.get("file") == (st.st_dev, st.st_ino) and st.st_size >= c["offset"]:
+                f.seek(max(0, c["offset"] - 64))
+                if f.read(min(64, c["offset"])) != c["tail"]:
+                    c = {}
+            else:
+                c = {}
+            if not c:
+                c = {"file": (st.st_dev, st.st_ino), "offset": 0, "tail": b"", "n": 0,
+                     "rows": [], "errors": []}
+            f.seek(c["offset"])
+            data = f.read()
+            whole = data.rfind(b"\n") + 1
+            rows, errors, n = c["rows"], c["errors"], c["n"]
+            for raw in data[:whole].split(b"\n")[:-1]:
+                n += 1
+                self._parse_line(n, raw, rows, errors)
+            c.update(offset=c["offset"] + whole, n=n)
+            f.seek(max(0, c["offset"] - 64))
+            c["tail"] = f.read(min(64, c["offset"]))
+            self._cache = c
+            rows, errors = list(rows), list(errors)
+            if data[whole:].strip():  # an unfinished last line (a crash mid-write)
+                self._parse_line(n + 1, data[whole:], rows, errors)
+        for msg in errors:
+            self.errors.append(msg)
+            warnings.warn(msg, StoreWarning, stacklevel=3)
+        return rows
 
-    def _error(self, n: int, e: Exception) -> None:
-        msg = f"{self.path}:{n}: {e}"
-        self.errors.append(msg)
-        warnings.warn(msg, StoreWarning, stacklevel=3)
+    def _parse_line(self, n: int, raw: bytes, rows: list, errors: list) -> None:
+        line = raw.decode("utf-8", "replace")
+        if not line.strip():
+            return
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise RecordError("expected a JSON object")
+            if rec.get("type") not in ("comparison", "retract"):
+                raise RecordError(f"unknown record type {rec.get('type')!r}")
+            if rec["type"] == "retract" and "id" not in rec:
+                raise RecordError("retraction without 'id'")
+            comp = None
+            if rec["type"] == "comparison":
+                comp = Comparison.from_dict({k: v for k, v in rec.items() if k != "type"})
+            rows.append((n, rec, comp))
+        except (ValueError, RecordError, TypeError) as e:
+            errors.append(f"{self.path}:{n}: {e}")
 
     def load(self, _locked: bool = False) -> list[Comparison]:
         """Every live comparison in the order written (retracted ones left out).
 
         A malformed line is reported (`.errors`, and a `StoreWarning`) and skipped; every
         good line is still returned."""
-        comps: list[Comparison] = []
-        retracted: set[str] = set()
-        for n, rec in self.records(_locked):
-            if rec["type"] == "retract":
-                retracted.add(rec["id"])
-                continue
-            fields = {k: v for k, v in rec.items() if k != "type"}
-            try:
-                comps.append(Comparison.from_dict(fields))
-            except (RecordError, TypeError) as e:
-                self._error(n, e)
-        self.errors.sort(key=lambda e: int(e[len(str(self.path)) + 1:].split(":", 1)[0]))
-        return [c for c in comps if c.id not in retracted]
+        rows = self._parsed(_locked)
+        retracted = {rec["id"] for _, rec, _ in rows if rec["type"] == "retract"}
+        return [c for _, _, c in rows if c is not None and c.id not in retracted]
 
     def answered_item_ids(self, rater: str) -> set[str]:
         """Items `rater` has a live answer to (skips included: they are answers too)."""

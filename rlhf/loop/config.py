@@ -41,16 +41,20 @@ one of them in a loop config is refused (it would be silently replaced)."""
 
 @dataclass
 class RaterConfig:
-    kind: Literal["simulated", "human"] = "simulated"
+    kind: Literal["simulated", "human", "web"] = "simulated"
     """'simulated': a named scorer with Bradley-Terry noise answers at once; 'human': the loop
-    writes the queue, prints the `rlhf rate` command and waits (or exits) until it is rated."""
+    writes the queue, prints the `rlhf rate` command and waits (or exits) until it is rated;
+    'web': the loop serves the queue (`rlhf serve`), prints one link per rater in `name`
+    (comma-separated) and waits until every pair has an answer."""
     scorer: str = "vader"
     """Simulated rater: the scorer it prefers by ('vader' = the happier story, 'length')."""
     temperature: float = 0.0
     """Simulated rater noise in scorer units (0 = the scorer's default)."""
     name: str = ""
     """Simulated: the name recorded with its answers (default sim-<scorer>-<seed>). Human: the
-    name put in the printed `rlhf rate` command."""
+    name put in the printed `rlhf rate` command. Web: the raters, comma-separated."""
+    port: int = 8765
+    """Web: the port the rating page is served on (at 127.0.0.1)."""
     poll_seconds: float = 0.0
     """Human rater: 0 = exit with status 'waiting for ratings' (re-run to resume);
     > 0 = wait, checking the store every this many seconds. Under torchrun prefer 0: the
@@ -61,6 +65,7 @@ class RaterConfig:
         require(self.kind != "simulated" or self.scorer in SCORERS, "scorer",
                 f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
         require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
+        require(0 < self.port < 65536, "port", "must be in 1..65535")
 
 
 @dataclass

@@ -52,6 +52,7 @@ import torch
 
 from rlhf import distributed as dist
 from rlhf.config import parse_cli, require, save_config, with_keys
+from rlhf.feedback import web
 from rlhf.feedback.comparisons import to_pairs
 from rlhf.feedback.pairs import sample_pairs
 from rlhf.feedback.queue import read_queue, write_queue
@@ -173,7 +174,8 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
 
 def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
     """(2) Ratings for every pair of the round's queue. A simulated rater answers at once; for
-    people, print the `rlhf rate` command and wait (poll_seconds > 0) or return False."""
+    people, print the `rlhf rate` command and wait (poll_seconds > 0) or return False; with
+    `rater.kind: web`, serve the queue and wait until it is rated."""
     queue = round_dir(out, r) / "queue.jsonl"
     items = read_queue(queue)
     store = ComparisonStore(out / "comparisons.jsonl")
@@ -184,6 +186,10 @@ def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
         done = store.answered_item_ids(rater.name)  # a resumed step rates only the rest
         store.extend(rater.rate_many([it for it in items if it.id not in done]))
         return True
+    if cfg.rater.kind == "web":  # the server runs until the round is rated
+        return web.serve_until_rated(queue, store.path, web.rater_names(
+            cfg.rater.name or "rater", None), port=cfg.rater.port, say=lambda m: print(
+            m, file=sys.stderr, flush=True), poll_seconds=cfg.rater.poll_seconds or 2.0)
     name = cfg.rater.name or "YOUR_NAME"
     while True:
         answered = {c.item_id for c in store.load()}
