@@ -2,6 +2,16 @@
 
     python benchmarks/reward_training.py --shape small   # stories260K (pretrained)
     python benchmarks/reward_training.py --shape 25m     # ~25M-parameter Llama (random init)
+    python benchmarks/reward_training.py --shape minilm  # all-MiniLM-L6-v2 encoder (BERT)
+
+--shape minilm: the shared all-MiniLM-L6-v2 folder as our encoder reward model (mean pooling,
+two rows per pair, batches grouped by length) vs TRL's RewardTrainer on
+`AutoModelForSequenceClassification` from the same folder (BERT's pooler + a linear head).
+Same HH pairs and split, steps, batch size, learning rate, schedule and threads, fp32. TRL is
+given our token ids (its pre-tokenised `chosen_ids` / `rejected_ids` columns: the same
+[CLS] prompt [SEP] response [SEP] template and truncation, so it drops nothing); its collator
+passes no token_type_ids, so the HF model sees segment 0 throughout (ours: 1 for the
+response). Held-out accuracy of both on the same held-out pairs (ids identical).
 
 Needs the benchmark extra (`pip install -e .[bench]`: transformers, trl, accelerate).
 Data: HH-RLHF harmless-base pairs, split by prompt (80% train / 20% held out). Both trainers
@@ -50,6 +60,7 @@ from rlhf.reward.train import train  # noqa: E402
 
 HH = "../shared/data/preferences/hh-rlhf-harmless-base-test.jsonl.gz"
 STORIES = "../shared/models/stories260K"
+MINILM = "../shared/models/all-MiniLM-L6-v2"
 
 
 def backbone_folder(shape: str, folder: Path) -> Path:
@@ -184,10 +195,105 @@ def train_flops(init: Path, pairs, tok, max_len: int) -> float:
     return total / len(pairs)
 
 
+def run_ours_minilm(train_p, a, out: Path) -> tuple[float, object, object]:
+    out.mkdir(parents=True)
+    rows = out / "train.jsonl"
+    with open(rows, "w") as f:
+        for p in train_p:
+            f.write(json.dumps({"prompt": p.prompt, "chosen": p.chosen,
+                                "rejected": p.rejected}) + "\n")
+    cfg = load_config(RewardTrainConfig, None, [
+        f"out_dir={out / 'ours'}", f"model.backbone={MINILM}", f"data.paths=[{rows}]",
+        "data.val_fraction=0", f"data.max_len={a.max_len}", "model.n_members=1",
+        "model.bootstrap=false", f"train.batch_size={a.batch_size}",
+        f"train.max_steps={a.steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",
+        "train.min_lr_ratio=0", "train.eval_every=0", "train.save_every=0", "progress=false",
+        f"runtime.threads={a.threads}", f"runtime.seed={a.seed}"])
+    train(cfg)
+    last = [json.loads(x) for x in (out / "ours/metrics.jsonl").read_text().splitlines()]
+    speed = [r["pairs_per_s"] for r in last if "pairs_per_s" in r][-1]
+    from rlhf.reward.model import load_reward_model
+
+    rm, tok = load_reward_model(out / "ours/model")
+    return speed, rm, tok
+
+
+def run_trl_minilm(train_ids, a, out: Path):
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    torch.manual_seed(a.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(MINILM, num_labels=1)
+    tok = AutoTokenizer.from_pretrained(MINILM)
+    ds = Dataset.from_list([{"chosen_ids": c, "rejected_ids": r} for c, r in train_ids])
+    args = RewardConfig(output_dir=str(out / "trl"), per_device_train_batch_size=a.batch_size,
+                        max_steps=a.steps, learning_rate=a.lr, lr_scheduler_type="cosine",
+                        warmup_steps=a.warmup, weight_decay=0.0, max_grad_norm=1.0,
+                        max_length=a.max_len, use_cpu=True, report_to="none",
+                        save_strategy="no", logging_steps=a.steps, seed=a.seed,
+                        disable_tqdm=True, dataloader_num_workers=0, bf16=False,
+                        gradient_checkpointing=False)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    metrics = trainer.train().metrics
+    a.trl_train_pairs = len(trainer.train_dataset)
+    return a.steps * a.batch_size / metrics["train_runtime"], trainer.model
+
+
+@torch.no_grad()
+def hf_accuracy_ids(model, ids, pad_id: int, batch_size: int = 32) -> float:
+    """Held-out accuracy of an HF sequence classifier on (chosen ids, rejected ids) pairs."""
+    from rlhf.reward.model import pad_right
+
+    model.eval()
+    right = 0.0
+    for i in range(0, len(ids), batch_size):
+        chunk = ids[i:i + batch_size]
+        tokens, mask = pad_right([c for c, _ in chunk] + [r for _, r in chunk], pad_id)
+        r = model(input_ids=tokens, attention_mask=mask).logits.squeeze(-1).float()  # (2b,)
+        b = len(chunk)
+        right += float((r[:b] > r[b:]).float().sum() + 0.5 * (r[:b] == r[b:]).float().sum())
+    return right / len(ids)
+
+
+def main_minilm(a) -> None:
+    from rlhf.lm.encoders.folders import load_encoder
+
+    tok = load_encoder(MINILM).tokenizer
+    pairs = to_pairs(read_hh(HH))
+    train_p, val_p = split_by_group(pairs, 0.2, a.seed)
+    val_p = val_p[:a.held_out]
+    val_ids = [tuple(encode_pair_side(tok, p.prompt, r, a.max_len)[0]
+                     for r in (p.chosen, p.rejected)) for p in val_p]
+    train_ids = [tuple(encode_pair_side(tok, p.prompt, r, a.max_len)[0]
+                       for r in (p.chosen, p.rejected)) for p in train_p]
+    ours, trl = 0.0, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for r in range(a.repeats):  # alternate, keep the best: the machine may be shared
+            speed, rm, rtok = run_ours_minilm(train_p, a, out / f"ours{r}")
+            ours = max(ours, speed)
+            speed, hf = run_trl_minilm(train_ids, a, out / f"trl{r}")
+            trl = max(trl, speed)
+        ev = evaluate(rm, rtok, val_p, max_len=a.max_len)
+        trl_acc = hf_accuracy_ids(hf, val_ids, tok.pad_id)
+    print(json.dumps({
+        "shape": "minilm", "steps": a.steps, "batch_size": a.batch_size, "max_len": a.max_len,
+        "threads": a.threads, "repeats": a.repeats, "train_pairs_available": len(train_p),
+        "pairs_trained": a.steps * a.batch_size, "trl_train_pairs": a.trl_train_pairs,
+        "held_out_pairs": len(val_p), "pairs_per_s": round(ours, 3),
+        "trl_pairs_per_s": round(trl, 3), "ratio": round(ours / trl, 2),
+        "accuracy": round(ev["accuracy"], 4), "trl_accuracy": round(trl_acc, 4),
+        "length_rule_accuracy": round(ev["length_rule_accuracy"], 4),
+        "shorter_rule_accuracy": round(ev["shorter_rule_accuracy"], 4),
+        "time": time.strftime("%H:%M:%S")}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", choices=("small", "25m"), default="small")
+    p.add_argument("--shape", choices=("small", "25m", "minilm"), default="small")
+    p.add_argument("--held-out", type=int, default=300, help="minilm: held-out pairs scored")
     p.add_argument("--steps", type=int, default=0, help="0: 30 (small) / 4 (25m)")
     p.add_argument("--batch-size", type=int, default=0, help="0: 16 (small) / 8 (25m)")
     p.add_argument("--max-len", type=int, default=256)
@@ -197,6 +303,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2, help="alternating runs; best speed kept")
     a = p.parse_args()
+    if a.shape == "minilm":
+        a.steps, a.batch_size = a.steps or 20, a.batch_size or 16
+        a.lr = 5e-5 if a.lr == 1e-3 else a.lr
+        torch.set_num_threads(a.threads)
+        return main_minilm(a)
     a.steps = a.steps or (30 if a.shape == "small" else 4)
     a.batch_size = a.batch_size or (16 if a.shape == "small" else 8)
     torch.set_num_threads(a.threads)

@@ -83,8 +83,16 @@ def make_score_fn(cfg: RewardConfig, tok, device):
             return torch.tensor(scorer(texts), dtype=torch.float32, device=device)
         return score
     rm, rm_tok = load_reward_model(cfg.path, device)
-    if rm_tok.vocab_size != tok.vocab_size:  # another tokenizer: re-tokenise the full text
-        return lambda gen, texts: score_texts(rm, rm_tok, [""] * len(texts), texts).to(device)
+    if rm.is_encoder or rm_tok.vocab_size != tok.vocab_size:
+        # another tokenizer (as TRL does): decode the policy's prompt and response and score
+        # the texts with the reward model's own tokenizer, as (prompt, response) as it trained
+        def score(gen, texts):
+            prompts = [tok.decode([t for t, m in zip(r, mk) if m]) for r, mk in zip(
+                gen.tokens[:, :gen.prompt_width].tolist(),
+                gen.mask[:, :gen.prompt_width].tolist())]
+            responses = decode_rows(tok, gen, include_prompt=False)
+            return score_texts(rm, rm_tok, prompts, responses).to(device)
+        return score
     return lambda gen, texts: score_tokens(rm, gen.tokens, gen.mask).float()
 
 

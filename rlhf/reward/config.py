@@ -16,8 +16,13 @@ class RewardDataConfig:
     paths: list[str] = field(default_factory=lambda: [
         "../shared/data/preferences/hh-rlhf-harmless-base-test.jsonl.gz"])
     """Comparison stores and/or preference files (any format `feedback.formats.read_any` reads)."""
-    ties: Literal["half", "drop"] = "half"
-    """Tie / both bad / can't tell: 'half' trains them as 1/2 targets, 'drop' leaves them out."""
+    ties: Literal["half", "drop", "model"] = "half"
+    """Tie / both bad: 'half' trains them as 1/2 targets (Christiano et al. 2017), 'drop'
+    leaves them out, 'model' fits Davidson's (1970) tie model with a learned tie parameter
+    (rlhf/reward/losses.py `davidson_loss`)."""
+    cant_tell: Literal["drop", "tie"] = "drop"
+    """"Can't tell" answers: 'drop' leaves them out (Christiano et al. 2017 drop comparisons
+    the rater cannot judge); 'tie' treats them as ties (then `ties` decides)."""
     val_fraction: float = 0.1
     """Share of prompts (groups) held out for validation; 0 = no validation."""
     max_len: int = 256
@@ -34,7 +39,22 @@ class RewardDataConfig:
 @dataclass
 class RewardModelConfig:
     init: str = "../shared/models/stories260K"
-    """Backbone: a policy folder (llama2.c or HF-style) or a previous reward model folder."""
+    """Where to start: a previous reward model folder (continued), or else a backbone folder
+    (a policy: llama2.c or HF Llama; or an encoder: BERT / RoBERTa / DeBERTa-v2/v3). The loop
+    sets this (the previous round's reward model, or the policy)."""
+    backbone: str = ""
+    """When set, the backbone a *fresh* reward model starts from (e.g. an encoder folder such
+    as ../shared/models/all-MiniLM-L6-v2), whatever `init` names unless `init` is a previous
+    reward model: so the loop can start round 1 from an encoder and continue from the
+    previous round's model afterwards."""
+    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    """Encoder backbones: how hidden states become one vector: 'mean' over real tokens (as
+    sentence-transformers pools MiniLM), 'cls' (first token), 'pooler' (the folder's pooler
+    on the first token, as BertForSequenceClassification). Causal backbones read the last
+    token and ignore this."""
+    train_backbone: bool = True
+    """false: the backbone stays frozen and only the heads (and a tie parameter) learn: a
+    linear probe on the pretrained features, for small data sets where fine-tuning overfits."""
     n_members: int = 4
     """Ensemble size: linear heads on the shared backbone (rlhf/reward/model.py says why)."""
     bootstrap: bool = True
@@ -51,8 +71,14 @@ class RewardLossConfig:
     centring: float = 0.0
     """Weight of the reward-centring penalty (r_chosen + r_rejected)^2; 0 = off."""
 
+    tie_lr: float = 0.1
+    """data.ties=model: peak learning rate of Davidson's tie parameter log(nu) (a scalar
+    that a backbone's rate, e.g. 5e-5, would barely move), on the same warmup + cosine
+    schedule as `train.lr`."""
+
     def check(self) -> None:
         require(self.centring >= 0, "centring", "must be >= 0")
+        require(self.tie_lr > 0, "tie_lr", "must be > 0")
 
 
 @dataclass

@@ -87,9 +87,18 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
+def training_pairs(comparisons, ties: str, cant_tell: str = "drop") -> list[PreferencePair]:
+    """Comparisons -> pairs as the data config says: "can't tell" dropped unless `cant_tell`
+    is 'tie'; ties (and both_bad) as 1/2 targets ('half' and 'model': the tie model reads
+    target 1/2 as a tie) or dropped."""
+    if cant_tell == "drop":
+        comparisons = [c for c in comparisons if c.label != "cant_tell"]
+    return to_pairs(comparisons, ties="drop" if ties == "drop" else "half")
+
+
 def prepare_data(cfg: RewardTrainConfig, tok) -> tuple[EncodedPairs, EncodedPairs]:
     """Read, convert, split by prompt and tokenise: (train, validation)."""
-    pairs = to_pairs(read_comparisons(cfg.data.paths), ties=cfg.data.ties)
+    pairs = training_pairs(read_comparisons(cfg.data.paths), cfg.data.ties, cfg.data.cant_tell)
     if cfg.data.max_pairs:
         pairs = pairs[:cfg.data.max_pairs]
     train_p, val_p = split_by_group(pairs, cfg.data.val_fraction, cfg.runtime.seed)

@@ -1,8 +1,14 @@
-"""The reward model: a causal-LM backbone with a scalar head per ensemble member, read at the
-last real token of [BOS | prompt | response | EOS].
+"""The reward model: a backbone with a scalar head per ensemble member. Two kinds of backbone:
 
-Text to tokens: `encode_pair_side` tokenises prompt + response as one text, BOS first and EOS
-last. Truncation rule (when longer than `max_len`): keep BOS and EOS and the *last*
+- causal LM (`rlhf.lm.model.Transformer`): read at the last real token of
+  [BOS | prompt | response | EOS]; in training both sides of a pair share one packed row;
+- pretrained encoder (`rlhf.lm.encoders`: BERT, RoBERTa, DeBERTa-v2/v3): a cross-encoder over
+  the template of its own tokenizer ([CLS] prompt [SEP] response [SEP] and segment ids),
+  pooled by `pooling` ('mean' over real tokens, 'cls', or the folder's 'pooler'), truncation
+  keeping the response (`rlhf.lm.encoders.tokenizer`); chosen and rejected are two rows.
+
+Text to tokens (causal): `encode_pair_side` tokenises prompt + response as one text, BOS
+first and EOS last. Truncation rule (when longer than `max_len`): keep BOS and EOS and the *last*
 max_len - 2 tokens in between, so the prompt is cut from the left first and the response only
 when the prompt is gone (its end, which the rater read last, is always kept). Truncated pairs
 are counted by the callers, never dropped.
@@ -16,9 +22,10 @@ informative a label would be (`rank_pairs`). The price: members that share featu
 less than independently trained models would (a lower bound on the uncertainty); independent
 seeds would cost E times the training time, which the speed targets do not allow.
 
-Saved as the policy folder format (`checkpoint.save_model`): the backbone in HF Llama layout,
-the heads as the extra tensor `reward_head.weight` (E, dim), and
-`reward_model.json` with the normalisation statistics and settings.
+Saved as an HF-style folder: the backbone in its HF layout (Llama via `save_model`, an encoder
+via `save_encoder`), the heads as the extra tensor `reward_head.weight` (E, dim), and
+`reward_model.json` with the normalisation statistics and settings (`backbone`: 'causal' or
+'encoder', `pooling`).
 """
 
 from __future__ import annotations
@@ -30,18 +37,26 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from rlhf.lm.encoders.folders import is_encoder_folder, load_encoder, save_encoder
+from rlhf.lm.encoders.model import Encoder
+from rlhf.lm.encoders.tokenizer import segment_ids
 from rlhf.lm.folders import load_hf, load_model, read_safetensors, save_model
 from rlhf.lm.model import Transformer
 
+POOLINGS = ("mean", "cls", "pooler")
 META_FILE = "reward_model.json"
 
 
 class RewardModel(nn.Module):
-    """backbone Transformer + `head` Linear(dim, E, no bias) + score statistics (mean, std)."""
+    """backbone (Transformer or Encoder) + `head` Linear(dim, E, no bias) + score statistics
+    (mean, std). An encoder also needs its tokenizer's separator id and second-segment id
+    (`tok`) for segment ids, and a `pooling` (POOLINGS)."""
 
-    def __init__(self, backbone: Transformer, n_members: int = 1, seed: int = 0):
+    def __init__(self, backbone: Transformer | Encoder, n_members: int = 1, seed: int = 0,
+                 pooling: str = "mean", tok=None):
         super().__init__()
         self.backbone = backbone
+        self.is_encoder = isinstance(backbone, Encoder)
         # no bias: it cancels in every pairwise loss (its gradient is rounding noise, which
         # Adam would scale up to full steps); the offset is set by the statistics instead
         self.head = nn.Linear(backbone.args.dim, n_members, bias=False)
@@ -49,12 +64,27 @@ class RewardModel(nn.Module):
         with torch.no_grad():  # each member its own draw; small so initial rewards are ~0
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g)
                                    / backbone.args.dim ** 0.5)
-        if not backbone.args.tie_embeddings:  # the LM head is unused: keep it out of DDP
-            backbone.output.weight.requires_grad_(False)
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
-        self.max_len = backbone.args.max_seq_len
+        if self.is_encoder:
+            if pooling not in POOLINGS or (pooling == "pooler" and backbone.pooler is None):
+                raise ValueError(f"pooling {pooling!r}: one of {POOLINGS} ('pooler' needs a "
+                                 "folder with pooler.dense)")
+            self.pooling, self.sep_id, self.pair_segment = pooling, tok.sep_id, tok.pair_segment
+            if backbone.pooler is not None and pooling != "pooler":  # unused: out of DDP
+                backbone.pooler.requires_grad_(False)
+            self.max_len = backbone.args.max_positions - backbone.args.position_offset
+        else:
+            if not backbone.args.tie_embeddings:  # the LM head is unused: keep it out of DDP
+                backbone.output.weight.requires_grad_(False)
+            self.max_len = backbone.args.max_seq_len
         """Token limit per side that texts are truncated to (the one it was trained with)."""
+
+    def add_tie_parameter(self, value: float = 0.0) -> None:
+        """Davidson's tie parameter log(nu) (rlhf.reward.losses.davidson_loss), learned with
+        the rest; only a model trained with ties='model' has one."""
+        if getattr(self, "log_nu", None) is None:
+            self.log_nu = nn.Parameter(torch.tensor(float(value)))
 
     @property
     def n_members(self) -> int:
@@ -68,7 +98,14 @@ class RewardModel(nn.Module):
         real token never sees the padding after it, and its position is its index, so the
         result equals the masked path. Any other padding goes through the masked path.
         With `packed` (from `pack_pairs`; tokens = packed.tokens): scores of all chosen
-        sides, then all rejected sides (2B, E), the shared prompt run once per pair."""
+        sides, then all rejected sides (2B, E), the shared prompt run once per pair.
+        An encoder pools its last hidden states over `mask` (any padding side)."""
+        if self.is_encoder:
+            mask = torch.ones_like(tokens) if mask is None else mask
+            seg = segment_ids(tokens, self.sep_id, self.pair_segment)  # (B, T)
+            h = self.backbone.hidden(tokens, mask, seg)  # (B, T, dim)
+            pooled = self.backbone.pool(h, mask, self.pooling)  # (B, dim)
+            return self.head(pooled.to(self.head.weight.dtype)).float()  # (B, E)
         if packed is not None:
             h = self.backbone.hidden(tokens, positions=packed.positions,
                                      attn_mask=packed.attn_mask)  # (B, T, dim)
@@ -106,8 +143,11 @@ def is_right_padded(mask: torch.Tensor) -> bool:
 
 
 def encode_pair_side(tok, prompt: str, response: str, max_len: int) -> tuple[list[int], bool]:
-    """[BOS] + ids(prompt + response) + [EOS], truncated by the module's rule.
+    """[BOS] + ids(prompt + response) + [EOS], truncated by the module's rule; an encoder's
+    tokenizer gives its own pair template (`EncoderTokenizer.encode_pair`).
     Returns (ids, truncated)."""
+    if hasattr(tok, "encode_pair"):
+        return tok.encode_pair(prompt, response, max_len)
     body = tok.encode(prompt + response, bos=False)
     keep = max_len - 2
     truncated = len(body) > keep
@@ -236,7 +276,15 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
     """Write the reward model as an HF-style folder (see the module docstring). FSDP-sharded:
     every rank calls this (the weights are gathered), rank 0 with `write`."""
     meta = {"n_members": rm.n_members, "mean": float(rm.mean), "std": float(rm.std),
-            "max_len": rm.max_len, "read_at": "last real token (EOS)", **(extra or {})}
+            "max_len": rm.max_len, "backbone": "encoder" if rm.is_encoder else "causal",
+            "read_at": f"pooling {rm.pooling}" if rm.is_encoder else "last real token (EOS)",
+            **({"pooling": rm.pooling} if rm.is_encoder else {}),
+            **({"tie_log_nu": rm.log_nu.item()} if getattr(rm, "log_nu", None) is not None
+               else {}), **(extra or {})}
+    if rm.is_encoder:
+        return save_encoder(rm.backbone, tok, path,
+                            extra_tensors={"reward_head.weight": rm.head.weight},
+                            extra_json={META_FILE: meta}, write=write)
     return save_model(rm.backbone, tok, path,
                       extra_tensors={"reward_head.weight": rm.head.weight},
                       extra_json={META_FILE: meta}, write=write)
@@ -252,26 +300,38 @@ def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, objec
     if not is_reward_model(path):
         raise FileNotFoundError(f"{path}: not a reward model folder (no {META_FILE})")
     meta = json.loads((path / META_FILE).read_text())
-    backbone, tok = load_hf(path, hub_ok=False)
-    sd = read_safetensors(path)
-    rm = RewardModel(backbone, meta["n_members"])
+    if meta.get("backbone") == "encoder":
+        enc, tok, own, _ = load_encoder(path, extra=("reward_head.weight",))
+        rm = RewardModel(enc, meta["n_members"], pooling=meta["pooling"], tok=tok)
+        head = own["reward_head.weight"]
+    else:
+        backbone, tok = load_hf(path, hub_ok=False)
+        rm = RewardModel(backbone, meta["n_members"])
+        head = read_safetensors(path)["reward_head.weight"]
     with torch.no_grad():
-        rm.head.weight.copy_(sd["reward_head.weight"])
+        rm.head.weight.copy_(head)
         rm.mean.fill_(meta["mean"])
         rm.std.fill_(meta["std"])
     rm.max_len = meta.get("max_len", rm.max_len)
+    if "tie_log_nu" in meta:
+        rm.add_tie_parameter(meta["tie_log_nu"])
     return rm.to(device or "cpu").eval(), tok
 
 
-def init_reward_model(path: str | Path, n_members: int, seed: int = 0):
-    """From a previous reward model (heads kept when E matches) or any policy folder (fresh
-    heads) -> (rm, tokenizer)."""
+def init_reward_model(path: str | Path, n_members: int, seed: int = 0, pooling: str = "mean",
+                      backbone: str = ""):
+    """From a previous reward model (heads kept when E matches), else from `backbone` when
+    given, else from `path` as a policy or encoder folder (fresh heads) -> (rm, tokenizer)."""
     if is_reward_model(path):
         rm, tok = load_reward_model(path)
         if rm.n_members == n_members:
             return rm.train(), tok
-        fresh = RewardModel(rm.backbone, n_members, seed)
+        fresh = RewardModel(rm.backbone, n_members, seed, getattr(rm, "pooling", pooling), tok)
         return fresh.train(), tok
+    path = backbone or path
+    if is_encoder_folder(path):
+        enc, tok, _, _ = load_encoder(path)
+        return RewardModel(enc, n_members, seed, pooling, tok).train(), tok
     backbone, tok = load_model(path)
     return RewardModel(backbone, n_members, seed).train(), tok
 

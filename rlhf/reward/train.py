@@ -34,11 +34,17 @@ from rlhf.optim import clip_gradients, lr_at, make_optimizer, set_lr
 from rlhf.reward.config import RewardOptimConfig, RewardTrainConfig
 from rlhf.reward.data import EncodedPairs, epoch_batches, prepare_data
 from rlhf.reward.evaluate import evaluate_encoded
-from rlhf.reward.losses import centring_penalty, preference_loss
+from rlhf.reward.losses import (
+    centring_penalty,
+    davidson_loss,
+    initial_log_nu,
+    preference_loss,
+)
 from rlhf.reward.model import (
     bootstrap_weights,
     init_reward_model,
     pack_pairs,
+    pad_right,
     save_reward_model,
     set_statistics,
 )
@@ -54,13 +60,21 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
     """Mean weighted loss of pairs `idx`, chosen and rejected in one forward with their
     shared prompt computed once (`pack_pairs`); also the per-pair ensemble-mean score
     difference (b,) for training accuracy."""
-    b = len(idx)
-    packed = pack_pairs([data.chosen[i] for i in idx], [data.rejected[i] for i in idx], 0,
-                        device)  # rows (b, T)
+    b, rm = len(idx), getattr(model, "module", model)
+    chosen, rejected = [data.chosen[i] for i in idx], [data.rejected[i] for i in idx]
     with autocast(cfg.runtime, device):
-        r = model(packed.tokens, packed=packed)  # (2b, E): chosen rows, then rejected
+        if rm.is_encoder:  # a cross-encoder sees each side whole: two rows per pair
+            tokens, mask = pad_right(chosen + rejected, rm.backbone.args.pad_id)
+            r = model(tokens.to(device), mask.to(device))  # (2b, E)
+        else:
+            packed = pack_pairs(chosen, rejected, 0, device)  # rows (b, T)
+            r = model(packed.tokens, packed=packed)  # (2b, E): chosen rows, then rejected
     rc, rr = r[:b], r[b:]  # (b, E)
-    loss = preference_loss(rc, rr, data.target[idx].to(device), data.margin[idx].to(device))
+    target, margin = data.target[idx].to(device), data.margin[idx].to(device)
+    if cfg.data.ties == "model":  # Davidson: a 1/2 target is an observed tie
+        loss = davidson_loss(rc, rr, target == 0.5, rm.log_nu, margin)
+    else:
+        loss = preference_loss(rc, rr, target, margin)
     if cfg.loss.centring > 0:
         loss = loss + cfg.loss.centring * centring_penalty(rc, rr)
     loss = (loss * weights[idx].to(device)).mean()
@@ -86,6 +100,38 @@ def train_step(model, opt, data, batch, weights, cfg, info, accum, device) -> di
     return {"loss": float(dist.all_reduce_mean(total_loss, info)),
             "accuracy": float(dist.all_reduce_mean(right, info)),
             "grad_norm": float(dist.full_tensor(gnorm))}
+
+
+def prepare_model(rm, train_d: EncodedPairs, cfg: RewardTrainConfig) -> None:
+    """model.train_backbone=false: a linear probe (only heads, and nu, get gradients).
+    ties=model: Davidson's nu, started where P(tie | d = 0) is the training tie rate."""
+    if not cfg.model.train_backbone:
+        rm.backbone.requires_grad_(False)
+    if cfg.data.ties == "model":
+        rm.add_tie_parameter(initial_log_nu(float((train_d.target == 0.5).float().mean())))
+
+
+def set_rates(opt: torch.optim.Optimizer, lr: float, cfg: RewardTrainConfig) -> None:
+    """This step's rate everywhere; the tie parameter's group its own peak rate, same shape."""
+    set_lr(opt, lr)
+    if cfg.data.ties == "model":
+        opt.param_groups[-1]["lr"] = lr * cfg.loss.tie_lr / cfg.train.lr
+
+
+def reward_optimizer(rm, cfg: RewardTrainConfig) -> torch.optim.Optimizer:
+    """AdamW (rlhf.optim); with ties=model, the tie parameter in a group of its own."""
+    opt = make_optimizer(rm, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
+    if cfg.data.ties == "model":
+        tie_param_group(opt, rm.log_nu)  # its own rate: set_rates
+    return opt
+
+
+def tie_param_group(opt: torch.optim.Optimizer, log_nu: torch.nn.Parameter) -> None:
+    """Move Davidson's tie parameter into a last parameter group of its own: one scalar on
+    its own scale, it needs a larger rate than a pretrained backbone (`loss.tie_lr`)."""
+    for group in opt.param_groups:
+        group["params"] = [p for p in group["params"] if p is not log_nu]
+    opt.add_param_group({"params": [log_nu], "weight_decay": 0.0})
 
 
 def accumulation(cfg: RewardOptimConfig, world: int) -> int:
@@ -124,18 +170,20 @@ def train(cfg: RewardTrainConfig) -> dict:
         save_run_config(cfg, out, resuming=cfg.resume and has_state(out / "state"))
     accum = accumulation(cfg.train, info.world_size)
     # 2. data, split by prompt
-    rm, tok = init_reward_model(cfg.model.init, cfg.model.n_members, cfg.runtime.seed)
+    m = cfg.model
+    rm, tok = init_reward_model(m.init, m.n_members, cfg.runtime.seed, m.pooling, m.backbone)
     train_d, val_d = prepare_data(cfg, tok)
     require_fits(cfg.train.batch_size, len(train_d), "train.batch_size", "training pairs")
     weights = (bootstrap_weights(len(train_d), cfg.model.n_members, cfg.runtime.seed)
                if cfg.model.bootstrap else torch.ones(len(train_d), cfg.model.n_members))
+    prepare_model(rm, train_d, cfg)
     lengths = train_d.lengths()
     per_epoch = len(train_d) // cfg.train.batch_size
     total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
     # 3. model (DDP replica or FSDP shards), optimiser, resume
     rm.to(device).train()
     model = dist.wrap(rm, info, cfg.runtime.parallel)  # FSDP shards `rm` in place
-    opt = make_optimizer(rm, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
+    opt = reward_optimizer(rm, cfg)
     step, best = 0, {"val_accuracy": float("nan")}
     log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
     if cfg.resume and has_state(out / "state"):
@@ -157,7 +205,7 @@ def train(cfg: RewardTrainConfig) -> dict:
                                   cfg.train.group_by_length)
             order_epoch = epoch
         lr = lr_at(step, total, cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr_ratio)
-        set_lr(opt, lr)
+        set_rates(opt, lr, cfg)
         m = train_step(model, opt, train_d, order[step % per_epoch], weights, cfg, info,
                        accum, device)
         done = step + 1
