@@ -3,14 +3,18 @@ RL on the rater's own scorer reaches (at the same KL) does learning from compari
 (The "mock labels" experiments of Ziegler et al. 2019, sec. 3.1.)
 
     python benchmarks/label_efficiency.py [CONFIG] [--labels 200 500 1000] [--seeds 0 1 2]
-                                          [--out DIR] [section.key=value ...]
+                                          [--methods rm dpo] [--out DIR] [section.key=value ...]
 
 CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its settings.
 1. Direct RL: rlhf.policy.train with the gold scorer (VADER of the response) as the reward,
    for as many policy steps as the loop's runs take (rounds x rl.steps), at the config's KL
    coefficient and a quarter of it, evaluated every `--every` steps on the loop's held-out
    prompts (rlhf.policy.evaluate): (KL, gold) points, whose upper envelope is the frontier.
-2. Learning from comparisons: `rlhf loop` with N comparisons in all (N / rounds per round).
+2. Learning from comparisons: `rlhf loop` with N comparisons in all (N / rounds per round),
+   by each of `--methods`: 'rm' = reward model + RL (the config's `reward` and `rl`), 'dpo' =
+   `policy_method: dpo` (each round's DPO on that round's comparisons, reference the start;
+   DPO_SETTINGS below, mirroring the config's reward-model data and batch settings, then the
+   command line's overrides). Same seeds, prompts, pairs of round 1, rater and evaluation.
 3. For each N: gain fraction = (gold_N - gold_0) / (gold_direct(KL_N) - gold_0), with
    gold_direct read off the direct-RL frontier at the loop's final KL (linear between points;
    its last point if KL_N is beyond every direct-RL point: the share is then an upper
@@ -39,6 +43,11 @@ from rlhf.loop.cycle import init_run, lines, run
 from rlhf.policy.evaluate import evaluate_policy
 from rlhf.policy.train import train
 from rlhf.runtime import setup
+
+DPO_SETTINGS = ["dpo.data.val_fraction=0.2", "dpo.train.batch_size=16", "dpo.train.epochs=4",
+                "dpo.train.warmup_steps=2", "dpo.train.lr=5e-4", "dpo.loss.beta=0.1"]
+"""The DPO runs' keys (before the command line's overrides): the demo's reward-model split,
+batch and epochs; lr as the demo's policy; beta 0.1 (Rafailov et al. 2023's default)."""
 
 
 def direct_rl(cfg: LoopConfig, out: Path, kl_coef: float, every: int) -> list[dict]:
@@ -98,24 +107,35 @@ def share(r: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     """Per run, then the mean over seeds for each number of comparisons."""
-    out = ["| comparisons | seed | KL to start | gold score, start -> end | direct RL gold at "
-           "that KL | share of direct RL's gain |", "|---|---|---|---|---|---|"]
-    out += [f"| {r['labels']} | {r['seed']} | {r['kl']:.1f} | {r['gold_start']:.3f} -> "
-            f"{r['gold']:.3f} | {r['direct_gold']:.3f} | {share(r)} |" for r in rows]
-    out += ["", "| comparisons | mean KL | mean gold gain | mean share of direct RL's gain | "
-            "per seed |", "|---|---|---|---|---|"]
-    for n in sorted({r["labels"] for r in rows}):
-        rs = [r for r in rows if r["labels"] == n]
+    out = ["| comparisons | method | seed | KL to start | gold score, start -> end | direct RL "
+           "gold at that KL | share of direct RL's gain |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['labels']} | {method_name(r['method'])} | {r['seed']} | {r['kl']:.1f} | "
+            f"{r['gold_start']:.3f} -> {r['gold']:.3f} | {r['direct_gold']:.3f} | {share(r)} |"
+            for r in rows]
+    out += ["", "| comparisons | method | mean KL | mean gold gain | mean share of direct RL's "
+            "gain | per seed |", "|---|---|---|---|---|---|"]
+    for n, method in sorted({(r["labels"], r["method"]) for r in rows}):
+        rs = [r for r in rows if r["labels"] == n and r["method"] == method]
         kl, gain = sum(r["kl"] for r in rs) / len(rs), sum(r["gain"] for r in rs) / len(rs)
         fracs = [r["fraction"] for r in rs if not math.isnan(r["fraction"])]
         frac = sum(fracs) / len(fracs) if fracs else float("nan")
         mean = "n/a" if math.isnan(frac) else f"{100 * frac:.0f}%"
-        out.append(f"| {n} | {kl:.1f} | {gain:+.3f} | {mean} | "
+        out.append(f"| {n} | {method_name(method)} | {kl:.1f} | {gain:+.3f} | {mean} | "
                    f"{', '.join(share(r) for r in rs)} |")
     return "\n".join(out)
 
 
-def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path) -> tuple[list, list]:
+METHOD_NAMES = {"rm": "RM + RLOO", "dpo": "DPO"}
+
+
+def method_name(method: str) -> str:
+    """'rm' -> RM + RLOO; 'dpo b0.1' -> DPO (beta 0.1)."""
+    kind, _, beta = method.partition(" b")
+    return METHOD_NAMES[kind] + (f" (beta {beta})" if beta else "")
+
+
+def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path,
+             methods: list[str]) -> tuple[list, list]:
     """Direct RL's (KL, gold) points and the loop runs' rows for one seed."""
     # 1. direct RL on the gold scorer: (KL, gold) points at two KL coefficients
     curve = []
@@ -125,11 +145,15 @@ def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path) -> tuple
     gold_0 = curve[0]["gold"]
     # 2. learning from N comparisons, 3. the share of direct RL's gain at the same KL
     rows = []
-    for n in labels:
-        res = run(dataclasses.replace(cfg, out_dir=str(out / f"labels_{n}"),
-                                      pairs_per_round=n // cfg.rounds))
+    for n, method in [(n, m) for n in labels for m in methods]:
+        tag = "" if method == "rm" else f"_dpo_b{cfg.dpo.loss.beta:g}"
+        folder = out / f"labels_{n}{tag}"
+        res = run(dataclasses.replace(cfg, out_dir=str(folder), pairs_per_round=n // cfg.rounds,
+                                      policy_method="dpo" if method == "dpo" else "rl"))
         direct, beyond = gold_at(curve, res["kl"])
-        rows.append({"labels": n // cfg.rounds * cfg.rounds, "seed": cfg.runtime.seed,
+        rows.append({"labels": n // cfg.rounds * cfg.rounds,
+                     "method": method if method == "rm" else f"dpo b{cfg.dpo.loss.beta:g}",
+                     "seed": cfg.runtime.seed,
                      "kl": res["kl"], "gold_start": gold_0, "gold": res["gold_end"],
                      "gain": res["gold_end"] - gold_0, "direct_gold": direct, "beyond": beyond,
                      "fraction": (res["gold_end"] - gold_0) / (direct - gold_0)
@@ -146,14 +170,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="runtime.seed values")
     p.add_argument("--out", default="runs/label_efficiency")
     p.add_argument("--every", type=int, default=10, help="direct RL: evaluate every N steps")
+    p.add_argument("--methods", nargs="+", choices=sorted(METHOD_NAMES), default=["rm", "dpo"])
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
     torch.set_num_threads(1)
     t0, curves, rows = time.time(), {}, []
     for seed in a.seeds:
-        cfg: LoopConfig = load_config(LoopConfig, a.config, [*a.overrides,
+        cfg: LoopConfig = load_config(LoopConfig, a.config, [*DPO_SETTINGS, *a.overrides,
                                                              f"runtime.seed={seed}"])
-        curves[seed], seed_rows = one_seed(cfg, a.labels, a.every, Path(a.out) / f"seed{seed}")
+        curves[seed], seed_rows = one_seed(cfg, a.labels, a.every, Path(a.out) / f"seed{seed}",
+                                           a.methods)
         rows += seed_rows
     print(json.dumps({"direct_rl": curves, "rlhf": rows, "seconds": round(time.time() - t0)}))
     print(table(rows))

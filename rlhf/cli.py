@@ -19,11 +19,12 @@ import traceback
 from safetensors import SafetensorError
 
 from rlhf.config import UserError
+from rlhf.dpo import implicit as dpo_eval
+from rlhf.dpo import train as train_dpo
 from rlhf.feedback import formats, pairs, rate, stats, web
 from rlhf.lm import cli as generate
 from rlhf.loop import cycle, report
 from rlhf.policy import train as train_policy
-from rlhf.reward import evaluate as eval_reward
 from rlhf.reward import train as train_reward
 from rlhf.runfolder import Interrupted
 
@@ -36,7 +37,8 @@ COMMANDS = {
     "serve": (web.cli, "the rating page for browsers: one private link per rater"),
     "stats": (stats.cli, "counts, bias, consistency and agreement of a comparison store"),
     "train-reward": (train_reward.cli, "train a reward model from comparisons"),
-    "eval-reward": (eval_reward.cli, "accuracy, calibration, length baseline"),
+    "eval-reward": (dpo_eval.cli, "accuracy, calibration, length baseline (RM or DPO policy)"),
+    "train-dpo": (train_dpo.cli, "fine-tune the policy on comparisons directly (DPO/IPO)"),
     "train-policy": (train_policy.cli, "fine-tune the policy (RLOO/REINFORCE/PPO)"),
     "loop": (cycle.cli, "rounds of sample, rate, train reward, train policy"),
     "report": (report.cli, "a Markdown report with plots of a run folder"),

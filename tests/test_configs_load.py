@@ -16,6 +16,10 @@ def config_class(name: str):
         from rlhf.reward.config import RewardTrainConfig
 
         return RewardTrainConfig
+    if name.startswith("dpo"):
+        from rlhf.dpo.config import DPOTrainConfig
+
+        return DPOTrainConfig
     if name.startswith("policy"):
         from rlhf.policy.config import PolicyTrainConfig
 

@@ -19,6 +19,7 @@ LAYERS = [  # each may import from its own layer (no cycles) and the ones above 
     ["rlhf.feedback"],
     ["rlhf.reward"],
     ["rlhf.policy"],
+    ["rlhf.dpo"],
     ["rlhf.loop"],
     ["rlhf.cli", "rlhf.__main__"],
 ]
@@ -117,6 +118,6 @@ def test_modules_and_functions_stay_near_their_limits():
 
 
 def test_every_package_says_what_it_holds_and_may_import():
-    for pkg in ("lm", "feedback", "reward", "policy", "loop"):
+    for pkg in ("lm", "feedback", "reward", "policy", "dpo", "loop"):
         doc = ast.get_docstring(ast.parse((ROOT / pkg / "__init__.py").read_text()))
         assert doc and "May import" in doc, pkg

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, get_key, require
+from rlhf.dpo.config import DPOTrainConfig
 from rlhf.feedback.scorers import SCORERS
 from rlhf.lm.config import SamplingConfig
 from rlhf.policy.config import PolicyTrainConfig
@@ -32,6 +33,14 @@ LOOP_SETS = {
         "prompts.hold_out_every": "0: the loop holds out its own evaluation prompts",
         "prompts.eval_prompts": "0: the loop evaluates each round itself",
         "sampling": "the loop's sampling section",
+        "runtime": "the loop's runtime section",
+    },
+    "dpo": {
+        "out_dir": "the round's policy_train/ folder",
+        "data.paths": "the round's own comparisons (pairs from the current policy)",
+        "model.init": "the previous round's policy",
+        "model.reference": "dpo_reference: the starting or the previous round's policy",
+        "progress": "off: the loop prints its own progress",
         "runtime": "the loop's runtime section",
     },
 }
@@ -114,6 +123,18 @@ class LoopConfig:
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     """Reward-model training: rlhf.reward.train's keys. The loop sets `out` (the round's
     folder), `data.paths` (its snapshot of the store), `model.init` and `runtime`."""
+    policy_method: Literal["rl", "dpo"] = "rl"
+    """The policy step: 'rl' trains a reward model on every comparison so far, then RL
+    against it (sections `reward`, `rl`); 'dpo' optimises the policy directly on this round's
+    comparisons, of pairs sampled from the current policy (on-policy; section `dpo`)."""
+    dpo_reference: Literal["start", "previous"] = "start"
+    """policy_method=dpo: the reference pi_ref of round r's DPO. 'start': the starting policy
+    (the same anchor as RL's KL; each round's implicit reward is relative to the start);
+    'previous': the previous round's policy (each round a fresh DPO from where it is)."""
+    dpo: DPOTrainConfig = field(default_factory=DPOTrainConfig)
+    """policy_method=dpo: rlhf.dpo.train's keys. The loop sets `out_dir`, `data.paths` (the
+    round's comparisons), `model.init` (the previous round's policy), `model.reference`
+    (dpo_reference), `progress` and `runtime`."""
     rl: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
     """Policy fine-tuning each round: rlhf.policy.train's keys (`steps` is per round). The
     loop sets `policy` (the previous round's), `reference` (the starting policy), `out_dir`,
@@ -129,7 +150,11 @@ class LoopConfig:
         require(self.pairs_per_round >= 2, "pairs_per_round", "must be >= 2")
         require(self.oversample >= 1, "oversample", "must be >= 1")
         require(bool(self.out_dir), "out_dir", "must name a folder")
-        defaults = {"reward": RewardTrainConfig(), "rl": PolicyTrainConfig()}
+        require(not (self.policy_method == "dpo" and self.selection == "disagreement"),
+                "selection", "disagreement ranks pairs by a reward-model ensemble, which "
+                "policy_method=dpo does not train; use selection=random")
+        defaults = {"reward": RewardTrainConfig(), "rl": PolicyTrainConfig(),
+                    "dpo": DPOTrainConfig()}
         for section, keys in LOOP_SETS.items():
             for key, why in keys.items():
                 require(get_key(getattr(self, section), key) == get_key(defaults[section], key),

@@ -52,6 +52,7 @@ import torch
 
 from rlhf import distributed as dist
 from rlhf.config import parse_cli, require, save_config, with_keys
+from rlhf.dpo import implicit as dpo_implicit
 from rlhf.feedback import web
 from rlhf.feedback.comparisons import to_pairs
 from rlhf.feedback.pairs import sample_pairs
@@ -61,6 +62,7 @@ from rlhf.feedback.simulated import SimulatedRater
 from rlhf.feedback.store import ComparisonStore
 from rlhf.lm.folders import load_model
 from rlhf.lm.sampling import decode_rows
+from rlhf.loop import direct
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.report import write_report
 from rlhf.policy import train as policy_stage
@@ -304,10 +306,14 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
     model, tok = load_model(policy_path(cfg, out, r))
     ref, _ = load_model(cfg.policy)
     reward = start_texts = None
-    if r > 0:
+    if r > 0 and cfg.policy_method == "dpo":  # the round's implicit reward (its reference)
+        pol, pref, ptok, meta = dpo_implicit.load_dpo_policy(policy_path(cfg, out, r), device)
+        reward = dpo_implicit.text_scorer(pol, pref, ptok, meta["beta"], meta["max_len"])
+    elif r > 0:
         rm, rm_tok = load_reward_model(out / f"round_{r:02d}" / "reward_model" / "model",
                                        device)
         reward = lambda ps, ts: score_texts(rm, rm_tok, ps, ts).tolist()  # noqa: E731
+    if r > 0:
         start_texts = read_json(out / "round_00" / "eval.json")["texts"]
     gold = get_scorer(cfg.eval.gold_scorer) if cfg.eval.gold_scorer else None
     ev = evaluate_policy(model.to(device), ref.to(device), tok, prompts, cfg.sampling,
@@ -347,8 +353,12 @@ def run(cfg: LoopConfig) -> dict:
             if not dist.from_main(rate_step(cfg, out, r) if main else None, info):
                 return {"status": "waiting for ratings", "round": r,
                         "queue": str(out / f"round_{r:02d}" / "queue.jsonl")}
+        elif step == "reward" and cfg.policy_method == "dpo":
+            record.update(direct.data_step(out, r, policy_path(cfg, out, r - 1), info))
         elif step == "reward":
             record.update(reward_step(cfg, out, r, info))
+        elif step == "policy" and cfg.policy_method == "dpo":
+            record.update(direct.policy_step(cfg, out, r, policy_path(cfg, out, r - 1), info))
         elif step == "policy":
             record.update(policy_step(cfg, out, r, info))
         elif step == "eval" and main:
@@ -391,7 +401,8 @@ def eval_record(cfg: LoopConfig, out: Path, r: int, device, record: dict) -> dic
     record.setdefault("round", r)
     record.setdefault("policy", policy_path(cfg, out, r))
     record["eval"] = eval_step(cfg, out, r, device)
-    acc = (record.get("reward_metrics") or {}).get("last_val_accuracy")
+    metrics = record.get("policy_metrics" if cfg.policy_method == "dpo" else "reward_metrics")
+    acc = (metrics or {}).get("last_val_accuracy")
     if isinstance(acc, (int, float)):
         record["eval"]["rm_accuracy"] = acc
     if isinstance(record.get("previous_rm_accuracy_on_new"), float):

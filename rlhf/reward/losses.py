@@ -133,3 +133,53 @@ def initial_log_nu(tie_rate: float) -> float:
     rates in [0.01, 0.9])."""
     rate = min(max(tie_rate, 0.01), 0.9)
     return math.log(2 * rate / (1 - rate))
+
+
+# ----------------------------------------------------------------------------- direct preference
+
+
+def smoothed_target(target: torch.Tensor | None, label_smoothing: float,
+                    like: torch.Tensor) -> torch.Tensor:
+    """A soft target (B,) with conservative-DPO label smoothing eps (Mitchell 2023, "A note on
+    DPO with noisy preferences"): t -> t (1 - eps) + (1 - t) eps, i.e. 1 -> 1 - eps and a tie's
+    1/2 stays 1/2. No target = every pair a clear preference (1)."""
+    t = torch.ones(like.shape[0], dtype=like.dtype, device=like.device) if target is None \
+        else target.to(like.dtype)
+    return t * (1 - label_smoothing) + (1 - t) * label_smoothing
+
+
+def dpo_loss(logratio_chosen: torch.Tensor, logratio_rejected: torch.Tensor, beta: float,
+             target: torch.Tensor | None = None, margin: torch.Tensor | None = None,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, eq. 7): -log sigmoid(beta h_c - beta h_r), where
+    h = log pi(y|x) - log pi_ref(y|x) is a side's log-ratio (summed over its tokens) and
+    beta h its implicit reward. It *is* the Bradley-Terry loss on implicit rewards, so it is
+    `preference_loss(beta h_c, beta h_r, target, margin)`: ties get the 1/2 target (Christiano
+    et al. 2017) and stated strengths Llama 2's margin, in implicit-reward units; with
+    `label_smoothing` eps the target is `smoothed_target` (conservative DPO: the loss of
+    TRL's `sigmoid` loss with `label_smoothing`).
+    logratio_* (B,) -> loss (B,)."""
+    t = smoothed_target(target, label_smoothing, logratio_chosen)
+    return preference_loss(beta * logratio_chosen, beta * logratio_rejected, t, margin)
+
+
+def ipo_loss(logratio_chosen: torch.Tensor, logratio_rejected: torch.Tensor, beta: float,
+             target: torch.Tensor | None = None, margin: torch.Tensor | None = None,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """IPO (Azar et al. 2023, "A General Theoretical Paradigm...", eq. 17):
+    (h_c - h_r - 1/(2 tau))^2 with tau = beta and h the log-ratios (summed over tokens, as the
+    paper's log pi(y|x); TRL averages per token instead). The regression target comes from
+    the population form (their eq. 16): h_c - h_r -> (p - 1/2) / tau with p the probability
+    that chosen is preferred, so a clear preference (p = 1) gives eq. 17 exactly and a tie
+    (p = 1/2) a target of 0. Departures: p is the (smoothed) soft target, and a margin m
+    (implicit-reward units, as in `dpo_loss`) is added to the target: (p - 1/2 + m) / tau.
+    logratio_* (B,) -> loss (B,)."""
+    p = smoothed_target(target, label_smoothing, logratio_chosen)  # (B,)
+    goal = p - 0.5
+    if margin is not None:
+        goal = goal + margin.to(goal.dtype)
+    return (logratio_chosen - logratio_rejected - goal / beta).pow(2)
+
+
+DIRECT_LOSSES = {"dpo": dpo_loss, "ipo": ipo_loss}
+"""The direct preference losses by name (`rlhf train-dpo`'s loss.kind)."""
