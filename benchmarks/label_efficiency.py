@@ -3,6 +3,7 @@ RL on the rater's own scorer reaches (at the same KL) does learning from compari
 (The "mock labels" experiments of Ziegler et al. 2019, sec. 3.1.)
 
     python benchmarks/label_efficiency.py [CONFIG] [--labels 200 500 1000] [--seeds 0 1 2]
+                                          [--selections random disagreement]
                                           [--out DIR] [section.key=value ...]
 
 CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its settings.
@@ -10,7 +11,9 @@ CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its s
    for as many policy steps as the loop's runs take (rounds x rl.steps), at the config's KL
    coefficient and a quarter of it, evaluated every `--every` steps on the loop's held-out
    prompts (rlhf.policy.evaluate): (KL, gold) points, whose upper envelope is the frontier.
-2. Learning from comparisons: `rlhf loop` with N comparisons in all (N / rounds per round).
+2. Learning from comparisons: `rlhf loop` with N comparisons in all (N / rounds per round),
+   once per `--selections` entry (default: the config's `selection`): 'random' pairs, or
+   the ones the reward-model ensemble disagrees on most (active selection).
 3. For each N: gain fraction = (gold_N - gold_0) / (gold_direct(KL_N) - gold_0), with
    gold_direct read off the direct-RL frontier at the loop's final KL (linear between points;
    its last point if KL_N is beyond every direct-RL point: the share is then an upper
@@ -97,25 +100,27 @@ def share(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Per run, then the mean over seeds for each number of comparisons."""
-    out = ["| comparisons | seed | KL to start | gold score, start -> end | direct RL gold at "
-           "that KL | share of direct RL's gain |", "|---|---|---|---|---|---|"]
-    out += [f"| {r['labels']} | {r['seed']} | {r['kl']:.1f} | {r['gold_start']:.3f} -> "
-            f"{r['gold']:.3f} | {r['direct_gold']:.3f} | {share(r)} |" for r in rows]
-    out += ["", "| comparisons | mean KL | mean gold gain | mean share of direct RL's gain | "
-            "per seed |", "|---|---|---|---|---|"]
-    for n in sorted({r["labels"] for r in rows}):
-        rs = [r for r in rows if r["labels"] == n]
+    """Per run, then the mean over seeds for each number of comparisons (and selection)."""
+    out = ["| comparisons | selection | seed | KL to start | gold score, start -> end | direct "
+           "RL gold at that KL | share of direct RL's gain |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['labels']} | {r.get('selection', '')} | {r['seed']} | {r['kl']:.1f} | "
+            f"{r['gold_start']:.3f} -> {r['gold']:.3f} | {r['direct_gold']:.3f} | {share(r)} |"
+            for r in rows]
+    out += ["", "| comparisons | selection | mean KL | mean gold gain | mean share of direct "
+            "RL's gain | per seed |", "|---|---|---|---|---|---|"]
+    for n, sel in sorted({(r["labels"], r.get("selection", "")) for r in rows}):
+        rs = [r for r in rows if r["labels"] == n and r.get("selection", "") == sel]
         kl, gain = sum(r["kl"] for r in rs) / len(rs), sum(r["gain"] for r in rs) / len(rs)
         fracs = [r["fraction"] for r in rs if not math.isnan(r["fraction"])]
         frac = sum(fracs) / len(fracs) if fracs else float("nan")
         mean = "n/a" if math.isnan(frac) else f"{100 * frac:.0f}%"
-        out.append(f"| {n} | {kl:.1f} | {gain:+.3f} | {mean} | "
+        out.append(f"| {n} | {sel} | {kl:.1f} | {gain:+.3f} | {mean} | "
                    f"{', '.join(share(r) for r in rs)} |")
     return "\n".join(out)
 
 
-def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path) -> tuple[list, list]:
+def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path,
+             selections: list[str] | None = None) -> tuple[list, list]:
     """Direct RL's (KL, gold) points and the loop runs' rows for one seed."""
     # 1. direct RL on the gold scorer: (KL, gold) points at two KL coefficients
     curve = []
@@ -125,11 +130,13 @@ def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path) -> tuple
     gold_0 = curve[0]["gold"]
     # 2. learning from N comparisons, 3. the share of direct RL's gain at the same KL
     rows = []
-    for n in labels:
-        res = run(dataclasses.replace(cfg, out_dir=str(out / f"labels_{n}"),
+    for n, sel in [(n, sel) for n in labels for sel in selections or [cfg.selection]]:
+        name = f"labels_{n}" if sel == cfg.selection and not selections else f"labels_{n}_{sel}"
+        res = run(dataclasses.replace(cfg, out_dir=str(out / name), selection=sel,
                                       pairs_per_round=n // cfg.rounds))
         direct, beyond = gold_at(curve, res["kl"])
-        rows.append({"labels": n // cfg.rounds * cfg.rounds, "seed": cfg.runtime.seed,
+        rows.append({"labels": n // cfg.rounds * cfg.rounds, "selection": sel,
+                     "warnings": sorted(res.get("warnings", {})), "seed": cfg.runtime.seed,
                      "kl": res["kl"], "gold_start": gold_0, "gold": res["gold_end"],
                      "gain": res["gold_end"] - gold_0, "direct_gold": direct, "beyond": beyond,
                      "fraction": (res["gold_end"] - gold_0) / (direct - gold_0)
@@ -146,6 +153,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="runtime.seed values")
     p.add_argument("--out", default="runs/label_efficiency")
     p.add_argument("--every", type=int, default=10, help="direct RL: evaluate every N steps")
+    p.add_argument("--selections", nargs="+", choices=["random", "disagreement"], default=None,
+                   help="pair selections to compare (default: the config's)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
     torch.set_num_threads(1)
@@ -153,7 +162,8 @@ def main(argv: list[str]) -> int:
     for seed in a.seeds:
         cfg: LoopConfig = load_config(LoopConfig, a.config, [*a.overrides,
                                                              f"runtime.seed={seed}"])
-        curves[seed], seed_rows = one_seed(cfg, a.labels, a.every, Path(a.out) / f"seed{seed}")
+        curves[seed], seed_rows = one_seed(cfg, a.labels, a.every, Path(a.out) / f"seed{seed}",
+                                           a.selections)
         rows += seed_rows
     print(json.dumps({"direct_rl": curves, "rlhf": rows, "seconds": round(time.time() - t0)}))
     print(table(rows))
