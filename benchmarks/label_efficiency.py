@@ -3,7 +3,8 @@ RL on the rater's own scorer reaches (at the same KL) does learning from compari
 (The "mock labels" experiments of Ziegler et al. 2019, sec. 3.1.)
 
     python benchmarks/label_efficiency.py [CONFIG] [--labels 200 500 1000] [--seeds 0 1 2]
-                                          [--methods rm dpo] [--out DIR] [section.key=value ...]
+                                          [--methods rm dpo] [--selections random disagreement]
+                                          [--out DIR] [section.key=value ...]
 
 CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its settings.
 1. Direct RL: rlhf.policy.train with the gold scorer (VADER of the response) as the reward,
@@ -15,6 +16,9 @@ CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its s
    `policy_method: dpo` (each round's DPO on that round's comparisons, reference the start;
    DPO_SETTINGS below, mirroring the config's reward-model data and batch settings, then the
    command line's overrides). Same seeds, prompts, pairs of round 1, rater and evaluation.
+   Each RM + RLOO run is made once per `--selections` entry (default: the config's
+   `selection`): 'random' pairs, or the ones the reward-model ensemble disagrees on most
+   (active selection). DPO has no ensemble, so it always rates random pairs.
 3. For each N: gain fraction = (gold_N - gold_0) / (gold_direct(KL_N) - gold_0), with
    gold_direct read off the direct-RL frontier at the loop's final KL (linear between points;
    its last point if KL_N is beyond every direct-RL point: the share is then an upper
@@ -106,21 +110,22 @@ def share(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Per run, then the mean over seeds for each number of comparisons."""
-    out = ["| comparisons | method | seed | KL to start | gold score, start -> end | direct RL "
-           "gold at that KL | share of direct RL's gain |", "|---|---|---|---|---|---|---|"]
-    out += [f"| {r['labels']} | {method_name(r['method'])} | {r['seed']} | {r['kl']:.1f} | "
-            f"{r['gold_start']:.3f} -> {r['gold']:.3f} | {r['direct_gold']:.3f} | {share(r)} |"
-            for r in rows]
-    out += ["", "| comparisons | method | mean KL | mean gold gain | mean share of direct RL's "
-            "gain | per seed |", "|---|---|---|---|---|---|"]
-    for n, method in sorted({(r["labels"], r["method"]) for r in rows}):
-        rs = [r for r in rows if r["labels"] == n and r["method"] == method]
+    """Per run, then the mean over seeds for each number of comparisons, method, selection."""
+    out = ["| comparisons | method | selection | seed | KL to start | gold score, start -> end "
+           "| direct RL gold at that KL | share of direct RL's gain |",
+           "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {r['labels']} | {method_name(r['method'])} | {r['selection']} | {r['seed']} | "
+            f"{r['kl']:.1f} | {r['gold_start']:.3f} -> {r['gold']:.3f} | {r['direct_gold']:.3f} "
+            f"| {share(r)} |" for r in rows]
+    out += ["", "| comparisons | method | selection | mean KL | mean gold gain | mean share of "
+            "direct RL's gain | per seed |", "|---|---|---|---|---|---|---|"]
+    for n, method, sel in sorted({(r["labels"], r["method"], r["selection"]) for r in rows}):
+        rs = [r for r in rows if (r["labels"], r["method"], r["selection"]) == (n, method, sel)]
         kl, gain = sum(r["kl"] for r in rs) / len(rs), sum(r["gain"] for r in rs) / len(rs)
         fracs = [r["fraction"] for r in rs if not math.isnan(r["fraction"])]
         frac = sum(fracs) / len(fracs) if fracs else float("nan")
         mean = "n/a" if math.isnan(frac) else f"{100 * frac:.0f}%"
-        out.append(f"| {n} | {method_name(method)} | {kl:.1f} | {gain:+.3f} | {mean} | "
+        out.append(f"| {n} | {method_name(method)} | {sel} | {kl:.1f} | {gain:+.3f} | {mean} | "
                    f"{', '.join(share(r) for r in rs)} |")
     return "\n".join(out)
 
@@ -135,7 +140,7 @@ def method_name(method: str) -> str:
 
 
 def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path,
-             methods: list[str]) -> tuple[list, list]:
+             methods: list[str], selections: list[str] | None = None) -> tuple[list, list]:
     """Direct RL's (KL, gold) points and the loop runs' rows for one seed."""
     # 1. direct RL on the gold scorer: (KL, gold) points at two KL coefficients
     curve = []
@@ -145,14 +150,18 @@ def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path,
     gold_0 = curve[0]["gold"]
     # 2. learning from N comparisons, 3. the share of direct RL's gain at the same KL
     rows = []
-    for n, method in [(n, m) for n in labels for m in methods]:
+    runs = [(n, m, sel) for n in labels for m in methods
+            for sel in (selections or [cfg.selection] if m == "rm" else ["random"])]
+    for n, method, sel in runs:
         tag = "" if method == "rm" else f"_dpo_b{cfg.dpo.loss.beta:g}"
-        folder = out / f"labels_{n}{tag}"
+        folder = out / f"labels_{n}{tag}{f'_{sel}' if selections else ''}"
         res = run(dataclasses.replace(cfg, out_dir=str(folder), pairs_per_round=n // cfg.rounds,
+                                      selection=sel,
                                       policy_method="dpo" if method == "dpo" else "rl"))
         direct, beyond = gold_at(curve, res["kl"])
         rows.append({"labels": n // cfg.rounds * cfg.rounds,
                      "method": method if method == "rm" else f"dpo b{cfg.dpo.loss.beta:g}",
+                     "selection": sel, "warnings": sorted(res.get("warnings", {})),
                      "seed": cfg.runtime.seed,
                      "kl": res["kl"], "gold_start": gold_0, "gold": res["gold_end"],
                      "gain": res["gold_end"] - gold_0, "direct_gold": direct, "beyond": beyond,
@@ -171,6 +180,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="runs/label_efficiency")
     p.add_argument("--every", type=int, default=10, help="direct RL: evaluate every N steps")
     p.add_argument("--methods", nargs="+", choices=sorted(METHOD_NAMES), default=["rm", "dpo"])
+    p.add_argument("--selections", nargs="+", choices=["random", "disagreement"], default=None,
+                   help="pair selections for the RM + RLOO runs (default: the config's)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
     torch.set_num_threads(1)
@@ -179,7 +190,7 @@ def main(argv: list[str]) -> int:
         cfg: LoopConfig = load_config(LoopConfig, a.config, [*DPO_SETTINGS, *a.overrides,
                                                              f"runtime.seed={seed}"])
         curves[seed], seed_rows = one_seed(cfg, a.labels, a.every, Path(a.out) / f"seed{seed}",
-                                           a.methods)
+                                           a.methods, a.selections)
         rows += seed_rows
     print(json.dumps({"direct_rl": curves, "rlhf": rows, "seconds": round(time.time() - t0)}))
     print(table(rows))

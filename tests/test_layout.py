@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "rlhf"
 LAYERS = [  # each may import from its own layer (no cycles) and the ones above it
     ["rlhf.config"],
-    ["rlhf.runtime", "rlhf.prompts", "rlhf.optim"],
+    ["rlhf.runtime", "rlhf.prompts", "rlhf.optim", "rlhf.progress"],
     ["rlhf.distributed"],
     ["rlhf.state", "rlhf.runfolder"],
     ["rlhf.lm"],

@@ -4,12 +4,31 @@ direct reward of RL baselines. Each maps a list of texts to a list of floats.
 - `vader`: VADER compound sentiment in [-1, 1] (Hutto & Gilbert 2014, the `vaderSentiment`
   package): "prefers the happier story".
 - `length`: number of words (a deliberately shallow baseline).
+
+Plug-in point: anywhere a scorer is named (`rater.scorer`, `eval.gold_scorer`,
+`rl.reward.scorer`), a Python import path `module:function` names your own: a function from a
+list of texts to a list of floats (one per text), or a class whose instances are such
+functions (made with no arguments). For `rater.scorer` it may also be a rater class with
+`rate_many(items) -> comparisons`, made as `cls(seed=..., name=...)`. The module is imported
+and the name checked when the config loads (`scorer_problem`); a wrong name, a failed import
+or a scorer returning the wrong number of scores is one line (`ScorerError`).
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 from collections.abc import Callable
 from functools import lru_cache
+
+from rlhf.config import UserError
+
+
+class ScorerError(UserError, KeyError):
+    """A scorer name that does not resolve, or a scorer that broke its contract."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +54,65 @@ def length(texts: list[str]) -> list[float]:
 SCORERS: dict[str, Callable[[list[str]], list[float]]] = {"vader": vader, "length": length}
 
 
+def resolve(name: str):
+    """What a scorer name names: a built-in scorer, or the object at a `module:attr` path
+    (a class is returned as it is). Raises ScorerError (one line) when it does not resolve."""
+    if name in SCORERS:
+        return SCORERS[name]
+    if ":" not in name:
+        raise ScorerError(f"unknown scorer {name!r}; known: {sorted(SCORERS)} or a Python "
+                          "import path 'module:function'")
+    module_name, _, attr = name.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as e:  # any failure of the user's module is reported, in one line
+        raise ScorerError(f"scorer {name!r}: cannot import {module_name!r} "
+                          f"({type(e).__name__}: {e})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ScorerError(f"scorer {name!r}: {module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ScorerError(f"scorer {name!r}: {attr!r} is not a function or class")
+    return obj
+
+
+def is_rater_class(obj) -> bool:
+    return isinstance(obj, type) and hasattr(obj, "rate_many")
+
+
+def scorer_problem(name: str, rater: bool = False) -> str | None:
+    """Why `name` is not a usable scorer (None when it is); `rater`: a rater class is fine."""
+    try:
+        obj = resolve(name)
+    except ScorerError as e:
+        return str(e)
+    if is_rater_class(obj) and not rater:
+        return f"scorer {name!r} is a rater class; a function of texts is needed here"
+    return None
+
+
+def checked(fn, name: str) -> Callable[[list[str]], list[float]]:
+    """`fn` with its contract checked on every call: one finite float per text."""
+    def score(texts: list[str]) -> list[float]:
+        out = fn(list(texts))
+        try:
+            out = [float(v) for v in out]
+        except (TypeError, ValueError) as e:
+            raise ScorerError(f"scorer {name!r} must return numbers ({e})") from None
+        if len(out) != len(texts) or not all(math.isfinite(v) for v in out):
+            raise ScorerError(f"scorer {name!r} returned {len(out)} scores for {len(texts)} "
+                              "texts (one finite number per text is needed)")
+        return out
+    return score
+
+
 def get_scorer(name: str) -> Callable[[list[str]], list[float]]:
-    if name not in SCORERS:
-        raise KeyError(f"unknown scorer {name!r}; known: {sorted(SCORERS)}")
-    return SCORERS[name]
+    """The scorer function a name names (built-in or `module:function`), contract-checked."""
+    if name in SCORERS:
+        return SCORERS[name]
+    obj = resolve(name)
+    problem = scorer_problem(name)
+    if problem:
+        raise ScorerError(problem)
+    return checked(obj() if isinstance(obj, type) else obj, name)

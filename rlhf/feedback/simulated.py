@@ -1,10 +1,13 @@
 """Simulated raters: a real scorer nobody here wrote, plus Bradley-Terry noise.
 
 A simulated rater scores both responses with a scorer from `rlhf.feedback.scorers` (e.g. "vader":
-VADER sentiment, "prefers the happier story") and answers:
+VADER sentiment, "prefers the happier story"; or your own, `module:function`) and answers:
 - "tie" when |score_a - score_b| < tie_band;
 - otherwise "a" with probability sigmoid((score_a - score_b) / temperature), else "b"
-  (the Bradley-Terry model: a noisy but informative rater, like a human).
+  (the Bradley-Terry model: a noisy but informative rater, like a human); temperature 0 is
+  the noiseless rater (always the higher score).
+The noise is explicit: the built-in scorers have the defaults below (in their own units); a
+plugged-in scorer has none, so both its temperature and tie band must be given.
 Sides shown are drawn at random too, so the records look like a human session's. Everything
 random comes from one seeded `random.Random`: the same seed gives the same answers.
 
@@ -21,7 +24,7 @@ import random
 import time
 
 from rlhf.feedback.comparisons import Comparison, Item
-from rlhf.feedback.scorers import SCORERS, get_scorer
+from rlhf.feedback.scorers import ScorerError, get_scorer, is_rater_class, resolve, scorer_problem
 
 DEFAULTS = {
     # scorer: (temperature, tie_band) in the scorer's units
@@ -37,19 +40,31 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
+def noise(scorer: str, temperature: float | None, tie_band: float | None
+          ) -> tuple[float, float]:
+    """The (temperature, tie band) a simulated rater uses: the given ones, else the built-in
+    scorer's defaults; a plugged-in scorer has no defaults (ValueError naming the setting)."""
+    t, band = DEFAULTS.get(scorer, (None, None))
+    t = t if temperature is None else float(temperature)
+    band = band if tie_band is None else float(tie_band)
+    if t is None or band is None:
+        missing = "temperature" if t is None else "tie_band"
+        raise ValueError(f"scorer {scorer!r} has no default noise: set the rater's {missing} "
+                         "(in the scorer's units)")
+    if t < 0 or band < 0:
+        raise ValueError("temperature and tie_band must be >= 0")
+    return t, band
+
+
 class SimulatedRater:
     """Prefers by `scorer`; see the module docstring for the noise model."""
 
     def __init__(self, scorer: str = "vader", seed: int = 0, temperature: float | None = None,
                  tie_band: float | None = None, name: str | None = None,
                  guidelines: str = "simulated"):
-        t, band = DEFAULTS.get(scorer, (1.0, 0.0))
+        self.temperature, self.tie_band = noise(scorer, temperature, tie_band)
         self.scorer_name = scorer
         self.scorer = get_scorer(scorer)
-        self.temperature = t if temperature is None else float(temperature)
-        self.tie_band = band if tie_band is None else float(tie_band)
-        if self.temperature <= 0 or self.tie_band < 0:
-            raise ValueError("temperature must be > 0 and tie_band >= 0")
         self.seed = seed
         self.name = name or f"sim-{scorer}-{seed}"
         self.guidelines = guidelines
@@ -57,6 +72,8 @@ class SimulatedRater:
 
     def p_a(self, score_a: float, score_b: float) -> float:
         """Probability of answering "a" outside the tie band."""
+        if self.temperature == 0:  # noiseless
+            return 1.0 if score_a > score_b else 0.0 if score_a < score_b else 0.5
         return sigmoid((score_a - score_b) / self.temperature)
 
     def decide(self, score_a: float, score_b: float) -> str:
@@ -86,7 +103,24 @@ class SimulatedRater:
 
 
 def make_rater(name: str, seed: int = 0, **kw) -> SimulatedRater:
-    """A simulated rater by name: any scorer of `rlhf.feedback.scorers` ("vader", "length")."""
-    if name not in SCORERS:
-        raise KeyError(f"unknown simulated rater {name!r}; known: {sorted(SCORERS)}")
+    """A simulated rater by name: a scorer of `rlhf.feedback.scorers` ("vader", "length", or
+    `module:function`) with Bradley-Terry noise."""
+    problem = scorer_problem(name)
+    if problem:
+        raise ScorerError(problem)
     return SimulatedRater(name, seed, **kw)
+
+
+def loop_rater(scorer: str, seed: int, temperature: float | None = None,
+               tie_band: float | None = None, name: str | None = None):
+    """The rater the loop asks: a plugged-in rater class (`module:Class` with `rate_many`,
+    made as cls(seed=, name=)), else a SimulatedRater. Returns (rater, the noise it uses:
+    {"scorer", "temperature", "tie_band"}, recorded with every round)."""
+    obj = resolve(scorer)
+    if is_rater_class(obj):
+        rater = obj(seed=seed, name=name or f"{obj.__name__}-{seed}")
+        rater.name = getattr(rater, "name", None) or name or f"{obj.__name__}-{seed}"
+        return rater, {"scorer": scorer, "rater_class": True}
+    rater = SimulatedRater(scorer, seed, temperature, tie_band, name)
+    return rater, {"scorer": scorer, "temperature": rater.temperature,
+                   "tie_band": rater.tie_band}

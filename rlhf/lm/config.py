@@ -22,9 +22,13 @@ class SamplingConfig:
     """Argmax decoding (ignores temperature, top_k, top_p)."""
     stop_at_bos: bool = True
     """Also stop a sequence when it samples BOS (llama2.c models start a new story with BOS)."""
+    min_new_tokens: int = 0
+    """EOS (and BOS, when it stops) cannot be sampled before this many new tokens (0 = off)."""
 
     def check(self) -> None:
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens",
+                "must be in [0, max_new_tokens]")
         require(self.temperature > 0, "temperature", "must be > 0")
         require(self.top_k >= 0, "top_k", "must be >= 0")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")

@@ -113,6 +113,10 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
                    last_only=True)[:, -1]  # (B, V)
     for t in range(N):
         logits = logits.float()  # (B, V)
+        if t < cfg.min_new_tokens:  # no stop token yet (log-probs: of the masked distribution)
+            stops = [i for i in (eos_id, bos_id if cfg.stop_at_bos else None)
+                     if i is not None and 0 <= i < logits.shape[-1]]
+            logits[:, stops] = float("-inf")
         if not cfg.greedy and cfg.temperature != 1.0:
             logits = logits / cfg.temperature
         if cfg.greedy:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from rlhf.config import RuntimeConfig, get_key, require
 from rlhf.dpo.config import DPOTrainConfig
-from rlhf.feedback.scorers import SCORERS
+from rlhf.feedback.scorers import is_rater_class, resolve, scorer_problem
 from rlhf.lm.config import SamplingConfig
 from rlhf.policy.config import PolicyTrainConfig
 from rlhf.reward.config import RewardTrainConfig
@@ -20,7 +20,6 @@ LOOP_SETS = {
         "out_dir": "the round's reward_model/ folder",
         "data.paths": "the round's snapshot of the comparison store",
         "model.init": "reward_init: the previous round's reward model, or the policy",
-        "progress": "off: the loop prints its own progress",
         "runtime": "the loop's runtime section",
     },
     "rl": {
@@ -56,9 +55,15 @@ class RaterConfig:
     'web': the loop serves the queue (`rlhf serve`), prints one link per rater in `name`
     (comma-separated) and waits until every pair has an answer."""
     scorer: str = "vader"
-    """Simulated rater: the scorer it prefers by ('vader' = the happier story, 'length')."""
-    temperature: float = 0.0
-    """Simulated rater noise in scorer units (0 = the scorer's default)."""
+    """Simulated rater: the scorer it prefers by ('vader' = the happier story, 'length'), or
+    your own as a Python import path 'module:function' (texts -> scores) or 'module:Class'
+    (a scorer class, or a rater class with rate_many; see rlhf.feedback.scorers)."""
+    temperature: float | None = None
+    """Simulated rater's Bradley-Terry noise in scorer units; 0 = noiseless; null = the
+    built-in scorer's default (vader 0.25, length 10). A plugged-in scorer must set it."""
+    tie_band: float | None = None
+    """Simulated rater: 'tie' when the scores differ by less than this (scorer units); null =
+    the built-in scorer's default (vader 0.05, length 2). A plugged-in scorer must set it."""
     name: str = ""
     """Simulated: the name recorded with its answers (default sim-<scorer>-<seed>). Human: the
     name put in the printed `rlhf rate` command. Web: the raters, comma-separated."""
@@ -70,9 +75,17 @@ class RaterConfig:
     other processes wait in a collective, which times out (30 minutes by default)."""
 
     def check(self) -> None:
-        require(self.temperature >= 0, "temperature", "must be >= 0")
-        require(self.kind != "simulated" or self.scorer in SCORERS, "scorer",
-                f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
+        require(self.temperature is None or self.temperature >= 0, "temperature", "must be >= 0")
+        require(self.tie_band is None or self.tie_band >= 0, "tie_band", "must be >= 0")
+        if self.kind != "simulated":
+            return
+        problem = scorer_problem(self.scorer, rater=True)
+        require(problem is None, "scorer", str(problem))
+        if ":" in self.scorer and not is_rater_class(resolve(self.scorer)):
+            for key in ("temperature", "tie_band"):  # a plugged-in scorer has no defaults
+                require(getattr(self, key) is not None, key,
+                        f"scorer {self.scorer!r} has no default noise: set rater.{key} (in "
+                        "the scorer's units; 0 = noiseless)")
         require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
         require(0 < self.port < 65536, "port", "must be in 1..65535")
 
@@ -84,14 +97,15 @@ class EvalConfig:
     samples_per_prompt: int = 2
     """Fresh samples per held-out prompt."""
     gold_scorer: str = "vader"
-    """The known true scorer for the gold score ('' = none, e.g. real human raters)."""
+    """The known true scorer for the gold score ('' = none, e.g. real human raters): a
+    built-in name or your own as 'module:function' (texts -> scores)."""
     seed: int = 1234
     """Sampling seed: the same every round, so rounds differ only by the policy."""
 
     def check(self) -> None:
         require(self.n_prompts >= 1, "n_prompts", "must be >= 1")
-        require(not self.gold_scorer or self.gold_scorer in SCORERS, "gold_scorer",
-                f"unknown scorer {self.gold_scorer!r}; known: {sorted(SCORERS)} ('' = none)")
+        problem = scorer_problem(self.gold_scorer) if self.gold_scorer else None
+        require(problem is None, "gold_scorer", f"{problem} ('' = none)")
         require(self.samples_per_prompt >= 1, "samples_per_prompt", "must be >= 1")
 
 
@@ -142,6 +156,9 @@ class LoopConfig:
     prompts; no hold-out, the loop evaluates), `sampling` and `runtime`."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Per-round evaluation."""
+    stop_on_warning: bool = False
+    """Stop the loop after a round whose over-optimisation signals warn (rlhf.policy.signals;
+    the warnings are printed and reported either way)."""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Seed, threads, device."""
 

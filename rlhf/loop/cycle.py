@@ -58,15 +58,17 @@ from rlhf.feedback.comparisons import to_pairs
 from rlhf.feedback.pairs import sample_pairs
 from rlhf.feedback.queue import read_queue, write_queue
 from rlhf.feedback.scorers import get_scorer
-from rlhf.feedback.simulated import SimulatedRater
+from rlhf.feedback.simulated import loop_rater
 from rlhf.feedback.store import ComparisonStore
 from rlhf.lm.folders import load_model
 from rlhf.lm.sampling import decode_rows
 from rlhf.loop import direct
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.report import write_report
+from rlhf.loop.watch import STEPS, announce, steps_done, stop_here, watch_round
 from rlhf.policy import train as policy_stage
 from rlhf.policy.evaluate import evaluate_policy
+from rlhf.progress import Progress
 from rlhf.prompts import load_prompts, write_prompts
 from rlhf.reward import train as reward_stage
 from rlhf.reward.evaluate import evaluate as evaluate_reward_model
@@ -74,9 +76,6 @@ from rlhf.reward.model import load_reward_model, rank_pairs, score_texts
 from rlhf.runfolder import Interrupted, holds_run_folder, save_run_config, stop_signal
 from rlhf.runtime import setup
 from rlhf.state import state_meta
-
-STEPS = ("sample", "rate", "reward", "policy", "eval")
-
 
 # ----------------------------------------------------------------------------- run folder
 
@@ -174,7 +173,7 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, device) -> dict:
             else "random", "candidates": n}
 
 
-def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
+def rate_step(cfg: LoopConfig, out: Path, r: int, record: dict) -> bool:
     """(2) Ratings for every pair of the round's queue. A simulated rater answers at once; for
     people, print the `rlhf rate` command and wait (poll_seconds > 0) or return False; with
     `rater.kind: web`, serve the queue and wait until it is rated."""
@@ -182,9 +181,9 @@ def rate_step(cfg: LoopConfig, out: Path, r: int) -> bool:
     items = read_queue(queue)
     store = ComparisonStore(out / "comparisons.jsonl")
     if cfg.rater.kind == "simulated":
-        rater = SimulatedRater(cfg.rater.scorer, seed=cfg.runtime.seed * 1000 + r,
-                               temperature=cfg.rater.temperature or None,
-                               name=cfg.rater.name or None)
+        rater, record["rater"] = loop_rater(  # the noise used is recorded, and reported
+            cfg.rater.scorer, cfg.runtime.seed * 1000 + r, cfg.rater.temperature,
+            cfg.rater.tie_band, cfg.rater.name or None)
         done = store.answered_item_ids(rater.name)  # a resumed step rates only the rest
         store.extend(rater.rate_many([it for it in items if it.id not in done]))
         return True
@@ -219,26 +218,30 @@ def reward_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict
     init = str(prev) if cfg.reward_init == "previous" and r > 1 else cfg.policy
     rcfg = with_keys(cfg.reward, {  # what the loop decides (loop.config.LOOP_SETS["reward"])
         "out_dir": str(rd / "reward_model"), "data.paths": [str(snap)], "model.init": init,
-        "progress": False, "runtime": cfg.runtime}, who="the loop")
+        "runtime": cfg.runtime}, who="the loop")
     new = [c for c in used if c.meta.get("round") == r]
     fresh = previous_rm_accuracy(prev, new) if r > 1 and info.is_main else None
     metrics = reward_stage.train(rcfg)
     return {"comparisons": str(snap.relative_to(out)), "n_comparisons_total": len(used),
-            "previous_rm_accuracy_on_new": fresh,
+            "previous_rm_accuracy_on_new": fresh and fresh["accuracy"],
+            "previous_rm_on_new": fresh,
             "n_comparisons_new": len(new),
             "reward_init": init, "reward_model": str(rd / "reward_model" / "model"),
             "reward_metrics_file": f"round_{r:02d}/reward_model/metrics.jsonl",
             "reward_metrics": metrics}
 
 
-def previous_rm_accuracy(path: Path, comparisons) -> float | None:
+def previous_rm_accuracy(path: Path, comparisons) -> dict | None:
     """The previous round's reward model on this round's fresh comparisons (pairs from the
-    newer policy, never trained on): how well it judged what the policy was becoming."""
+    newer policy, never trained on): how well it judged what the policy was becoming.
+    {"accuracy", "hits", "n"} (n: pairs with a clear preference)."""
     pairs = to_pairs(comparisons, ties="drop")
     if not pairs:
         return None
     rm, tok = load_reward_model(path)
-    return evaluate_reward_model(rm, tok, pairs).get("accuracy")
+    res = evaluate_reward_model(rm, tok, pairs)
+    n, acc = res.get("clear_pairs", 0), res.get("accuracy")
+    return {"accuracy": acc, "hits": round(acc * n, 6), "n": n} if n else None
 
 
 def policy_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict:
@@ -341,16 +344,17 @@ def run(cfg: LoopConfig) -> dict:
     main, out = info.is_main, Path(cfg.out_dir)
     state = dist.from_main(init_run(cfg, out) if main else None, info)
     record: dict = read_json(out / "round_current.json", {}) if main else {}
+    bar = Progress("loop", 1 + 5 * cfg.rounds, steps_done(state), enabled=main, every_s=1e9)
     # 2. one step at a time; each step's outputs are in place before the state advances
     while (state["round"], state["step"]) != (cfg.rounds, "eval"):
         r, step = next_step(state)
         t0 = time.time()
         if main:
-            print(f"round {r}: {step}", file=sys.stderr, flush=True)
+            bar.write(f"round {r}: {step}")
         if step == "sample" and main:
             record = {"round": r, **sample_step(cfg, out, r, info.device)}
         elif step == "rate":
-            if not dist.from_main(rate_step(cfg, out, r) if main else None, info):
+            if not dist.from_main(rate_step(cfg, out, r, record) if main else None, info):
                 return {"status": "waiting for ratings", "round": r,
                         "queue": str(out / f"round_{r:02d}" / "queue.jsonl")}
         elif step == "reward" and cfg.policy_method == "dpo":
@@ -371,16 +375,14 @@ def run(cfg: LoopConfig) -> dict:
                 rebuild_rounds(out)
             write_json(out / "round_current.json", record)
             write_json(out / "state.json", state)
-            ev = record.get("eval", {}) if step == "eval" else {}
-            shown = ", ".join(f"{k} {ev[k]:.3f}" for k in ("gold", "kl", "win_rate",
-                                                           "rm_accuracy")
-                              if isinstance(ev.get(k), (int, float)))
-            print(f"round {r}: {step} done in {time.time() - t0:.1f}s"
-                  + (f" ({shown})" if shown else ""), file=sys.stderr, flush=True)
+            announce(bar, r, step, time.time() - t0, record)
+        if dist.from_main(main and stop_here(cfg, step, record), info):
+            break
         dist.barrier(info)
         if sig := stop_signal(info):  # SIGINT/SIGTERM during a step: it is done and saved
             raise Interrupted(sig, f"after round {r}'s {step} step of {out}")
     # 3. the report and the summary line (rank 0)
+    bar.close()
     if not main:
         return {"rank": info.rank}
 
@@ -392,6 +394,10 @@ def run(cfg: LoopConfig) -> dict:
         summary.update(gold_start=first["gold"], gold_end=last["gold"])
     if "win_rate" in last:
         summary["win_rate"] = last["win_rate"]
+    warned = {r["round"]: r["warnings"] for r in rounds if r.get("warnings")}
+    summary["warnings"] = warned  # {round: [warning, ...]}: empty when nothing was flagged
+    if cfg.stop_on_warning and warned and rounds[-1]["round"] < cfg.rounds:
+        summary["stopped_on_warning"] = rounds[-1]["round"]
     return summary
 
 
@@ -407,6 +413,10 @@ def eval_record(cfg: LoopConfig, out: Path, r: int, device, record: dict) -> dic
         record["eval"]["rm_accuracy"] = acc
     if isinstance(record.get("previous_rm_accuracy_on_new"), float):
         record["eval"]["prev_rm_on_policy_accuracy"] = record["previous_rm_accuracy_on_new"]
+    if r > 0:
+        prompts = [p for p in lines(out / "prompts_eval.txt")
+                   for _ in range(cfg.eval.samples_per_prompt)]
+        watch_round(cfg, out, r, record, prompts)
     return record
 
 

@@ -9,6 +9,9 @@ It reads what the loop wrote (layout: see rlhf/loop/cycle.py) and writes, inside
   (where logged) the gold score; dashed lines mark round boundaries;
 - `frontier.png`: the KL-vs-reward frontier (per step and per round) and KL vs gold,
   where reward hacking shows as proxy reward rising while gold stays flat or falls;
+- `signals.png`: the over-optimisation signals that need no gold, per policy step (length,
+  share of empty responses, KL per token, the reward-model ensemble's disagreement), with the
+  steps where the rule (rlhf.policy.signals) warned marked; a section lists every warning;
 - a table of sample texts from each round side by side (same held-out prompts, same seed).
 """
 
@@ -19,6 +22,9 @@ import json
 from pathlib import Path
 
 import matplotlib
+import yaml
+
+from rlhf.feedback.intervals import show_share
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -162,6 +168,35 @@ def plot_frontier(rounds: list[dict], steps: list[dict], path: Path) -> Path:
     return path
 
 
+SIGNAL_KEYS = [("length", "response length (tokens)"), ("empty", "share of empty responses"),
+               ("kl_per_token", "KL per token (nats)"),
+               ("disagreement", "reward-model ensemble disagreement")]
+
+
+def plot_signals(steps: list[dict], path: Path) -> Path:
+    """The no-gold signals per policy step; red crosses where the rule warned."""
+    fig, axes = plt.subplots(1, len(SIGNAL_KEYS), figsize=(4.2 * len(SIGNAL_KEYS), 3.2))
+    for ax, (key, title) in zip(axes, SIGNAL_KEYS):
+        pts = [(s["global_step"], s[key]) for s in steps if isinstance(s.get(key), float)]
+        if pts:
+            ax.plot(*zip(*pts), lw=1)
+        bad = [(s["global_step"], s[key]) for s in steps
+               if s.get("warnings") and isinstance(s.get(key), float)]
+        if bad:
+            ax.plot(*zip(*bad), "x", color="C3", label="rule warns")
+            ax.legend(fontsize=7)
+        for a, b in zip(steps, steps[1:]):
+            if a["round"] != b["round"]:
+                ax.axvline(b["global_step"], ls="--", color="grey", lw=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("policy step (all rounds)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 # ----------------------------------------------------------------------------- markdown
 
 
@@ -175,16 +210,61 @@ def fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
 
 
+def value_cell(r: dict, key: str) -> str:
+    """A round's figure; a share with its 95% interval and count where the record has them."""
+    v, ci = r.get("eval", {}).get(key), (r.get("intervals") or {}).get(key)
+    return show_share(v, ci["n"], ci["ci95"]) if ci else fmt(v)
+
+
 def round_table(run: Path, rounds: list[dict]) -> list[str]:
     keys = [k for k, _ in ROUND_KEYS] + ["length"]
     lines = ["| round | policy | comparisons | " + " | ".join(keys) + " |",
              "|---" * (len(keys) + 3) + "|"]
     for r in rounds:
-        ev, policy = r.get("eval", {}), str(r.get("policy", ""))
+        policy = str(r.get("policy", ""))
         if policy.startswith(str(run) + "/"):
             policy = policy[len(str(run)) + 1:]
         lines.append(f"| {r['round']} | `{policy}` | {fmt(r.get('n_comparisons_total'))} | "
-                     + " | ".join(fmt(ev.get(k)) for k in keys) + " |")
+                     + " | ".join(value_cell(r, k) for k in keys) + " |")
+    return lines
+
+
+def who_rates(run: Path, rounds: list[dict]) -> str:
+    """The rater, its noise as used, and the gold scorer, in one sentence."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() \
+        else {}
+    used = next((r["rater"] for r in rounds if r.get("rater")), None)
+    kind = (cfg.get("rater") or {}).get("kind", "simulated")
+    if used and "temperature" in used:
+        rater = (f"simulated rater `{used['scorer']}` (Bradley-Terry temperature "
+                 f"{used['temperature']:g}, tie band {used['tie_band']:g}, in the scorer's units)")
+    elif used:
+        rater = f"rater class `{used['scorer']}`"
+    else:
+        rater = "people" if kind == "human" else "none recorded"
+    gold = (cfg.get("eval") or {}).get("gold_scorer") or ""
+    return f"Raters: {rater}. Gold scorer: " + (f"`{gold}`." if gold else "none.")
+
+
+def signals_section(rounds: list[dict]) -> list[str]:
+    """The no-gold signals per round against the start, and every warning."""
+    keys = ["length", "empty", "kl_per_token", "disagreement"]
+    lines = ["Signals that need no gold (rule: `rlhf.policy.signals`; thresholds: `rl.guard`): "
+             "on each round's evaluation samples against the starting policy's (disagreement: "
+             "the round's reward-model ensemble on both), the round's policy training step by "
+             "step, and the previous reward model on the new policy's pairs.", "",
+             "| round | " + " | ".join(f"{k} (start)" for k in keys)
+             + " | previous RM on new pairs | warnings |", "|---" * (len(keys) + 3) + "|"]
+    for r in rounds[1:]:
+        sig = r.get("signals") or {}
+        now, start = sig.get("round", {}), sig.get("start", {})
+        cells = [f"{fmt(now.get(k))} ({fmt(start.get(k))})" if k in now else "" for k in keys]
+        prev = value_cell(r, "prev_rm_on_policy_accuracy")
+        warn = "; ".join(cell(w, 200) for w in r.get("warnings", [])) or "none"
+        lines.append(f"| {r['round']} | " + " | ".join(cells) + f" | {prev} | {warn} |")
+    warned = [r["round"] for r in rounds if r.get("warnings")]
+    lines += ["", f"**Warnings in rounds {', '.join(map(str, warned))}.**" if warned
+              else "No warnings.", "", "![signals per step](signals.png)"]
     return lines
 
 
@@ -221,8 +301,9 @@ def write_report(run_dir: str | Path) -> Path:
     plot_rounds(rounds, out / "rounds.png")
     plot_steps(steps, reward_rows(run, rounds), out / "steps.png")
     plot_frontier(rounds, steps, out / "frontier.png")
+    plot_signals(steps, out / "signals.png")
     first, last = rounds[0].get("eval", {}), rounds[-1].get("eval", {})
-    lines = [f"# RLHF loop report: `{run.name}`", ""]
+    lines = [f"# RLHF loop report: `{run.name}`", "", who_rates(run, rounds), ""]
     if isinstance(first.get("gold"), (int, float)) and isinstance(last.get("gold"), (int, float)):
         lines += [f"Gold score {first['gold']:.3f} (round 0, the starting policy) -> "
                   f"{last['gold']:.3f} (round {rounds[-1]['round']}), KL to start "
@@ -238,6 +319,8 @@ def write_report(run_dir: str | Path) -> Path:
               "",
               *round_table(run, rounds), "",
               "![per round](rounds.png)", "",
+              "Shares carry their 95% Wilson interval and count: value [low, high] n=count.", "",
+              "## Over-optimisation signals (no gold needed)", "", *signals_section(rounds), "",
               "## Per training step (policy; reward model)", "", "![per step](steps.png)", "",
               "## KL-vs-reward frontier", "", "![frontier](frontier.png)", "",
               "## Samples, round by round (held-out prompts, same seed)", "",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, require
-from rlhf.feedback.scorers import SCORERS
+from rlhf.feedback.scorers import scorer_problem
 from rlhf.lm.config import SamplingConfig
 from rlhf.policy.algorithms import ALGORITHMS
 
@@ -19,7 +19,8 @@ class RewardConfig:
     kind: Literal["scorer", "model"] = "scorer"
     """'model': a reward-model folder (`path`); 'scorer': a named function of the text."""
     scorer: str = "vader"
-    """kind=scorer: a name from rlhf.feedback.scorers (vader, length)."""
+    """kind=scorer: a name from rlhf.feedback.scorers (vader, length) or your own scorer as a
+    Python import path 'module:function' (a function from texts to scores)."""
     path: str = ""
     """kind=model: the reward-model folder (rlhf.reward.model.save_reward_model)."""
     include_prompt: bool = True
@@ -30,12 +31,16 @@ class RewardConfig:
     """Clip (normalised) scores to [-clip, clip]; 0 = off."""
     missing_eos_penalty: float = 0.0
     """Subtracted from the score of a response with no EOS within max_new_tokens."""
+    conservative_k: float = 0.0
+    """kind=model with an ensemble: optimise the members' mean minus k times their std
+    (Coste et al. 2023, uncertainty-weighted optimisation; rlhf.policy.signals); 0 = the mean."""
 
     def check(self) -> None:
         require(self.kind != "model" or bool(self.path), "path", "kind=model needs a path")
-        require(self.kind != "scorer" or self.scorer in SCORERS, "scorer",
-                f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
+        problem = scorer_problem(self.scorer) if self.kind == "scorer" else None
+        require(problem is None, "scorer", str(problem))
         require(self.clip >= 0, "clip", "must be >= 0")
+        require(self.conservative_k >= 0, "conservative_k", "must be >= 0")
 
 
 @dataclass
@@ -50,6 +55,10 @@ class KLConfig:
     """> 0: adapt beta towards this KL (nats per response; Ziegler et al. 2019 eq. 2)."""
     k_beta: float = 0.1
     """Gain of the adaptive controller."""
+    aggregate: Literal["sum", "mean"] = "sum"
+    """The KL penalty of a response: 'sum' over its tokens (Ziegler et al. 2019; a shorter
+    response pays less), or 'mean': the per-token mean (length-neutral; coef is then per
+    token, so about max_new_tokens times larger for the same strength)."""
 
     def check(self) -> None:
         require(self.coef >= 0, "coef", "must be >= 0")
@@ -109,6 +118,39 @@ class AlgoConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The no-gold over-optimisation rule of rlhf.policy.signals (its docstring has the rule)."""
+
+    warn: bool = True
+    """Check the rule every step; warnings go to metrics.jsonl, the output and the summary."""
+    stop: bool = True
+    """Early stopping: when the rule warns, stop training and keep the last good policy (the
+    one that sampled the step before the warning window began). On by measurement: it kept
+    gold above its start in both collapsing 2 x 50-label runs tried (notes/issue-15.md) and
+    changes nothing in a run that does not warn (the demo)."""
+    window: int = 3
+    """Steps the signals are averaged over before the rule is applied."""
+    empty_max: float = 0.25
+    """Warn when more than this share of responses is empty."""
+    length_drop: float = 0.5
+    """Warn when the mean length falls below this share of the first step's."""
+    unterminated_rise: float = 0.5
+    """Warn when the share without EOS rises by more than this over the first step's."""
+    spread_rise: float = 3.0
+    """Warn when the ensemble's disagreement exceeds this many times the first step's."""
+    kl_token_max: float = 0.0
+    """Warn when the KL per token exceeds this (nats; 0 = off)."""
+
+    def check(self) -> None:
+        require(self.window >= 1, "window", "must be >= 1")
+        require(0 <= self.empty_max <= 1, "empty_max", "must be in [0, 1]")
+        require(0 <= self.length_drop <= 1, "length_drop", "must be in [0, 1]")
+        require(0 <= self.unterminated_rise <= 1, "unterminated_rise", "must be in [0, 1]")
+        require(self.spread_rise >= 1, "spread_rise", "must be >= 1")
+        require(self.kl_token_max >= 0, "kl_token_max", "must be >= 0 (0 = off)")
+
+
+@dataclass
 class PromptConfig:
     path: str = ""
     """Prompt file ('' = TinyStories story openings from ../shared; see rlhf.prompts)."""
@@ -149,10 +191,14 @@ class PolicyTrainConfig:
     """Save the resumable state every n steps (and always at the end; 0 = end only)."""
     resume: bool = True
     """Continue from out_dir/state when it exists."""
+    progress: bool = True
+    """A progress bar with the step's figures on a terminal; plain lines otherwise."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Where the reward comes from and how it is normalised."""
     kl: KLConfig = field(default_factory=KLConfig)
     """The KL penalty to the reference."""
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    """Over-optimisation signals without gold: warnings and optional early stopping."""
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     """Algorithm and optimiser."""
     prompts: PromptConfig = field(default_factory=PromptConfig)

@@ -38,11 +38,14 @@ from rlhf.lm.sampling import decode_rows, sample
 from rlhf.optim import clip_gradients, lr_at, make_optimizer, set_lr
 from rlhf.policy import advantages as R
 from rlhf.policy import losses as L
+from rlhf.policy import signals as S
 from rlhf.policy.algorithms import ALGORITHMS
 from rlhf.policy.config import PolicyTrainConfig, RewardConfig
 from rlhf.policy.evaluate import sample_and_score
+from rlhf.policy.guard import Guard, batch_signals
+from rlhf.progress import Progress
 from rlhf.prompts import load_prompts, split_prompts
-from rlhf.reward.model import load_reward_model, score_texts, score_tokens
+from rlhf.reward.model import load_reward_model, score_members, score_texts, score_tokens
 from rlhf.runfolder import (
     Interrupted,
     holds_run_folder,
@@ -96,6 +99,17 @@ def make_score_fn(cfg: RewardConfig, tok, device):
     return lambda gen, texts: score_tokens(rm, gen.tokens, gen.mask).float()
 
 
+def make_spread_fn(cfg: RewardConfig, tok, device):
+    """The reward-model ensemble's spread on a sampled batch, fn(gen) -> (B,)
+    (rlhf.policy.signals.member_spread), or None (a scorer, one member, another tokenizer)."""
+    if cfg.kind != "model":
+        return None
+    rm, rm_tok = load_reward_model(cfg.path, device)
+    if rm.n_members < 2 or rm_tok.vocab_size != tok.vocab_size:
+        return None
+    return lambda gen: S.member_spread(score_members(rm, gen.tokens, gen.mask).float())
+
+
 def gathered(x: torch.Tensor, info) -> torch.Tensor:
     """All ranks' values of a 1-D tensor, in rank order (the tensor itself on one process)."""
     if not info.enabled:
@@ -125,12 +139,15 @@ class LoopState:
     """REINFORCE running-mean baseline."""
     baseline_count: int = 0
     """Batches the baseline has seen."""
+    signals_base: dict = field(default_factory=dict)
+    """The first step's over-optimisation signals: the guard rule's baseline."""
 
     @classmethod
     def from_meta(cls, meta: dict) -> LoopState:
         return cls(step=meta["step"], kl=R.KLController(**meta["kl"]),
                    moments=R.RunningMoments(**meta["moments"]), baseline=meta["baseline"],
-                   baseline_count=meta["baseline_count"])
+                   baseline_count=meta["baseline_count"],
+                   signals_base=meta.get("signals_base", {}))
 
 
 # ----------------------------------------------------------------------------- steps
@@ -229,6 +246,7 @@ class Run:
     opt: torch.optim.Optimizer
     tok: object
     score_fn: object
+    spread_fn: object  # the ensemble's spread on a batch, or None
     train_prompts: list[str]
     eval_prompts: list[str]
     st: LoopState
@@ -269,7 +287,8 @@ def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
         log.truncate_after(st.step)
     eval_p = eval_p[:min(cfg.prompts.eval_prompts, len(eval_p))]
     return Run(info, out, policy, model, ref, opt, tok,
-               score_fn or make_score_fn(cfg.reward, tok, info.device), train_p, eval_p, st, log)
+               score_fn or make_score_fn(cfg.reward, tok, info.device),
+               make_spread_fn(cfg.reward, tok, info.device), train_p, eval_p, st, log)
 
 
 def evaluate(cfg: PolicyTrainConfig, run: Run, name: str) -> dict | None:
@@ -318,6 +337,28 @@ def step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, kl_coef, upd, info) -
             for k, v in m.items()}
 
 
+def stop_early(cfg: PolicyTrainConfig, run: Run, guard: Guard, step: int) -> dict:
+    """guard.stop fired at step `step`: keep the last good policy; the state is saved as done
+    (a resumed run does not train on past the stop)."""
+    kept, run.st.step = guard.restore(), cfg.steps
+    if run.info.is_main or run.sharded:
+        save_state(run.out / "state", {"policy": run.policy}, {"policy": run.opt}, meta={
+            **asdict(run.st), "stopped_at": step + 1, "kept_step": kept,
+            "world_size": run.info.world_size, "sharded": run.sharded},
+            write=run.info.is_main)
+    run.log.write(step=step + 1, event="early_stop", kept_policy_of_step=kept)
+    return {"stopped_at": step + 1, "kept_policy_of_step": kept}
+
+
+def log_step(run: Run, bar: Progress, step: int, lr: float, m: dict, sig: dict, warn: list,
+             **seconds) -> None:
+    """(6) The step's metrics.jsonl row (figures, signals, warnings, timings); the bar."""
+    run.log.write(step=step + 1, lr=lr, kl_coef=run.st.kl.coef,
+                  clip_frac=m.pop("clip_frac", 0.0), **seconds, **{**m, **sig}, warnings=warn)
+    bar.update(reward=m["reward"], kl_tok=sig["kl_per_token"], len=m["length"],
+               **({"disagree": sig["disagreement"]} if "disagreement" in sig else {}))
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -329,6 +370,8 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
     info, st, k, device = run.info, run.st, cfg.algo.k, run.info.device
     summary: dict = {"eval_start": run_value(run.out / "eval_start.json", st.step == 0,
                                              lambda: evaluate(cfg, run, "start"), info.is_main)}
+    guard = Guard(cfg.guard, run.policy, st)
+    bar = Progress("policy", cfg.steps, st.step, enabled=info.is_main and cfg.progress)
     for step in range(st.step, cfg.steps):
         t0 = time.perf_counter()
         # (1) sample k responses per prompt of this rank's shard of the global batch
@@ -343,6 +386,8 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
         t1 = time.perf_counter()
         # (2) score; optional normalisation, clipping, missing-EOS penalty
         raw = run.score_fn(gen, decode_rows(run.tok, gen)).float().to(device)  # (B,)
+        spread = run.spread_fn(gen).to(device) if run.spread_fn else None  # (B,)
+        raw = S.conservative_reward(raw, spread, cfg.reward.conservative_k)  # (B,)
         scores = prepare_scores(cfg.reward, raw, gen.ended, st, info)  # (B,)
         t2 = time.perf_counter()
         # (3) per-token KL to the reference, in the reward (default) or later in the loss
@@ -350,10 +395,16 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
             ref_logp, _ = response_logprobs(run.ref, gen, cfg.sampling.temperature)  # (B, N)
         kl_tok = R.kl_per_token(gen.logprobs, ref_logp, cfg.kl.estimator, gen.response_mask)
         beta_in_reward = st.kl.coef if cfg.kl.placement == "reward" else 0.0
-        rewards = R.shape_rewards(scores, kl_tok, gen.response_mask, beta_in_reward)  # (B, N)
+        rewards = R.shape_rewards(scores, S.kl_to_penalise(kl_tok, gen.response_mask,
+                                                           cfg.kl.aggregate),
+                                  gen.response_mask, beta_in_reward)  # (B, N)
         returns = R.sequence_returns(rewards)  # (B,)
         # (4) advantages
         adv = advantages(cfg.algo, returns, st, info)  # (B,)
+        sig = batch_signals(gen, kl_tok, spread, info)
+        if (warn := guard.check(step, sig, bar)) and cfg.guard.stop:  # before the update
+            summary.update(stop_early(cfg, run, guard, step))
+            break
         t3 = time.perf_counter()
         # (5) update
         lr = lr_at(step, cfg.steps, cfg.algo.warmup_steps, cfg.algo.lr, cfg.algo.min_lr_ratio)
@@ -361,21 +412,22 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
         t4 = time.perf_counter()
         # (6) log, adapt the KL coefficient, samples, state
         m = step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, st.kl.coef, upd, info)
-        run.log.write(step=step + 1, lr=lr, kl_coef=st.kl.coef, clip_frac=m.pop("clip_frac", 0.0),
-                      s_sample=t1 - t0, s_score=t2 - t1, s_ref=t3 - t2, s_update=t4 - t3,
-                      s_per_step=time.perf_counter() - t0, **m)
+        log_step(run, bar, step, lr, m, sig, warn, s_sample=t1 - t0, s_score=t2 - t1,
+                 s_ref=t3 - t2, s_update=t4 - t3, s_per_step=time.perf_counter() - t0)
         require_finite(m["loss"], step + 1, "loss", run.out)
         st.kl, st.step = R.adaptive_kl_update(st.kl, m["kl"]), step + 1
         bookkeeping(cfg, run, step, s.prompts, decode_rows(run.tok, gen, False), raw,
                     stop_signal(info))
     # (7) the final policy and the summary
+    bar.close()
     if info.is_main or run.sharded:
         save_model(run.policy, run.tok, run.out / "policy", write=info.is_main)
     (first, last), kl = run.log.first_last("reward"), run.log.first_last("kl")  # the run's
     summary.update({
         "policy": str(run.out / "policy"), "steps": cfg.steps,
         "reward_first": first, "reward_last": last, "kl_last": kl[1], "kl_coef": st.kl.coef,
-        "eval_end": evaluate(cfg, run, "end")})
+        "signals_start": st.signals_base, "first_warning": guard.first,
+        "signals_last": guard.last, "eval_end": evaluate(cfg, run, "end")})
     dist.barrier(info)
     return summary
 

@@ -244,6 +244,13 @@ def score_tokens(rm: RewardModel, tokens: torch.Tensor, mask: torch.Tensor) -> t
         return rm.score(tokens, mask)
 
 
+def score_members(rm: RewardModel, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each member's normalised reward of a padded batch: (B, T) -> (B, E); their mean over
+    members is `score_tokens` (the conservative reward and the disagreement signal use it)."""
+    with torch.no_grad():
+        return (rm(tokens, mask) - rm.mean) / rm.std
+
+
 def score_texts(rm: RewardModel, tok, prompts: list[str], responses: list[str],
                 batch_size: int = 32, max_len: int | None = None) -> torch.Tensor:
     """Normalised reward of each (prompt, response) text: (B,)."""

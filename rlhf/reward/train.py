@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from rlhf import distributed as dist
 from rlhf.config import ConfigError, parse_cli, require_fits
 from rlhf.optim import clip_gradients, lr_at, make_optimizer, set_lr
+from rlhf.progress import Progress
 from rlhf.reward.config import RewardOptimConfig, RewardTrainConfig
 from rlhf.reward.data import EncodedPairs, epoch_batches, prepare_data
 from rlhf.reward.evaluate import evaluate_encoded
@@ -195,10 +195,9 @@ def train(cfg: RewardTrainConfig) -> dict:
                   truncated_pairs=train_d.truncated + val_d.truncated, total_steps=total,
                   world_size=info.world_size, sharded=dist.is_sharded(rm))
     # 4. steps
-    bar = tqdm(range(step, total), initial=step, total=total,
-               disable=not (cfg.progress and info.is_main), desc="reward")
+    bar = Progress("reward", total, step, enabled=cfg.progress and info.is_main)
     order, order_epoch, t0, n0 = None, -1, time.time(), step
-    for step in bar:
+    for step in range(n0, total):
         epoch = step // per_epoch
         if epoch != order_epoch:
             order = epoch_batches(lengths, cfg.train.batch_size, cfg.runtime.seed, epoch,
@@ -215,7 +214,8 @@ def train(cfg: RewardTrainConfig) -> dict:
         if (cfg.train.eval_every and done % cfg.train.eval_every == 0) or done == total:
             best = _evaluate_and_log(rm, val_d, tok, cfg, info, row, best)
         log.write(**row)
-        bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.2f}")
+        bar.update(loss=m["loss"], acc=m["accuracy"],
+                   **({"val_acc": row["val_accuracy"]} if "val_accuracy" in row else {}))
         stop = cfg.train.stop_at and done >= cfg.train.stop_at and done < total
         sig = stop_signal(info)  # SIGINT/SIGTERM: this step is done; save and leave
         if (cfg.train.save_every and done % cfg.train.save_every == 0) or done == total or stop \
@@ -225,6 +225,7 @@ def train(cfg: RewardTrainConfig) -> dict:
             bar.close()
             return {"stopped_at": done, "steps": total, "state": str(out / "state")}
     # 5. statistics, saved model, summary
+    bar.close()
     return _finish(cfg, rm, tok, train_d, val_d, out, info, best, total)
 
 
