@@ -43,9 +43,10 @@ from rlhf.config import load_config
 from rlhf.feedback.scorers import get_scorer
 from rlhf.lm.folders import load_model
 from rlhf.loop.config import LoopConfig
-from rlhf.loop.cycle import init_run, lines, run
+from rlhf.loop.cycle import init_run, run
 from rlhf.policy.evaluate import evaluate_policy
 from rlhf.policy.train import train
+from rlhf.prompts import load_prompts
 from rlhf.runtime import setup
 
 DPO_SETTINGS = ["dpo.data.val_fraction=0.2", "dpo.train.batch_size=16", "dpo.train.epochs=4",
@@ -59,7 +60,7 @@ def direct_rl(cfg: LoopConfig, out: Path, kl_coef: float, every: int) -> list[di
     takes; a (step, KL, gold) point on the held-out prompts every `every` steps."""
     device = setup(cfg.runtime)
     init_run(cfg, out)  # the same prompt split as the loop's runs
-    prompts = [p for p in lines(out / "prompts_eval.txt")
+    prompts = [p for p in load_prompts(str(out / "prompts_eval.jsonl"))
                for _ in range(cfg.eval.samples_per_prompt)]
     ref, tok = load_model(cfg.policy)
     gold = get_scorer(cfg.eval.gold_scorer)
@@ -72,7 +73,7 @@ def direct_rl(cfg: LoopConfig, out: Path, kl_coef: float, every: int) -> list[di
         pcfg.kl = dataclasses.replace(cfg.rl.kl, coef=kl_coef)
         pcfg.reward = dataclasses.replace(cfg.rl.reward, kind="scorer",
                                           scorer=cfg.eval.gold_scorer, include_prompt=False)
-        pcfg.prompts = dataclasses.replace(cfg.rl.prompts, path=str(out / "prompts_train.txt"),
+        pcfg.prompts = dataclasses.replace(cfg.rl.prompts, path=str(out / "prompts_train.jsonl"),
                                            hold_out_every=0, eval_prompts=0)
         train(pcfg)  # resumes from the previous segment's state
         model, _ = load_model(out / "policy_train" / "policy")

@@ -78,3 +78,19 @@ def test_train_policy_stops_early_when_responses_collapse(tmp_path):
     state = json.loads((out / "state" / "state.json").read_text())
     assert state["meta"]["step"] == 40 and state["meta"]["stopped_at"] == summary["stopped_at"]
     assert (out / "policy" / "config.json").is_file()
+
+
+def test_loop_progress_count_and_the_optional_stop():
+    from rlhf.config import load_config
+    from rlhf.loop.config import LoopConfig
+    from rlhf.loop.watch import steps_done, stop_here
+
+    assert steps_done({"round": 0, "step": "policy"}) == 0  # fresh: round 0's eval to do
+    assert steps_done({"round": 0, "step": "eval"}) == 1
+    assert steps_done({"round": 1, "step": "sample"}) == 2
+    assert steps_done({"round": 2, "step": "eval"}) == 11  # 1 + 2 rounds x 5 steps
+    cfg = load_config(LoopConfig, None, ["stop_on_warning=true"])
+    assert stop_here(cfg, "eval", {"warnings": ["empty responses 30% > 25%"]})
+    assert not stop_here(cfg, "eval", {"warnings": []})
+    assert not stop_here(cfg, "policy", {"warnings": ["x"]})  # only after the evaluation
+    assert not stop_here(load_config(LoopConfig, None, []), "eval", {"warnings": ["x"]})

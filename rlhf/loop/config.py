@@ -77,6 +77,8 @@ class RaterConfig:
     def check(self) -> None:
         require(self.temperature is None or self.temperature >= 0, "temperature", "must be >= 0")
         require(self.tie_band is None or self.tie_band >= 0, "tie_band", "must be >= 0")
+        require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
+        require(0 < self.port < 65536, "port", "must be in 1..65535")
         if self.kind != "simulated":
             return
         problem = scorer_problem(self.scorer, rater=True)
@@ -86,8 +88,6 @@ class RaterConfig:
                 require(getattr(self, key) is not None, key,
                         f"scorer {self.scorer!r} has no default noise: set rater.{key} (in "
                         "the scorer's units; 0 = noiseless)")
-        require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
-        require(0 < self.port < 65536, "port", "must be in 1..65535")
 
 
 @dataclass
@@ -158,7 +158,7 @@ class LoopConfig:
     """Per-round evaluation."""
     stop_on_warning: bool = False
     """Stop the loop after a round whose over-optimisation signals warn (rlhf.policy.signals;
-    the warnings are printed and reported either way)."""
+    the warnings are printed and reported either way). Re-running continues past it."""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Seed, threads, device."""
 

@@ -414,7 +414,7 @@ def eval_record(cfg: LoopConfig, out: Path, r: int, device, record: dict) -> dic
     if isinstance(record.get("previous_rm_accuracy_on_new"), float):
         record["eval"]["prev_rm_on_policy_accuracy"] = record["previous_rm_accuracy_on_new"]
     if r > 0:
-        prompts = [p for p in lines(out / "prompts_eval.txt")
+        prompts = [p for p in load_prompts(str(out / "prompts_eval.jsonl"))
                    for _ in range(cfg.eval.samples_per_prompt)]
         watch_round(cfg, out, r, record, prompts)
     return record

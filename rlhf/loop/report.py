@@ -4,7 +4,8 @@ It reads what the loop wrote (layout: see rlhf/loop/cycle.py) and writes, inside
 `report/report.md` and PNG plots beside it:
 - `rounds.png`: per round (0 = the starting policy) the proxy reward (reward-model score of
   fresh samples), the win rate against the starting policy, KL to the start, the gold score
-  (the simulated rater's own scorer) and the reward model's held-out accuracy;
+  (the simulated rater's own scorer) and the reward model's held-out accuracy; shares with
+  their 95% Wilson intervals as error bars;
 - `steps.png`: per policy-training step, every round one after the other: reward, KL and
   (where logged) the gold score; dashed lines mark round boundaries;
 - `frontier.png`: the KL-vs-reward frontier (per step and per round) and KL vs gold,
@@ -99,6 +100,12 @@ def plot_rounds(rounds: list[dict], path: Path) -> Path:
         pts = [(x, y) for x, y in pts if isinstance(y, (int, float))]
         if pts:
             ax.plot(*zip(*pts), marker="o")
+        cis = [(r["round"], r["eval"][key], r["intervals"][key]["ci95"]) for r in rounds
+               if key in (r.get("intervals") or {}) and isinstance(r["eval"].get(key), float)]
+        if cis:  # 95% Wilson intervals of the shares
+            ax.errorbar([c[0] for c in cis], [c[1] for c in cis], fmt="none", ecolor="C0",
+                        alpha=0.5, capsize=3, yerr=[[c[1] - c[2][0] for c in cis],
+                                                    [c[2][1] - c[1] for c in cis]])
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("round (0 = start)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -52,4 +52,5 @@ def watch_round(cfg: LoopConfig, out: Path, r: int, record: dict, prompts: list[
     rm_val = next((row for row in reversed(rows) if "val_clear_pairs" in row), None)
     record["signals"] = {"round": now, "start": base}
     record["intervals"] = LS.intervals(record, rm_val)
-    record["warnings"] = LS.round_warnings(record, now, base, cfg.rl.guard)
+    record["warnings"] = LS.round_warnings(record, now, base, cfg.rl.guard) \
+        if cfg.rl.guard.warn else []
