@@ -312,3 +312,28 @@ def test_a_lease_expires_and_the_item_goes_to_another_rater(tmp_path):
     time.sleep(0.4)
     assert bob.next().item.id == "it0"  # both leases ran out: bob's claim takes the first
     assert ann.next().item.id == "it1"
+
+
+def test_threads_sharing_one_store_claim_and_read_without_deadlock(tmp_path):
+    """The server's threads share one store: its parse cache is locked after the file lock
+    (the other order deadlocked: a reader held the cache waiting for the file, a claim held
+    the file waiting for the cache)."""
+    import threading
+
+    items = queue(tmp_path, [Item(f"p{i}", "x", "y", id=f"it{i}") for i in range(200)])
+    store = ComparisonStore(tmp_path / "s.jsonl")
+    sessions = [Session(items, store, f"r{i}", repeat_rate=0, overlap=2) for i in range(8)]
+
+    def work(s):
+        for _ in range(20):
+            s.answer(s.next(), "left")
+            s.refresh()
+    threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "deadlocked"
+    comps = ComparisonStore(tmp_path / "s.jsonl").load()
+    assert len(comps) == 160 and max(
+        __import__("collections").Counter(c.item_id for c in comps).values()) <= 2

@@ -254,38 +254,44 @@ class ComparisonStore:
         self.errors = []
         if not self.path.exists():
             return []
-        with self._mutex, open(self.path, "rb") as f:
+        with open(self.path, "rb") as f:
             if not _locked:  # (undo_last and claim already hold the exclusive lock)
                 fcntl.flock(f.fileno(), fcntl.LOCK_SH)
-            st = os.fstat(f.fileno())
-            c = self._cache
-            if c.get("file") == (st.st_dev, st.st_ino) and st.st_size >= c["offset"]:
-                f.seek(max(0, c["offset"] - 64))
-                if f.read(min(64, c["offset"])) != c["tail"]:
-                    c = {}
-            else:
-                c = {}
-            if not c:
-                c = {"file": (st.st_dev, st.st_ino), "offset": 0, "tail": b"", "n": 0,
-                     "rows": [], "errors": []}
-            f.seek(c["offset"])
-            data = f.read()
-            whole = data.rfind(b"\n") + 1
-            rows, errors, n = c["rows"], c["errors"], c["n"]
-            for raw in data[:whole].split(b"\n")[:-1]:
-                n += 1
-                self._parse_line(n, raw, rows, errors)
-            c.update(offset=c["offset"] + whole, n=n)
-            f.seek(max(0, c["offset"] - 64))
-            c["tail"] = f.read(min(64, c["offset"]))
-            self._cache = c
-            rows, errors = list(rows), list(errors)
-            if data[whole:].strip():  # an unfinished last line (a crash mid-write)
-                self._parse_line(n + 1, data[whole:], rows, errors)
+            with self._mutex:  # always after the file lock: threads never deadlock
+                rows, errors = self._read_new(f)
         for msg in errors:
             self.errors.append(msg)
             warnings.warn(msg, StoreWarning, stacklevel=3)
         return rows
+
+    def _read_new(self, f) -> tuple[list, list[str]]:
+        """Parse what was appended since the last read (the caller holds the locks)."""
+        st = os.fstat(f.fileno())
+        c = self._cache
+        if c.get("file") == (st.st_dev, st.st_ino) and st.st_size >= c["offset"]:
+            f.seek(max(0, c["offset"] - 64))
+            if f.read(min(64, c["offset"])) != c["tail"]:
+                c = {}
+        else:
+            c = {}
+        if not c:
+            c = {"file": (st.st_dev, st.st_ino), "offset": 0, "tail": b"", "n": 0,
+                 "rows": [], "errors": []}
+        f.seek(c["offset"])
+        data = f.read()
+        whole = data.rfind(b"\n") + 1
+        rows, errors, n = c["rows"], c["errors"], c["n"]
+        for raw in data[:whole].split(b"\n")[:-1]:
+            n += 1
+            self._parse_line(n, raw, rows, errors)
+        c.update(offset=c["offset"] + whole, n=n)
+        f.seek(max(0, c["offset"] - 64))
+        c["tail"] = f.read(min(64, c["offset"]))
+        self._cache = c
+        rows, errors = list(rows), list(errors)
+        if data[whole:].strip():  # an unfinished last line (a crash mid-write)
+            self._parse_line(n + 1, data[whole:], rows, errors)
+        return rows, errors
 
     def _parse_line(self, n: int, raw: bytes, rows: list, errors: list) -> None:
         line = raw.decode("utf-8", "replace")
