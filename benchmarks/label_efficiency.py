@@ -147,7 +147,13 @@ def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path,
     curve = []
     for coef in (cfg.rl.kl.coef, cfg.rl.kl.coef / 4):
         folder = out / f"direct_kl{coef:g}"
-        curve += direct_rl(dataclasses.replace(cfg, out_dir=str(folder)), folder, coef, every)
+        saved = folder / "curve.json"  # a finished curve is reused (e.g. to add a method)
+        if saved.is_file():
+            curve += json.loads(saved.read_text())
+            continue
+        points = direct_rl(dataclasses.replace(cfg, out_dir=str(folder)), folder, coef, every)
+        saved.write_text(json.dumps(points))
+        curve += points
     gold_0 = curve[0]["gold"]
     # 2. learning from N comparisons, 3. the share of direct RL's gain at the same KL
     rows = []
