@@ -175,7 +175,7 @@ def test_eval_reward_cli_on_rewardbench_rows(tmp_path, capsys):
 def test_policy_scores_decoded_text_with_the_reward_models_tokenizer(tmp_path, stories):
     from rlhf.lm.generation import Generation
     from rlhf.policy.config import RewardConfig
-    from rlhf.policy.train import make_score_fn
+    from rlhf.policy.run import make_score_fn
 
     _, ptok = stories
     make_encoder_folder(tmp_path / "enc", "bert")

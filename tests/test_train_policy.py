@@ -221,7 +221,7 @@ def test_reward_model_reward(tiny_folder, prompt_file, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # step 1's reward is the reward model's score of exactly the batch step 1 sampled: redo it
     from rlhf.lm.sampling import sample
-    from rlhf.policy.train import step_generator
+    from rlhf.policy.run import step_generator
     from rlhf.reward.model import load_reward_model, score_tokens
 
     policy, tok = load_model(tiny_folder)

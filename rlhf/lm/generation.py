@@ -72,6 +72,23 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     return tokens.to(device), mask.to(device)
 
 
+def next_tokens(logits: torch.Tensor, cfg: SamplingConfig, banned: list[int],
+                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step's choice: logits (B, V) -> (the logits it was drawn from, in float32,
+    divided by the temperature, `banned` ids at -inf (stop tokens before min_new_tokens);
+    the ids (B,)). Greedy takes the argmax; otherwise top-k / top-p filtering, then a draw."""
+    logits = logits.float()  # (B, V)
+    banned = [i for i in banned if 0 <= i < logits.shape[-1]]
+    if banned:  # log-probs are then those of the masked distribution
+        logits[:, banned] = float("-inf")
+    if not cfg.greedy and cfg.temperature != 1.0:
+        logits = logits / cfg.temperature
+    if cfg.greedy:
+        return logits, logits.argmax(-1)
+    return logits, sample_from(filter_logits(logits, cfg.top_k, cfg.top_p).softmax(-1),
+                               generator)
+
+
 @torch.no_grad()
 def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
              eos_id: int | list[int],
@@ -112,18 +129,9 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
     logits = model(prompt_tokens, mask=prompt_mask, cache=cache, key_mask=key_mask[:, :P],
                    last_only=True)[:, -1]  # (B, V)
     for t in range(N):
-        logits = logits.float()  # (B, V)
-        if t < cfg.min_new_tokens:  # no stop token yet (log-probs: of the masked distribution)
-            stops = [i for i in (eos_id, bos_id if cfg.stop_at_bos else None)
-                     if i is not None and 0 <= i < logits.shape[-1]]
-            logits[:, stops] = float("-inf")
-        if not cfg.greedy and cfg.temperature != 1.0:
-            logits = logits / cfg.temperature
-        if cfg.greedy:
-            nxt = logits.argmax(-1)
-        else:
-            probs = filter_logits(logits, cfg.top_k, cfg.top_p).softmax(-1)
-            nxt = sample_from(probs, generator)
+        stops = [*eos, *([bos_id] if bos_id is not None and cfg.stop_at_bos else [])]
+        logits, nxt = next_tokens(logits, cfg, stops if t < cfg.min_new_tokens else [],
+                                  generator)  # (B, V), (B,)
         logprobs[:, t] = logprob_of(logits, nxt).masked_fill(done, 0.0)
         nxt = nxt.masked_fill(done, pad_id)
         tokens[:, P + t] = nxt

@@ -68,6 +68,7 @@ from rlhf.loop.report import write_report
 from rlhf.loop.watch import STEPS, announce, steps_done, stop_here, watch_round
 from rlhf.policy import train as policy_stage
 from rlhf.policy.evaluate import evaluate_policy
+from rlhf.policy.run import make_score_fn
 from rlhf.progress import Progress
 from rlhf.prompts import load_prompts, write_prompts
 from rlhf.reward import train as reward_stage
@@ -262,7 +263,7 @@ def policy_step(cfg: LoopConfig, out: Path, r: int, info: dist.DistInfo) -> dict
         gold = get_scorer(cfg.eval.gold_scorer)
         gold_log = GoldLog(rd / "policy_train") if info.is_main else None
         tok = load_model(init)[1]
-        reward = policy_stage.make_score_fn(pcfg.reward, tok, info.device)
+        reward = make_score_fn(pcfg.reward, tok, info.device)
 
         def score_fn(gen, texts):
             golds = gold([t.strip() for t in decode_rows(tok, gen, include_prompt=False)])

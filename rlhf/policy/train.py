@@ -23,38 +23,40 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
 from rlhf import distributed as dist
-from rlhf.config import ConfigError, parse_cli, require_fits
-from rlhf.feedback.scorers import get_scorer
-from rlhf.lm.folders import load_model, save_model
+from rlhf.config import parse_cli
+from rlhf.lm.folders import save_model
 from rlhf.lm.generation import Generation
 from rlhf.lm.logprobs import response_logprobs
-from rlhf.lm.sampling import decode_rows, sample
-from rlhf.optim import clip_gradients, lr_at, make_optimizer, set_lr
+from rlhf.lm.sampling import Samples, decode_rows, sample
+from rlhf.optim import clip_gradients, lr_at, set_lr
 from rlhf.policy import advantages as R
 from rlhf.policy import losses as L
 from rlhf.policy import signals as S
 from rlhf.policy.algorithms import ALGORITHMS
 from rlhf.policy.config import PolicyTrainConfig, RewardConfig
-from rlhf.policy.evaluate import sample_and_score
 from rlhf.policy.guard import Guard, batch_signals
+from rlhf.policy.run import (
+    LoopState,
+    Run,
+    bookkeeping,
+    evaluate,
+    log_step,
+    set_up,
+    step_generator,
+    stop_early,
+)
 from rlhf.progress import Progress
-from rlhf.prompts import load_prompts, split_prompts
-from rlhf.reward.model import load_reward_model, score_members, score_texts, score_tokens
 from rlhf.runfolder import (
-    Interrupted,
     holds_run_folder,
     run_value,
-    save_run_config,
     stop_signal,
 )
-from rlhf.runtime import MetricsLog, autocast, setup
-from rlhf.state import has_state, load_state, require_finite, save_state
+from rlhf.runtime import autocast
+from rlhf.state import require_finite
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -70,46 +72,6 @@ def global_batch(n_prompts: int, step: int, batch: int, seed: int) -> list[int]:
     return out
 
 
-def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
-    """The sampling RNG of one (step, rank): stateless, so resuming needs no RNG file."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step * 7919 + rank)
-
-
-def make_score_fn(cfg: RewardConfig, tok, device):
-    """The reward of a sampled batch: fn(gen, texts) -> (B,) float tensor on `device`."""
-    if cfg.kind == "scorer":
-        scorer = get_scorer(cfg.scorer)
-
-        def score(gen, texts):
-            if not cfg.include_prompt:
-                texts = decode_rows(tok, gen, include_prompt=False)
-            return torch.tensor(scorer(texts), dtype=torch.float32, device=device)
-        return score
-    rm, rm_tok = load_reward_model(cfg.path, device)
-    if rm.is_encoder or rm_tok.vocab_size != tok.vocab_size:
-        # another tokenizer (as TRL does): decode the policy's prompt and response and score
-        # the texts with the reward model's own tokenizer, as (prompt, response) as it trained
-        def score(gen, texts):
-            prompts = [tok.decode([t for t, m in zip(r, mk) if m]) for r, mk in zip(
-                gen.tokens[:, :gen.prompt_width].tolist(),
-                gen.mask[:, :gen.prompt_width].tolist())]
-            responses = decode_rows(tok, gen, include_prompt=False)
-            return score_texts(rm, rm_tok, prompts, responses).to(device)
-        return score
-    return lambda gen, texts: score_tokens(rm, gen.tokens, gen.mask).float()
-
-
-def make_spread_fn(cfg: RewardConfig, tok, device):
-    """The reward-model ensemble's spread on a sampled batch, fn(gen) -> (B,)
-    (rlhf.policy.signals.member_spread), or None (a scorer, one member, another tokenizer)."""
-    if cfg.kind != "model":
-        return None
-    rm, rm_tok = load_reward_model(cfg.path, device)
-    if rm.n_members < 2 or rm_tok.vocab_size != tok.vocab_size:
-        return None
-    return lambda gen: S.member_spread(score_members(rm, gen.tokens, gen.mask).float())
-
-
 def gathered(x: torch.Tensor, info) -> torch.Tensor:
     """All ranks' values of a 1-D tensor, in rank order (the tensor itself on one process)."""
     if not info.enabled:
@@ -117,40 +79,20 @@ def gathered(x: torch.Tensor, info) -> torch.Tensor:
     return torch.tensor(dist.all_gather_list(x.tolist(), info), dtype=x.dtype, device=x.device)
 
 
-def write_samples(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-# ----------------------------------------------------------------------------- state
-
-
-@dataclass
-class LoopState:
-    """Everything besides weights, optimiser and RNGs that a resumed run needs."""
-
-    step: int = 0
-    """Steps done (the data position is step * prompts.batch_prompts global prompts)."""
-    kl: R.KLController = field(default_factory=lambda: R.KLController(0.0))
-    """The KL coefficient and its controller."""
-    moments: R.RunningMoments = field(default_factory=R.RunningMoments)
-    """Running reward statistics (reward.normalize=running)."""
-    baseline: float = 0.0
-    """REINFORCE running-mean baseline."""
-    baseline_count: int = 0
-    """Batches the baseline has seen."""
-    signals_base: dict = field(default_factory=dict)
-    """The first step's over-optimisation signals: the guard rule's baseline."""
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> LoopState:
-        return cls(step=meta["step"], kl=R.KLController(**meta["kl"]),
-                   moments=R.RunningMoments(**meta["moments"]), baseline=meta["baseline"],
-                   baseline_count=meta["baseline_count"],
-                   signals_base=meta.get("signals_base", {}))
-
-
 # ----------------------------------------------------------------------------- steps
+
+
+def sample_batch(cfg: PolicyTrainConfig, run: Run, step: int) -> Samples:
+    """(1) k responses to each prompt of this rank's shard of step `step`'s global batch, in
+    one batch (the policy in eval mode while it samples)."""
+    local = dist.shard(global_batch(len(run.train_prompts), step, cfg.prompts.batch_prompts,
+                                    cfg.runtime.seed), run.info)
+    run.policy.eval()
+    s = sample(run.policy, run.tok, [run.train_prompts[i] for i in local], cfg.sampling,
+               step_generator(cfg.runtime.seed, step, run.info.rank, run.info.device),
+               cfg.runtime, n=cfg.algo.k, batch_rows=0, stop_early=not run.sharded)
+    run.policy.train()
+    return s
 
 
 def prepare_scores(cfg: RewardConfig, raw, ended, st: LoopState, info) -> torch.Tensor:
@@ -231,99 +173,6 @@ def update(cfg, model, opt, gen, adv, ref_logp, kl_coef, lr, step) -> dict:
     return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
-# ----------------------------------------------------------------------------- set-up
-
-
-@dataclass
-class Run:
-    """What `train` sets up before its first step."""
-
-    info: dist.DistInfo
-    out: Path
-    policy: torch.nn.Module  # the policy itself (FSDP: sharded in place)
-    model: torch.nn.Module  # what the update calls: the policy, or its DDP wrapper
-    ref: torch.nn.Module
-    opt: torch.optim.Optimizer
-    tok: object
-    score_fn: object
-    spread_fn: object  # the ensemble's spread on a batch, or None
-    train_prompts: list[str]
-    eval_prompts: list[str]
-    st: LoopState
-    log: MetricsLog
-
-    @property
-    def sharded(self) -> bool:  # forward passes are collective: ranks in lock-step
-        return dist.is_sharded(self.policy)
-
-
-def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
-    """Processes, run folder, policy / reference / optimiser, prompts, and the saved state."""
-    info = dist.init(cfg.runtime.device)
-    setup(cfg.runtime)
-    out = Path(cfg.out_dir)
-    if info.is_main:
-        save_run_config(cfg, out, resuming=cfg.resume and has_state(out / "state"))
-    policy, tok = load_model(cfg.policy, cfg.backend)
-    ref, _ = load_model(cfg.reference or cfg.policy, cfg.backend)
-    policy.to(info.device).train()
-    ref.to(info.device).eval().requires_grad_(False)
-    model = dist.wrap(policy, info, cfg.runtime.parallel)  # FSDP shards `policy` in place
-    ref = dist.wrap(ref, info, cfg.runtime.parallel, trainable=False)
-    opt = make_optimizer(policy, cfg.algo.lr, cfg.algo.weight_decay, cfg.algo.betas)
-    train_p, eval_p = split_prompts(load_prompts(cfg.prompts.path or None,
-                                                 seed=cfg.runtime.seed),
-                                    cfg.prompts.hold_out_every)
-    require_fits(cfg.prompts.batch_prompts, len(train_p), "prompts.batch_prompts",
-                 f"training prompts of {cfg.prompts.path or 'the default prompt set'}")
-    if cfg.prompts.batch_prompts % info.world_size:
-        raise ConfigError(f"prompts.batch_prompts={cfg.prompts.batch_prompts} does not divide "
-                         f"over {info.world_size} processes")
-    st = LoopState(kl=R.KLController(cfg.kl.coef, cfg.kl.target or None, cfg.kl.k_beta))
-    log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    if cfg.resume and has_state(out / "state"):
-        st = LoopState.from_meta(load_state(out / "state", {"policy": policy}, {"policy": opt})[0])
-    if info.is_main:  # drop rows after the last checkpoint (all of them on a fresh start)
-        log.truncate_after(st.step)
-    eval_p = eval_p[:min(cfg.prompts.eval_prompts, len(eval_p))]
-    return Run(info, out, policy, model, ref, opt, tok,
-               score_fn or make_score_fn(cfg.reward, tok, info.device),
-               make_spread_fn(cfg.reward, tok, info.device), train_p, eval_p, st, log)
-
-
-def evaluate(cfg: PolicyTrainConfig, run: Run, name: str) -> dict | None:
-    """Held-out prompts, the same draws every time; samples to samples/eval_NAME.jsonl."""
-    if not run.eval_prompts:
-        return None
-    g = step_generator(cfg.runtime.seed, -1, 0, run.info.device)
-    res = sample_and_score(run.policy, run.tok, run.eval_prompts, cfg.sampling, run.score_fn,
-                           g, ref=run.ref, k=cfg.prompts.eval_samples, runtime=cfg.runtime)
-    rows = res.pop("rows")
-    if run.info.is_main:
-        write_samples(run.out / "samples" / f"eval_{name}.jsonl", rows)
-    return res
-
-
-def bookkeeping(cfg: PolicyTrainConfig, run: Run, step: int, prompts, texts, raw,
-                sig: int = 0) -> None:
-    """(6) Samples every `sample_every` steps (and the first), the state every `save_every`
-    steps, at the end and when signal `sig` asks the run to stop (then `Interrupted` is raised
-    once it is saved). FSDP: every rank gathers, rank 0 writes."""
-    done, info = step + 1, run.info
-    if info.is_main and cfg.sample_every and (done % cfg.sample_every == 0 or done == 1):
-        write_samples(run.out / "samples" / f"step_{done:06d}.jsonl",
-                      [{"prompt": p, "response": r, "reward": float(s)}
-                       for p, r, s in zip(prompts, texts, raw.tolist())])
-    if (info.is_main or run.sharded) and (sig or done == cfg.steps or (
-            cfg.save_every and done % cfg.save_every == 0)):
-        save_state(run.out / "state", {"policy": run.policy}, {"policy": run.opt}, meta={
-            **asdict(run.st), "global_prompts_seen": done * cfg.prompts.batch_prompts,
-            "world_size": info.world_size, "sharded": run.sharded}, write=info.is_main)
-    dist.barrier(info)
-    if sig and done < cfg.steps:
-        raise Interrupted(sig, f"after step {done} of {run.out}")
-
-
 def step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, kl_coef, upd, info) -> dict:
     """(6) The step's figures, means over all ranks."""
     kl_seq = kl_tok.sum(1)  # (B,) raw KL per sequence
@@ -337,28 +186,6 @@ def step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, kl_coef, upd, info) -
             for k, v in m.items()}
 
 
-def stop_early(cfg: PolicyTrainConfig, run: Run, guard: Guard, step: int) -> dict:
-    """guard.stop fired at step `step`: keep the last good policy; the state is saved as done
-    (a resumed run does not train on past the stop)."""
-    kept, run.st.step = guard.restore(), cfg.steps
-    if run.info.is_main or run.sharded:
-        save_state(run.out / "state", {"policy": run.policy}, {"policy": run.opt}, meta={
-            **asdict(run.st), "stopped_at": step + 1, "kept_step": kept,
-            "world_size": run.info.world_size, "sharded": run.sharded},
-            write=run.info.is_main)
-    run.log.write(step=step + 1, event="early_stop", kept_policy_of_step=kept)
-    return {"stopped_at": step + 1, "kept_policy_of_step": kept}
-
-
-def log_step(run: Run, bar: Progress, step: int, lr: float, m: dict, sig: dict, warn: list,
-             **seconds) -> None:
-    """(6) The step's metrics.jsonl row (figures, signals, warnings, timings); the bar."""
-    run.log.write(step=step + 1, lr=lr, kl_coef=run.st.kl.coef,
-                  clip_frac=m.pop("clip_frac", 0.0), **seconds, **{**m, **sig}, warnings=warn)
-    bar.update(reward=m["reward"], kl_tok=sig["kl_per_token"], len=m["length"],
-               **({"disagree": sig["disagreement"]} if "disagreement" in sig else {}))
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -367,7 +194,7 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
     """Fine-tune `cfg.policy`; returns a summary (see the end). `score_fn(gen, texts) -> (B,)`
     replaces the configured reward (tests, custom rewards)."""
     run = set_up(cfg, score_fn)
-    info, st, k, device = run.info, run.st, cfg.algo.k, run.info.device
+    info, st, device = run.info, run.st, run.info.device
     summary: dict = {"eval_start": run_value(run.out / "eval_start.json", st.step == 0,
                                              lambda: evaluate(cfg, run, "start"), info.is_main)}
     guard = Guard(cfg.guard, run.policy, st)
@@ -375,16 +202,10 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
     for step in range(st.step, cfg.steps):
         t0 = time.perf_counter()
         # (1) sample k responses per prompt of this rank's shard of the global batch
-        local = dist.shard(global_batch(len(run.train_prompts), step, cfg.prompts.batch_prompts,
-                                        cfg.runtime.seed), info)
-        run.policy.eval()
-        s = sample(run.policy, run.tok, [run.train_prompts[i] for i in local], cfg.sampling,
-                   step_generator(cfg.runtime.seed, step, info.rank, device), cfg.runtime,
-                   n=k, batch_rows=0, stop_early=not run.sharded)
+        s = sample_batch(cfg, run, step)
         gen = s.batches[0]  # (B = prompts x k) rows, each prompt's k samples contiguous
-        run.policy.train()
         t1 = time.perf_counter()
-        # (2) score; optional normalisation, clipping, missing-EOS penalty
+        # (2) score (conservative: minus k x the ensemble's spread); normalise, clip, penalise
         raw = run.score_fn(gen, decode_rows(run.tok, gen)).float().to(device)  # (B,)
         spread = run.spread_fn(gen).to(device) if run.spread_fn else None  # (B,)
         raw = S.conservative_reward(raw, spread, cfg.reward.conservative_k)  # (B,)

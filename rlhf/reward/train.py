@@ -172,28 +172,14 @@ def train(cfg: RewardTrainConfig) -> dict:
     # 2. data, split by prompt
     m = cfg.model
     rm, tok = init_reward_model(m.init, m.n_members, cfg.runtime.seed, m.pooling, m.backbone)
-    train_d, val_d = prepare_data(cfg, tok)
-    require_fits(cfg.train.batch_size, len(train_d), "train.batch_size", "training pairs")
-    weights = (bootstrap_weights(len(train_d), cfg.model.n_members, cfg.runtime.seed)
-               if cfg.model.bootstrap else torch.ones(len(train_d), cfg.model.n_members))
+    train_d, val_d, weights, per_epoch, total = _data(cfg, tok)
     prepare_model(rm, train_d, cfg)
     lengths = train_d.lengths()
-    per_epoch = len(train_d) // cfg.train.batch_size
-    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
     # 3. model (DDP replica or FSDP shards), optimiser, resume
     rm.to(device).train()
     model = dist.wrap(rm, info, cfg.runtime.parallel)  # FSDP shards `rm` in place
     opt = reward_optimizer(rm, cfg)
-    step, best = 0, {"val_accuracy": float("nan")}
-    log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    if cfg.resume and has_state(out / "state"):
-        meta, _ = load_state(out / "state", {"rm": rm}, {"opt": opt})
-        step, best = meta["step"], meta["best"]
-        log.truncate_after(step)
-    if info.is_main:
-        log.write(event="data", step=step, train_pairs=len(train_d), val_pairs=len(val_d),
-                  truncated_pairs=train_d.truncated + val_d.truncated, total_steps=total,
-                  world_size=info.world_size, sharded=dist.is_sharded(rm))
+    step, best, log = _resume(cfg, out, rm, opt, info, train_d, val_d, total)
     # 4. steps
     bar = Progress("reward", total, step, enabled=cfg.progress and info.is_main)
     order, order_epoch, t0, n0 = None, -1, time.time(), step
@@ -227,6 +213,33 @@ def train(cfg: RewardTrainConfig) -> dict:
     # 5. statistics, saved model, summary
     bar.close()
     return _finish(cfg, rm, tok, train_d, val_d, out, info, best, total)
+
+
+def _data(cfg: RewardTrainConfig, tok):
+    """(2) Training and validation pairs, the members' bootstrap weights (pairs, E), steps per
+    epoch and in all."""
+    train_d, val_d = prepare_data(cfg, tok)
+    require_fits(cfg.train.batch_size, len(train_d), "train.batch_size", "training pairs")
+    weights = (bootstrap_weights(len(train_d), cfg.model.n_members, cfg.runtime.seed)
+               if cfg.model.bootstrap else torch.ones(len(train_d), cfg.model.n_members))
+    per_epoch = len(train_d) // cfg.train.batch_size
+    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
+    return train_d, val_d, weights, per_epoch, total
+
+
+def _resume(cfg, out: Path, rm, opt, info, train_d, val_d, total: int):
+    """(3) The metrics log and where the run was: (step, best validation so far, log)."""
+    step, best = 0, {"val_accuracy": float("nan")}
+    log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
+    if cfg.resume and has_state(out / "state"):
+        meta, _ = load_state(out / "state", {"rm": rm}, {"opt": opt})
+        step, best = meta["step"], meta["best"]
+        log.truncate_after(step)
+    if info.is_main:
+        log.write(event="data", step=step, train_pairs=len(train_d), val_pairs=len(val_d),
+                  truncated_pairs=train_d.truncated + val_d.truncated, total_steps=total,
+                  world_size=info.world_size, sharded=dist.is_sharded(rm))
+    return step, best, log
 
 
 def _evaluate_and_log(rm, val_d, tok, cfg, info, row: dict, best: dict) -> dict:
