@@ -138,7 +138,8 @@ def silent_restarts(out: Path, before: dict[Path, int], loop_state: bool, err: s
         ran = metrics.is_file() and metrics.stat().st_mtime > started
         if ran and resumed.get(base, -1) < step:
             bad += 1
-    if loop_state and f"resuming {out}:" not in err:
+    started_loop = "round " in err  # past its start (a kill may land before)
+    if loop_state and started_loop and f"resuming {out}:" not in err:
         bad += 1
     return bad
 
@@ -214,8 +215,13 @@ def run_stage(name: str, args: list[str], work: Path, kills: int, per_chain: int
                 break
             if rc not in (-signal.SIGKILL, 143, -signal.SIGTERM):
                 raise SystemExit(f"{name}: a run failed (rc {rc}): {err[-2000:]}")
-        if fingerprint(out) != want:
+        got = fingerprint(out)
+        if got != want:
             res["mismatches"] += 1
+            differ = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+            print(f"{name}: chain {res['chains']} differs from the reference in {differ}",
+                  file=sys.stderr, flush=True)
+        print(f"{name}: chain {res['chains']}: {res}", file=sys.stderr, flush=True)
         shutil.rmtree(out, ignore_errors=True)
     return res
 

@@ -80,11 +80,21 @@ class MetricsLog:
         return (values[0], values[-1]) if values else (None, None)
 
     def truncate_after(self, step: int, key: str = "step") -> None:
-        """On resume: drop rows logged after the checkpoint's step (they will be redone)."""
-        if not self.path.is_file():
+        """On (re)start: drop rows logged after the checkpoint's step (they will be redone;
+        all of them on a fresh start), and a last row a kill left half-written. Rank 0 only."""
+        if not self.enabled or not self.path.is_file():
             return
         rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if json.loads(r).get(key, -1) <= step]
+        kept = [r for r in rows if (row := _parsed(r)) is not None and row.get(key, -1) <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(r + "\n" for r in kept))
         os.replace(tmp, self.path)
+
+
+def _parsed(line: str) -> dict | None:
+    """A metrics row, or None for one a kill cut short."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None

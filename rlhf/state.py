@@ -53,10 +53,11 @@ def old_of(final: Path) -> Path:
     return final.with_name(final.name + ".old")
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
+def replace_dir(tmp: Path, final: Path, keep_old: bool = False) -> None:
     """Move finished folder `tmp` to `final` with no window: `final` stays whole until it is
-    `final.old`, which stays (the previous state) until the next swap. Durable: files, the
-    new folder and the parent are fsynced."""
+    `final.old`, removed once the new one is in place, or with `keep_old` kept (a training
+    state's fallback) until the next swap. Durable: files, the new folder and the parent are
+    fsynced."""
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
@@ -68,6 +69,8 @@ def replace_dir(tmp: Path, final: Path) -> None:
         fsync_dir(final.parent)
     os.replace(tmp, final)  # (a kill before this line leaves `.old`, which resume finds)
     fsync_dir(final.parent)
+    if not keep_old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def checksum(t: torch.Tensor) -> str:
@@ -245,7 +248,7 @@ def write_state(folder: Path, flat: dict[str, torch.Tensor], doc: dict) -> None:
         tmp.mkdir(parents=True)
         save_file(flat, str(tmp / "tensors.safetensors"))
         (tmp / "state.json").write_text(json.dumps(doc))
-        replace_dir(tmp, folder)
+        replace_dir(tmp, folder, keep_old=True)
     except (OSError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

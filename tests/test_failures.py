@@ -90,6 +90,30 @@ def test_kill_between_the_two_renames_resumes_from_the_old_state(fixture, refere
     assert same_model(out, reference)
 
 
+def test_a_kill_before_the_first_state_logs_each_step_once(fixture, reference, tmp_path,
+                                                           monkeypatch):
+    model_dir, store = fixture
+    out = tmp_path / "run"
+    real, calls = reward_train.train_step, []
+
+    def dies_at_three(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        return real(*a, **kw)
+
+    monkeypatch.setattr(reward_train, "train_step", dies_at_three)
+    with pytest.raises(Killed):
+        train(config(model_dir, store, out, *COMMON))
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # and a row the kill cut short
+    monkeypatch.setattr(reward_train, "train_step", real)
+    train(config(model_dir, store, out, *COMMON))
+    rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 9))
+    assert same_model(out, reference)
+
+
 def test_the_swap_keeps_the_previous_state_and_fsyncs_the_folder(tmp_path, monkeypatch):
     synced = []
     real = os.fsync

@@ -234,7 +234,7 @@ def _resume(cfg, out: Path, rm, opt, info, train_d, val_d, total: int):
     if cfg.resume and has_state(out / "state"):
         meta, _ = load_state(out / "state", {"rm": rm}, {"opt": opt})
         step, best = meta["step"], meta["best"]
-        log.truncate_after(step)
+    log.truncate_after(step)  # rows after the state (a fresh start: all) are redone
     if info.is_main:
         log.write(event="data", step=step, train_pairs=len(train_d), val_pairs=len(val_d),
                   truncated_pairs=train_d.truncated + val_d.truncated, total_steps=total,
