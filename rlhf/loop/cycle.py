@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 
 from rlhf import distributed as dist
-from rlhf.config import parse_cli, require, save_config, with_keys
+from rlhf.config import parse_cli, with_keys
 from rlhf.dpo import implicit as dpo_implicit
 from rlhf.feedback import web
 from rlhf.feedback.comparisons import to_pairs
@@ -64,84 +64,29 @@ from rlhf.lm.folders import load_model
 from rlhf.lm.sampling import decode_rows
 from rlhf.loop import direct
 from rlhf.loop.config import LoopConfig
+from rlhf.loop.folder import (
+    init_run,
+    lines,
+    next_step,
+    policy_path,
+    read_json,
+    rebuild_rounds,
+    round_dir,
+    write_json,
+)
 from rlhf.loop.report import write_report
-from rlhf.loop.watch import STEPS, announce, steps_done, stop_here, watch_round
+from rlhf.loop.watch import announce, steps_done, stop_here, watch_round
 from rlhf.policy import train as policy_stage
 from rlhf.policy.evaluate import evaluate_policy
 from rlhf.policy.run import make_score_fn
 from rlhf.progress import Progress
-from rlhf.prompts import load_prompts, write_prompts
+from rlhf.prompts import load_prompts
 from rlhf.reward import train as reward_stage
 from rlhf.reward.evaluate import evaluate as evaluate_reward_model
 from rlhf.reward.model import load_reward_model, rank_pairs, score_texts
-from rlhf.runfolder import Interrupted, holds_run_folder, save_run_config, stop_signal
+from rlhf.runfolder import Interrupted, holds_run_folder, stop_signal
 from rlhf.runtime import setup
 from rlhf.state import state_meta
-
-# ----------------------------------------------------------------------------- run folder
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: Path, default=None):
-    return json.loads(path.read_text()) if path.is_file() else default
-
-
-def round_dir(out: Path, r: int) -> Path:
-    d = out / f"round_{r:02d}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def next_step(state: dict) -> tuple[int, str]:
-    """The (round, step) after the one `state` says is done."""
-    i = STEPS.index(state["step"])
-    return (state["round"], STEPS[i + 1]) if i + 1 < len(STEPS) else (state["round"] + 1,
-                                                                     STEPS[0])
-
-
-def policy_path(cfg: LoopConfig, out: Path, r: int) -> str:
-    """The policy after round r (round 0: the starting policy)."""
-    return cfg.policy if r == 0 else str(out / f"round_{r:02d}" / "policy_train" / "policy")
-
-
-def rebuild_rounds(out: Path) -> None:
-    """rounds.jsonl from every finished round's record.json (idempotent on resume)."""
-    recs = [read_json(p) for p in sorted(out.glob("round_*/record.json"))]
-    tmp = out / "rounds.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    os.replace(tmp, out / "rounds.jsonl")
-
-
-def init_run(cfg: LoopConfig, out: Path) -> dict:
-    """Create the run folder (config, prompt split) or read back where a previous run was."""
-    out.mkdir(parents=True, exist_ok=True)
-    state = read_json(out / "state.json")
-    if state is not None:  # resuming: refuses settings that differ from config.yaml
-        save_run_config(cfg, out, resuming=True)
-        print(f"resuming {out}: round {state['round']}, {state['step']} done", file=sys.stderr)
-        return state
-    prompts = load_prompts(cfg.prompts or None, seed=cfg.runtime.seed)
-    require(len(prompts) > cfg.eval.n_prompts + 1, "eval.n_prompts",
-            f"leaves no training prompts ({len(prompts)} prompts in all)")
-    held, train = prompts[:cfg.eval.n_prompts], prompts[cfg.eval.n_prompts:]
-    write_prompts(out / "prompts_eval.jsonl", held)  # JSONL: multi-line and chat prompts survive
-    write_prompts(out / "prompts_train.jsonl", train)
-    save_config(cfg, out / "config.yaml")
-    return {"round": 0, "step": "policy"}  # round 0's only step is eval
-
-
-def lines(path: Path) -> list[str]:
-    return [s for s in path.read_text().splitlines() if s.strip()]
-
 
 # ----------------------------------------------------------------------------- the five steps
 
@@ -352,22 +297,10 @@ def run(cfg: LoopConfig) -> dict:
         t0 = time.time()
         if main:
             bar.write(f"round {r}: {step}")
-        if step == "sample" and main:
-            record = {"round": r, **sample_step(cfg, out, r, info.device)}
-        elif step == "rate":
-            if not dist.from_main(rate_step(cfg, out, r, record) if main else None, info):
-                return {"status": "waiting for ratings", "round": r,
-                        "queue": str(out / f"round_{r:02d}" / "queue.jsonl")}
-        elif step == "reward" and cfg.policy_method == "dpo":
-            record.update(direct.data_step(out, r, policy_path(cfg, out, r - 1), info))
-        elif step == "reward":
-            record.update(reward_step(cfg, out, r, info))
-        elif step == "policy" and cfg.policy_method == "dpo":
-            record.update(direct.policy_step(cfg, out, r, policy_path(cfg, out, r - 1), info))
-        elif step == "policy":
-            record.update(policy_step(cfg, out, r, info))
-        elif step == "eval" and main:
-            record = eval_record(cfg, out, r, info.device, record)
+        record = do_step(cfg, out, r, step, info, record)
+        if record is None:
+            return {"status": "waiting for ratings", "round": r,
+                    "queue": str(out / f"round_{r:02d}" / "queue.jsonl")}
         state = {"round": r, "step": step}
         if main:
             record.setdefault("seconds", {})[step] = round(time.time() - t0, 1)
@@ -387,6 +320,32 @@ def run(cfg: LoopConfig) -> dict:
     if not main:
         return {"rank": info.rank}
 
+    return final_summary(cfg, out)
+
+
+def do_step(cfg: LoopConfig, out: Path, r: int, step: str, info, record: dict) -> dict | None:
+    """(2) One step of round r, by the policy method; the round's record so far, or None when
+    the pairs still wait for ratings. Sampling, rating and evaluation are rank 0's."""
+    main, dpo = info.is_main, cfg.policy_method == "dpo"
+    if step == "sample" and main:
+        return {"round": r, **sample_step(cfg, out, r, info.device)}
+    if step == "rate":
+        return record if dist.from_main(rate_step(cfg, out, r, record) if main else None,
+                                        info) else None
+    if step == "reward":
+        record.update(direct.data_step(out, r, policy_path(cfg, out, r - 1), info) if dpo
+                      else reward_step(cfg, out, r, info))
+    elif step == "policy":
+        record.update(direct.policy_step(cfg, out, r, policy_path(cfg, out, r - 1), info)
+                      if dpo else policy_step(cfg, out, r, info))
+    elif step == "eval" and main:
+        return eval_record(cfg, out, r, info.device, record)
+    return record
+
+
+def final_summary(cfg: LoopConfig, out: Path) -> dict:
+    """(3) The report and the summary line: gold and KL at the start and end, win rate, and the
+    rounds that warned."""
     report = write_report(out)
     rounds = [json.loads(s) for s in lines(out / "rounds.jsonl")]
     first, last = rounds[0]["eval"], rounds[-1]["eval"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rlhf.lm.folders import load_model
 from rlhf.loop import signals as LS
 from rlhf.loop.config import LoopConfig
 from rlhf.progress import Progress
@@ -45,10 +46,14 @@ def watch_round(cfg: LoopConfig, out: Path, r: int, record: dict, prompts: list[
     warnings (rlhf.loop.signals), into the record. `prompts`: one per evaluation sample."""
     ev = json.loads((out / f"round_{r:02d}" / "eval.json").read_text())
     start = json.loads((out / "round_00" / "eval.json").read_text())
-    rm, tok = load_reward_model(Path(record["reward_model"]))
+    if record.get("reward_model"):
+        rm, tok = load_reward_model(Path(record["reward_model"]))
+    else:  # a DPO loop has no reward model (no ensemble): lengths in the policy's tokens
+        rm, tok = None, load_model(record["policy"])[1]
     now, base = LS.round_signals(ev, prompts, start["texts"], rm, tok)
-    rows = [json.loads(s) for s in (out / record["reward_metrics_file"]).read_text().splitlines()
-            if s.strip()]
+    metrics = out / record.get("reward_metrics_file", "")
+    rows = [json.loads(s) for s in metrics.read_text().splitlines() if s.strip()] \
+        if metrics.is_file() else []
     rm_val = next((row for row in reversed(rows) if "val_clear_pairs" in row), None)
     record["signals"] = {"round": now, "start": base}
     record["intervals"] = LS.intervals(record, rm_val)
