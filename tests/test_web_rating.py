@@ -196,7 +196,7 @@ from rlhf.loop.cycle import rate_step
 cfg = LoopConfig()
 cfg.rater = RaterConfig(kind="web", name="ann,bob", port=int(sys.argv[2]), poll_seconds=0.2)
 cfg.rater.check()
-print("rated:", rate_step(cfg, Path(sys.argv[1]), 1), flush=True)
+print("rated:", rate_step(cfg, Path(sys.argv[1]), 1, {}), flush=True)
 """
 
 

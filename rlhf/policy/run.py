@@ -216,3 +216,13 @@ def log_step(run: Run, bar: Progress, step: int, lr: float, m: dict, sig: dict, 
                   clip_frac=m.pop("clip_frac", 0.0), **seconds, **{**m, **sig}, warnings=warn)
     bar.update(reward=m["reward"], kl_tok=sig["kl_per_token"], len=m["length"],
                **({"disagree": sig["disagreement"]} if "disagreement" in sig else {}))
+
+
+def last_signals(log: MetricsLog) -> dict | None:
+    """The no-gold signals of the run's last logged step (a finished run, rerun, has not
+    computed any itself)."""
+    if not log.path.is_file():
+        return None
+    rows = [json.loads(x) for x in log.path.read_text().splitlines() if x.strip()]
+    row = next((r for r in reversed(rows) if "kl_per_token" in r), None)
+    return None if row is None else {k: row[k] for k in S.SIGNAL_KEYS if k in row}

@@ -36,6 +36,9 @@ from rlhf.feedback.intervals import wilson
 # ----------------------------------------------------------------------------- signals
 
 
+SIGNAL_KEYS = ("empty", "unterminated", "kl_per_token", "length", "disagreement")
+"""The per-step signals `batch_signals` may return."""
+
 def member_spread(members: torch.Tensor) -> torch.Tensor:
     """Std over ensemble members of each sample's reward, each member first centred on its
     mean over the batch: (B, E) -> (B,) (0 when E = 1). The centring removes the members'

@@ -44,6 +44,7 @@ from rlhf.policy.run import (
     Run,
     bookkeeping,
     evaluate,
+    last_signals,
     log_step,
     set_up,
     step_generator,
@@ -248,7 +249,7 @@ def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
         "policy": str(run.out / "policy"), "steps": cfg.steps,
         "reward_first": first, "reward_last": last, "kl_last": kl[1], "kl_coef": st.kl.coef,
         "signals_start": st.signals_base, "first_warning": guard.first,
-        "signals_last": guard.last, "eval_end": evaluate(cfg, run, "end")})
+        "signals_last": guard.last or last_signals(run.log), "eval_end": evaluate(cfg, run, "end")})
     dist.barrier(info)
     return summary
 
