@@ -53,6 +53,15 @@ def old_of(final: Path) -> Path:
     return final.with_name(final.name + ".old")
 
 
+def staging_dir(final: Path) -> Path:
+    """An empty `<final>.tmp` beside `final`: a folder is written there whole, then moved into
+    place by `replace_dir` (a leftover from a killed write is removed first)."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def replace_dir(tmp: Path, final: Path, keep_old: bool = False) -> None:
     """Move finished folder `tmp` to `final` with no window: `final` stays whole until it is
     `final.old`, removed once the new one is in place, or with `keep_old` kept (a training
@@ -242,10 +251,9 @@ def save_state(folder: str | Path, modules: dict[str, torch.nn.Module],
 def write_state(folder: Path, flat: dict[str, torch.Tensor], doc: dict) -> None:
     """tensors.safetensors + state.json into `folder.tmp`, swapped in (`replace_dir`); a full
     or read-only disk -> StateError, the previous state untouched."""
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(folder.name + ".tmp")  # what staging_dir makes
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        staging_dir(folder)
         save_file(flat, str(tmp / "tensors.safetensors"))
         (tmp / "state.json").write_text(json.dumps(doc))
         replace_dir(tmp, folder, keep_old=True)

@@ -27,7 +27,7 @@ from rlhf.lm.hf_config import ModelConfigError, args_from_hf_config, hf_config
 from rlhf.lm.hf_weights import load_weights, to_hf_state_dict
 from rlhf.lm.model import ModelArgs, Transformer
 from rlhf.lm.tokenizer import HFTokenizer, Llama2cTokenizer, llama2c_to_tokenizer_json
-from rlhf.state import replace_dir
+from rlhf.state import replace_dir, staging_dir
 
 SHARED_HINT = (
     "The shared files are expected at ../shared beside the project (see README). "
@@ -182,15 +182,20 @@ def _save_transformers(model, tokenizer, folder: Path, extra_json, write: bool) 
     """A transformers-backend model: its own save_pretrained, then our tokenizer files."""
     if not write:
         return folder
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(folder)
     model.hf.save_pretrained(tmp)
     write_generation_config(tokenizer, tmp)
     write_tokenizer(tokenizer, tmp)
-    for name, obj in (extra_json or {}).items():
-        (tmp / name).write_text(json.dumps(obj, indent=2))
+    write_json_files(tmp, extra_json)
     replace_dir(tmp, folder)
     return folder
+
+
+def write_json_files(folder: Path, files: dict[str, dict] | None) -> None:
+    """Each {file name: object} as an indented JSON file in `folder` (a model folder's extras,
+    e.g. reward statistics)."""
+    for name, obj in (files or {}).items():
+        (folder / name).write_text(json.dumps(obj, indent=2))
 
 
 def write_tokenizer(tokenizer, folder: Path) -> None:
@@ -226,15 +231,12 @@ def save_model(model: Transformer, tokenizer, folder: str | Path,
                     for k, v in (extra_tensors or {}).items()})
     if not write:
         return folder
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(folder)
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     cfg = hf_config(model.args, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
     write_generation_config(tokenizer, tmp)
     write_tokenizer(tokenizer, tmp)
-    for name, obj in (extra_json or {}).items():
-        (tmp / name).write_text(json.dumps(obj, indent=2))
+    write_json_files(tmp, extra_json)
     replace_dir(tmp, folder)
     return folder

@@ -24,8 +24,8 @@ from rlhf.distributed import full_tensor
 from rlhf.lm.encoders.config import FAMILIES, args_from_config
 from rlhf.lm.encoders.model import Encoder, hf_names
 from rlhf.lm.encoders.tokenizer import EncoderTokenizer
-from rlhf.lm.folders import read_safetensors
-from rlhf.state import replace_dir
+from rlhf.lm.folders import read_safetensors, write_json_files
+from rlhf.state import replace_dir, staging_dir
 
 PREFIXES = ("bert.", "roberta.", "deberta.")
 HEADS = ("cls.", "lm_head.", "lm_predictions.", "mask_predictions.")
@@ -97,16 +97,13 @@ def save_encoder(model: Encoder, tok: EncoderTokenizer, folder: str | Path,
                     for k, v in (extra_tensors or {}).items()})
     if not write:
         return folder
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(folder)
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(model.hf_config, indent=2))
     shutil.copy(tok.path, tmp / "tokenizer.json")
     src_cfg = tok.path.parent / "tokenizer_config.json"
     if src_cfg.is_file():
         (tmp / "tokenizer_config.json").write_text(src_cfg.read_text())
-    for name, obj in (extra_json or {}).items():
-        (tmp / name).write_text(json.dumps(obj, indent=2))
+    write_json_files(tmp, extra_json)
     replace_dir(tmp, folder)
     return folder
