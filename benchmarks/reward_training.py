@@ -86,7 +86,10 @@ def data(tok, max_len: int, seed: int):
     return kept[0], kept[1], len(train_p) - len(kept[0])
 
 
-def run_ours(init: Path, train_p, a, out: Path) -> tuple[float, object, object]:
+def run_ours(model: str, train_p, a, out: Path, precision: str | None = None
+             ) -> tuple[float, object, object]:
+    """Our reward training on `train_p`; `model` is the override naming the backbone
+    (model.init=... or model.backbone=...). -> (pairs/s, reward model, tokenizer)."""
     out.mkdir(parents=True)
     rows = out / "train.jsonl"
     with open(rows, "w") as f:
@@ -94,13 +97,13 @@ def run_ours(init: Path, train_p, a, out: Path) -> tuple[float, object, object]:
             f.write(json.dumps({"prompt": p.prompt, "chosen": p.chosen,
                                 "rejected": p.rejected}) + "\n")
     cfg = load_config(RewardTrainConfig, None, [
-        f"out_dir={out / 'ours'}", f"model.init={init}", f"data.paths=[{rows}]",
+        f"out_dir={out / 'ours'}", model, f"data.paths=[{rows}]",
         "data.val_fraction=0", f"data.max_len={a.max_len}", "model.n_members=1",
         "model.bootstrap=false", f"train.batch_size={a.batch_size}",
         f"train.max_steps={a.steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",
         "train.min_lr_ratio=0", "train.eval_every=0", "train.save_every=0", "progress=false",
         f"runtime.threads={a.threads}", f"runtime.seed={a.seed}",
-        f"runtime.precision={a.precision}"])
+        *([f"runtime.precision={precision}"] if precision else [])])
     train(cfg)
     last = [json.loads(x) for x in (out / "ours/metrics.jsonl").read_text().splitlines()]
     speed = [r["pairs_per_s"] for r in last if "pairs_per_s" in r][-1]
@@ -195,29 +198,6 @@ def train_flops(init: Path, pairs, tok, max_len: int) -> float:
     return total / len(pairs)
 
 
-def run_ours_minilm(train_p, a, out: Path) -> tuple[float, object, object]:
-    out.mkdir(parents=True)
-    rows = out / "train.jsonl"
-    with open(rows, "w") as f:
-        for p in train_p:
-            f.write(json.dumps({"prompt": p.prompt, "chosen": p.chosen,
-                                "rejected": p.rejected}) + "\n")
-    cfg = load_config(RewardTrainConfig, None, [
-        f"out_dir={out / 'ours'}", f"model.backbone={MINILM}", f"data.paths=[{rows}]",
-        "data.val_fraction=0", f"data.max_len={a.max_len}", "model.n_members=1",
-        "model.bootstrap=false", f"train.batch_size={a.batch_size}",
-        f"train.max_steps={a.steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",
-        "train.min_lr_ratio=0", "train.eval_every=0", "train.save_every=0", "progress=false",
-        f"runtime.threads={a.threads}", f"runtime.seed={a.seed}"])
-    train(cfg)
-    last = [json.loads(x) for x in (out / "ours/metrics.jsonl").read_text().splitlines()]
-    speed = [r["pairs_per_s"] for r in last if "pairs_per_s" in r][-1]
-    from rlhf.reward.model import load_reward_model
-
-    rm, tok = load_reward_model(out / "ours/model")
-    return speed, rm, tok
-
-
 def run_trl_minilm(train_ids, a, out: Path):
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -271,7 +251,7 @@ def main_minilm(a) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for r in range(a.repeats):  # alternate, keep the best: the machine may be shared
-            speed, rm, rtok = run_ours_minilm(train_p, a, out / f"ours{r}")
+            speed, rm, rtok = run_ours(f"model.backbone={MINILM}", train_p, a, out / f"ours{r}")
             ours = max(ours, speed)
             speed, hf = run_trl_minilm(train_ids, a, out / f"trl{r}")
             trl = max(trl, speed)
@@ -319,8 +299,8 @@ def main() -> None:
         ours, trl, models = {}, {}, {}
         for r in range(a.repeats):  # alternate, keep the best: the machine may be shared
             for prec in ("fp32", "bf16"):
-                a.precision = prec
-                speed, *models[prec] = run_ours(init, train_p, a, out / f"ours{r}{prec}")
+                speed, *models[prec] = run_ours(f"model.init={init}", train_p, a,
+                                               out / f"ours{r}{prec}", prec)
                 ours[prec] = max(ours.get(prec, 0.0), speed)
             for setting in ("fp32", "bf16") + (("default",) if r == 0 else ()):
                 speed, *models["trl_" + setting] = run_trl(init, train_p, a,
