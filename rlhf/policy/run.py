@@ -35,8 +35,9 @@ def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step * 7919 + rank)
 
 
-def make_score_fn(cfg: RewardConfig, tok, device):
-    """The reward of a sampled batch: fn(gen, texts) -> (B,) float tensor on `device`."""
+def make_score_fn(cfg: RewardConfig, tok, device, loaded=None):
+    """The reward of a sampled batch: fn(gen, texts) -> (B,) float tensor on `device`.
+    `loaded`: the (reward model, tokenizer) of cfg.path when the caller has it already."""
     if cfg.kind == "scorer":
         scorer = get_scorer(cfg.scorer)
 
@@ -45,7 +46,7 @@ def make_score_fn(cfg: RewardConfig, tok, device):
                 texts = decode_rows(tok, gen, include_prompt=False)
             return torch.tensor(scorer(texts), dtype=torch.float32, device=device)
         return score
-    rm, rm_tok = load_reward_model(cfg.path, device)
+    rm, rm_tok = loaded or load_reward_model(cfg.path, device)
     if rm.is_encoder or rm_tok.vocab_size != tok.vocab_size:
         # another tokenizer (as TRL does): decode the policy's prompt and response and score
         # the texts with the reward model's own tokenizer, as (prompt, response) as it trained
@@ -59,12 +60,12 @@ def make_score_fn(cfg: RewardConfig, tok, device):
     return lambda gen, texts: score_tokens(rm, gen.tokens, gen.mask).float()
 
 
-def make_spread_fn(cfg: RewardConfig, tok, device):
+def make_spread_fn(cfg: RewardConfig, tok, device, loaded=None):
     """The reward-model ensemble's spread on a sampled batch, fn(gen) -> (B,)
     (rlhf.policy.signals.member_spread), or None (a scorer, one member, another tokenizer)."""
     if cfg.kind != "model":
         return None
-    rm, rm_tok = load_reward_model(cfg.path, device)
+    rm, rm_tok = loaded or load_reward_model(cfg.path, device)
     if rm.n_members < 2 or rm_tok.vocab_size != tok.vocab_size:
         return None
     return lambda gen: S.member_spread(score_members(rm, gen.tokens, gen.mask).float())
@@ -158,9 +159,10 @@ def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
     if info.is_main:  # drop rows after the last checkpoint (all of them on a fresh start)
         log.truncate_after(st.step)
     eval_p = eval_p[:min(cfg.prompts.eval_prompts, len(eval_p))]
+    rm = load_reward_model(cfg.reward.path, info.device) if cfg.reward.kind == "model" else None
     return Run(info, out, policy, model, ref, opt, tok,
-               score_fn or make_score_fn(cfg.reward, tok, info.device),
-               make_spread_fn(cfg.reward, tok, info.device), train_p, eval_p, st, log)
+               score_fn or make_score_fn(cfg.reward, tok, info.device, rm),
+               make_spread_fn(cfg.reward, tok, info.device, rm), train_p, eval_p, st, log)
 
 
 def evaluate(cfg: PolicyTrainConfig, run: Run, name: str) -> dict | None:
