@@ -4,7 +4,9 @@ prompts (multi-line, chat) surviving a write/read round trip."""
 import json
 
 import pytest
+from conftest import STORIES, need_shared
 
+from rlhf.config import ConfigError, load_config
 from rlhf.prompts import ChatPrompt, PromptsError, load_prompts, write_prompts
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi\nthere"}]
@@ -88,3 +90,35 @@ def test_loop_run_folder_keeps_multi_line_and_chat_prompts(tmp_path):
     held = load_prompts(str(tmp_path / "run" / "prompts_eval.jsonl"))
     assert sorted(train + held) == sorted(prompts) and len(held) == 2
     assert any(isinstance(p, ChatPrompt) and p.messages == CHAT for p in train + held)
+
+
+def test_column_and_split_are_settings_of_every_command(tmp_path, capsys):
+    """`prompt_column` / `prompt_split` (policy: `prompts.column` / `prompts.split`) reach the
+    one reader from the command line: generate, the loop's prompt split and the policy set-up."""
+    datasets = pytest.importorskip("datasets")
+    from rlhf.lm.cli import cli as generate_cli
+    from rlhf.loop.config import LoopConfig
+    from rlhf.loop.folder import init_run
+    from rlhf.policy.config import PolicyTrainConfig
+
+    need_shared(STORIES)
+    rows = [{"question": f"Once upon a time {i}\nthere was", "prompt": f"p{i}"} for i in range(6)]
+    ds = datasets.Dataset.from_list(rows)
+    datasets.DatasetDict({"train": ds, "test": ds.select([4, 5])}).save_to_disk(tmp_path / "dd")
+    assert generate_cli(["--prompts-file", str(tmp_path / "dd"), "--max-new-tokens", "2",
+                         "--greedy", "--json", "prompt_column=question",
+                         "prompt_split=test"]) == 0
+    texts = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    assert [t.split("\nthere was")[0] for t in texts] == ["Once upon a time 4",
+                                                          "Once upon a time 5"]
+    cfg = LoopConfig(out_dir=str(tmp_path / "loop"), prompts=str(tmp_path / "dd"),
+                     prompt_column="question", prompt_split="train")
+    cfg.eval.n_prompts = 2
+    init_run(cfg, tmp_path / "loop")
+    got = load_prompts(str(tmp_path / "loop" / "prompts_train.jsonl")) + load_prompts(
+        str(tmp_path / "loop" / "prompts_eval.jsonl"))
+    assert sorted(got) == sorted(r["question"] for r in rows)  # multi-line kept
+    pc = load_config(PolicyTrainConfig, None, ["prompts.column=question", "prompts.split=test"])
+    assert (pc.prompts.column, pc.prompts.split) == ("question", "test")
+    with pytest.raises(ConfigError, match="prompts.split"):
+        load_config(PolicyTrainConfig, None, ["prompts.split="])

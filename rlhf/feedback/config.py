@@ -18,6 +18,11 @@ class PairsConfig:
     prompts: str = ""
     """Prompt file ('' = TinyStories story openings from ../shared; rlhf.prompts says how
     each kind of file is read)."""
+    prompt_column: str = ""
+    """Key of the prompt in JSON/JSONL/parquet/dataset rows ('' = the first of prompt,
+    messages, text)."""
+    prompt_split: str = "train"
+    """Split of a `datasets` folder saved as a DatasetDict, or of a Hub dataset."""
     out: str = "queue.jsonl"
     """Queue file to write (JSON lines of items)."""
     n_prompts: int = 20

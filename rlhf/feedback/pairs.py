@@ -71,7 +71,8 @@ def cli(argv: list[str]) -> int:
         device = setup(cfg.runtime)
         model, tok = load_model(cfg.model)
         model.to(device)
-        prompts = load_prompts(cfg.prompts or None, n=cfg.n_prompts or None)
+        prompts = load_prompts(cfg.prompts or None, n=cfg.n_prompts or None,
+                               column=cfg.prompt_column or None, split=cfg.prompt_split)
         gen = torch.Generator(device=device).manual_seed(cfg.runtime.seed)
         source = {"model": str(cfg.model), "checkpoint": str(Path(cfg.model).resolve()),
                   "seed": cfg.runtime.seed}

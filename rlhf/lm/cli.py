@@ -45,7 +45,8 @@ def cli(argv: list[str]) -> int:
     if a.prompt:
         cfg.prompts = a.prompt
     elif cfg.prompts_file:
-        cfg.prompts = load_prompts(cfg.prompts_file)
+        cfg.prompts = load_prompts(cfg.prompts_file, column=cfg.prompt_column or None,
+                                   split=cfg.prompt_split)
     device = setup(cfg.runtime)
     model, tok = load_model(cfg.model, cfg.backend)
     model.to(device)

@@ -47,6 +47,11 @@ class GenerateConfig:
     prompts_file: str = ""
     """Read the prompts from this file or dataset instead (`rlhf.prompts.load_prompts`: text,
     JSONL/JSON with prompt strings or chat messages, parquet, a datasets folder)."""
+    prompt_column: str = ""
+    """Key of the prompt in JSON/JSONL/parquet/dataset rows ('' = the first of prompt,
+    messages, text)."""
+    prompt_split: str = "train"
+    """Split of a `datasets` folder saved as a DatasetDict, or of a Hub dataset."""
     n: int = 1
     """Samples per prompt."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

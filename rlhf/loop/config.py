@@ -119,6 +119,11 @@ class LoopConfig:
     """The starting policy (llama2.c or HF-style folder); also the KL reference."""
     prompts: str = ""
     """Prompt file ('' = TinyStories story openings from the shared sample)."""
+    prompt_column: str = ""
+    """Key of the prompt in JSON/JSONL/parquet/dataset rows ('' = the first of prompt,
+    messages, text)."""
+    prompt_split: str = "train"
+    """Split of a `datasets` folder saved as a DatasetDict, or of a Hub dataset."""
     rounds: int = 3
     """Rounds of feedback after round 0 (the starting policy)."""
     pairs_per_round: int = 100

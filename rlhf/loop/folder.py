@@ -64,7 +64,8 @@ def init_run(cfg: LoopConfig, out: Path) -> dict:
         save_run_config(cfg, out, resuming=True)
         print(f"resuming {out}: round {state['round']}, {state['step']} done", file=sys.stderr)
         return state
-    prompts = load_prompts(cfg.prompts or None, seed=cfg.runtime.seed)
+    prompts = load_prompts(cfg.prompts or None, seed=cfg.runtime.seed,
+                           column=cfg.prompt_column or None, split=cfg.prompt_split)
     require(len(prompts) > cfg.eval.n_prompts + 1, "eval.n_prompts",
             f"leaves no training prompts ({len(prompts)} prompts in all)")
     held, train = prompts[:cfg.eval.n_prompts], prompts[cfg.eval.n_prompts:]

@@ -154,6 +154,11 @@ class GuardConfig:
 class PromptConfig:
     path: str = ""
     """Prompt file ('' = TinyStories story openings from ../shared; see rlhf.prompts)."""
+    column: str = ""
+    """Key of the prompt in JSON/JSONL/parquet/dataset rows ('' = the first of prompt,
+    messages, text)."""
+    split: str = "train"
+    """Split of a `datasets` folder saved as a DatasetDict, or of a Hub dataset."""
     batch_prompts: int = 16
     """Prompts per step (global, over all processes); each gets `algo.k` samples."""
     hold_out_every: int = 10
@@ -165,6 +170,7 @@ class PromptConfig:
 
     def check(self) -> None:
         require(self.batch_prompts >= 1, "batch_prompts", "must be >= 1")
+        require(bool(self.split), "split", "must name a split")
         require(self.hold_out_every >= 0, "hold_out_every", "must be >= 0")
         require(self.eval_prompts >= 0, "eval_prompts", "must be >= 0")
         require(self.eval_samples >= 1, "eval_samples", "must be >= 1")

@@ -145,7 +145,9 @@ def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
     ref = dist.wrap(ref, info, cfg.runtime.parallel, trainable=False)
     opt = make_optimizer(policy, cfg.algo.lr, cfg.algo.weight_decay, cfg.algo.betas)
     train_p, eval_p = split_prompts(load_prompts(cfg.prompts.path or None,
-                                                 seed=cfg.runtime.seed),
+                                                 seed=cfg.runtime.seed,
+                                                 column=cfg.prompts.column or None,
+                                                 split=cfg.prompts.split),
                                     cfg.prompts.hold_out_every)
     require_fits(cfg.prompts.batch_prompts, len(train_p), "prompts.batch_prompts",
                  f"training prompts of {cfg.prompts.path or 'the default prompt set'}")
