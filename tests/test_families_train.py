@@ -100,3 +100,31 @@ def test_train_policy_fsdp_two_processes(tmp_path, case):
     start = load_file(str(folder / "model.safetensors"))
     assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in start.items()}
     transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "policy")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_transformers_backend_under_torchrun(tmp_path, parallel):
+    """The transformers backend (Gemma, refused natively) on 2 processes: DDP replicas or FSDP
+    shards (its decoder layers sit in a ModuleList, as the native blocks do); the saved policy
+    loads in transformers and differs from the start."""
+    from test_families import word_tokenizer
+    from test_train_policy import run_policy
+
+    torch.manual_seed(0)
+    hf = transformers.GemmaForCausalLM(transformers.GemmaConfig(**GEMMA)).eval()
+    folder = tmp_path / "gemma"
+    hf.save_pretrained(folder)
+    word_tokenizer(folder)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"w{i} w{i + 1}" for i in range(1, 9)) + "\n")
+    out = tmp_path / parallel
+    run_policy([f"policy={folder}", f"out_dir={out}", f"prompts.path={prompts}",
+                "backend=transformers", "prompts.batch_prompts=4", "prompts.hold_out_every=0",
+                "prompts.eval_prompts=0", "sampling.max_new_tokens=8", "algo.k=2",
+                "algo.lr=0.01", "runtime.device=cpu", "reward.scorer=length", "steps=2",
+                f"runtime.parallel={parallel}"], processes=2)
+    back = transformers.AutoModelForCausalLM.from_pretrained(out / "policy").eval()
+    x = torch.randint(0, V, (2, 12))
+    with torch.no_grad():
+        assert (back(x).logits - hf(x).logits).abs().max() > 1e-4

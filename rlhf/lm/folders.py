@@ -179,11 +179,13 @@ def write_generation_config(tokenizer, folder: Path) -> None:
 
 
 def _save_transformers(model, tokenizer, folder: Path, extra_json, write: bool) -> Path:
-    """A transformers-backend model: its own save_pretrained, then our tokenizer files."""
+    """A transformers-backend model: its own save_pretrained of the gathered weights (under
+    FSDP every rank takes part in the gathering), then our tokenizer files."""
+    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in model.hf.state_dict().items()}
     if not write:
         return folder
     tmp = staging_dir(folder)
-    model.hf.save_pretrained(tmp)
+    model.hf.save_pretrained(tmp, state_dict=sd)
     write_generation_config(tokenizer, tmp)
     write_tokenizer(tokenizer, tmp)
     write_json_files(tmp, extra_json)
