@@ -82,10 +82,12 @@ def test_train_policy_through_the_transformers_backend(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["gpt2", "gpt_neox", "qwen3"])
-def test_train_policy_fsdp_two_processes(tmp_path, case):
-    """runtime.parallel=fsdp on 2 processes (blocks sharded): the gathered saved policy has
-    every tensor of the start in its shape, and loads back in transformers."""
+@pytest.mark.parametrize("parallel", ["fsdp", "ddp"])
+@pytest.mark.parametrize("case", FAMILIES)
+def test_train_policy_fsdp_two_processes(tmp_path, case, parallel):
+    """runtime.parallel=fsdp (blocks sharded) or ddp on 2 processes, every native family: the
+    (gathered) saved policy has every tensor of the start in its shape, and loads back in
+    transformers."""
     from safetensors.torch import load_file
     from test_train_policy import run_policy
 
@@ -95,7 +97,7 @@ def test_train_policy_fsdp_two_processes(tmp_path, case):
     run_policy([f"policy={folder}", f"out_dir={tmp_path / 'fsdp'}", f"prompts.path={prompts}",
                 "prompts.batch_prompts=4", "prompts.hold_out_every=0", "prompts.eval_prompts=0",
                 "sampling.max_new_tokens=8", "algo.k=2", "runtime.device=cpu",
-                "reward.scorer=length", "steps=2", "runtime.parallel=fsdp"], processes=2)
+                "reward.scorer=length", "steps=2", f"runtime.parallel={parallel}"], processes=2)
     saved = load_file(str(tmp_path / "fsdp" / "policy" / "model.safetensors"))
     start = load_file(str(folder / "model.safetensors"))
     assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in start.items()}
