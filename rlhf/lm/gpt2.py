@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rlhf.lm.linear import Linear
 from rlhf.lm.model import Attention, ModelArgs, Transformer
 
 
@@ -24,8 +25,8 @@ class MLP(nn.Module):
 
     def __init__(self, args: ModelArgs):
         super().__init__()
-        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=args.mlp_bias)
-        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=args.mlp_bias)
+        self.w1 = Linear(args.dim, args.hidden_dim, bias=args.mlp_bias)
+        self.w2 = Linear(args.hidden_dim, args.dim, bias=args.mlp_bias)
         self.approximate = "tanh" if args.act == "gelu_new" else "none"
 
     def forward(self, x):
