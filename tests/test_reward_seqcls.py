@@ -183,9 +183,9 @@ def test_continued_external_model_saves_with_its_text_rule(tmp_path):
     rm, tok = init_reward_model(str(policy), 3, backbone=str(ext))
     assert rm.n_members == 3 and isinstance(tok, ExternalRule)
     rm.eval()
+    assert all(torch.equal(h, rm.head.weight[0]) for h in rm.head.weight)
     ref = score_texts(rm, tok, PROMPTS, RESPONSES)
-    seqs = [hf_scores_ids for hf_scores_ids in
-            ([encode_pair_side(tok, p, r, 128)[0] for p, r in zip(PROMPTS, RESPONSES)])]
+    seqs = [encode_pair_side(tok, p, r, 128)[0] for p, r in zip(PROMPTS, RESPONSES)]
     assert (ref - hf_scores(hf, seqs, 2)).abs().max() <= 1e-4
     with torch.no_grad():
         rm.std.fill_(2.0)
@@ -197,7 +197,7 @@ def test_continued_external_model_saves_with_its_text_rule(tmp_path):
     back = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
     ours = score_texts(rm2, tok2, PROMPTS, RESPONSES)
     assert (ours - ref / 2).abs().max() <= 1e-5
-    full = [hf_tok_ids + [2] for hf_tok_ids in seqs]  # transformers skips the trailing EOS
+    full = [s + [2] for s in seqs]  # with the EOS the rule dropped: transformers skips it
     assert (hf_scores(back, full, 2) + meta["score_offset"] - ours).abs().max() <= 1e-4
 
 
@@ -267,3 +267,65 @@ def test_train_policy_against_a_transformers_reward_model(tmp_path):
     got = torch.tensor([r["reward"] for r in rows])
     assert len(rows) == 4 and got.std() > 0
     assert (got - again).abs().max() <= 1e-4
+
+
+def stories_seq_cls(tmp_path, name="ext"):
+    """A transformers LlamaForSequenceClassification over the stories260K vocabulary (its
+    tokenizer as tokenizer.json), as a user's own reward model for the shared policy."""
+    from conftest import STORIES, need_shared
+
+    from rlhf.lm.folders import write_tokenizer
+    from rlhf.lm.tokenizer import Llama2cTokenizer
+
+    need_shared()
+    torch.manual_seed(5)
+    cfg = transformers.LlamaConfig(**{**LLAMA, "vocab_size": 512}, **IDS, num_labels=1,
+                                   pad_token_id=0)
+    hf = transformers.LlamaForSequenceClassification(cfg).eval()
+    hf.save_pretrained(tmp_path / name)
+    write_tokenizer(Llama2cTokenizer(STORIES / "tok512.bin"), tmp_path / name)
+    return hf, tmp_path / name
+
+
+def test_train_reward_starts_from_a_transformers_reward_model(tmp_path):
+    """`model.backbone` (what the loop passes on as `reward.model.backbone`) names an external
+    model: round 1 starts from it, its head in every member; the result is again a
+    transformers folder read by the external rule."""
+    from test_train_reward import config, make_fixture
+
+    from rlhf.reward.train import train
+
+    _, ext = stories_seq_cls(tmp_path)
+    model_dir, store = make_fixture(tmp_path, n=64)
+    train(config(model_dir, store, tmp_path / "run", f"model.backbone={ext}",
+                 "model.n_members=2", "train.max_steps=3", "train.eval_every=0"))
+    out = tmp_path / "run" / "model"
+    meta = json.loads((out / "reward_model.json").read_text())
+    assert meta["text_rule"] == "external" and meta["n_members"] == 2
+    rm, tok = load_reward_model(out)
+    assert isinstance(tok, ExternalRule)
+    hf, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+        out, output_loading_info=True)
+    assert not any(info.values()), info
+    prompts, responses = ["Once upon a time", "The cat"], [" there was a dog.", " sat."]
+    seqs = [encode_pair_side(tok, p, r, 64)[0] for p, r in zip(prompts, responses)]
+    assert seqs[0][0] == 1 and seqs[0][-1] == 2  # the tokenizer's BOS, the appended EOS
+    ours = score_texts(rm, tok, prompts, responses)
+    assert (hf_scores(hf.eval(), seqs, 0) + meta["score_offset"] - ours).abs().max() <= 1e-4
+
+
+def test_loop_round_starts_from_a_transformers_reward_model(tmp_path):
+    from test_loop import TINY
+
+    from rlhf.loop.config import LoopConfig
+    from rlhf.loop.cycle import run
+
+    _, ext = stories_seq_cls(tmp_path)
+    out = tmp_path / "loop"
+    summary = run(load_config(LoopConfig, None, [*TINY, f"out_dir={out}",
+                                                 f"reward.model.backbone={ext}"]))
+    assert summary["rounds"] == 2
+    for r in (1, 2):
+        meta = json.loads((out / f"round_{r:02d}/reward_model/model/reward_model.json")
+                          .read_text())
+        assert meta["text_rule"] == "external"
