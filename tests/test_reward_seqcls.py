@@ -329,3 +329,35 @@ def test_loop_round_starts_from_a_transformers_reward_model(tmp_path):
         meta = json.loads((out / f"round_{r:02d}/reward_model/model/reward_model.json")
                           .read_text())
         assert meta["text_rule"] == "external"
+
+
+def test_llama2c_reward_model_pads_with_unk_for_transformers(tmp_path):
+    """stories260K's tokenizer pads with EOS; the exported folder pads with <unk> (0), so
+    transformers reads at the EOS the project reads at."""
+    from conftest import STORIES, need_shared
+
+    from rlhf.lm.model import ModelArgs, Transformer
+    from rlhf.lm.tokenizer import Llama2cTokenizer
+
+    need_shared()
+    torch.manual_seed(0)
+    tok = Llama2cTokenizer(STORIES / "tok512.bin")
+    rm = RewardModel(Transformer(ModelArgs(dim=32, hidden_dim=64, n_layers=2, n_heads=4,
+                                           n_kv_heads=2, vocab_size=512, max_seq_len=64)),
+                     n_members=2).eval()
+    with torch.no_grad():
+        rm.mean.fill_(-0.3)
+    prompts, responses = ["Once upon a time", "Tom"], [" there was a big dog.", " ran."]
+    ours = score_texts(rm, tok, prompts, responses)
+    out = save_reward_model(rm, tok, tmp_path / "rm")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert tok.pad_id == tok.eos_id == 2 and hf.config.pad_token_id == 0
+    assert hf_tok.pad_token == "<unk>" and hf_tok.pad_token_id == 0
+    seqs = [encode_pair_side(tok, p, r, 64)[0] for p, r in zip(prompts, responses)]
+    assert [hf_tok(p + r).input_ids + [2] for p, r in zip(prompts, responses)] == seqs
+    batch = hf_tok.pad({"input_ids": seqs}, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = hf(**batch).logits[:, 0]
+    offset = json.loads((out / "reward_model.json").read_text())["score_offset"]
+    assert (logits + offset - ours).abs().max() <= 1e-4
