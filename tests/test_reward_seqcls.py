@@ -361,3 +361,23 @@ def test_llama2c_reward_model_pads_with_unk_for_transformers(tmp_path):
         logits = hf(**batch).logits[:, 0]
     offset = json.loads((out / "reward_model.json").read_text())["score_offset"]
     assert (logits + offset - ours).abs().max() <= 1e-4
+
+
+def test_reward_folder_of_the_earlier_layout_still_loads(tmp_path):
+    """A *ForCausalLM folder with reward_head.weight beside the weights (before this format)."""
+    from rlhf.lm.folders import save_model
+
+    _, folder = build(tmp_path, "gpt_neox", "causal", "policy")
+    backbone, tok = load_hf(folder)
+    rm = RewardModel(backbone, n_members=2, seed=3).eval()
+    meta = {"n_members": 2, "mean": 0.5, "std": 2.0, "max_len": 128, "backbone": "causal"}
+    save_model(backbone, tok, tmp_path / "old", extra_tensors={"reward_head.weight":
+                                                                rm.head.weight},
+               extra_json={"reward_model.json": meta})
+    rm2, tok2 = load_reward_model(tmp_path / "old")
+    with torch.no_grad():
+        rm.mean.fill_(0.5)
+        rm.std.fill_(2.0)
+    assert torch.equal(rm2.head.weight, rm.head.weight)
+    assert (score_texts(rm2, tok2, PROMPTS, RESPONSES)
+            - score_texts(rm, tok, PROMPTS, RESPONSES)).abs().max() <= 1e-6
