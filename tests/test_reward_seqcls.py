@@ -226,6 +226,8 @@ def test_refusals_are_one_line(tmp_path):
     sd = load_file(str(extra / "model.safetensors"))
     save_file({**sd, "model.extra.weight": torch.zeros(2)}, str(extra / "model.safetensors"))
     one_line_refusal(extra, "model.extra.weight")
+    (extra / "reward_model.json").write_text("{not json")
+    one_line_refusal(extra, "not readable JSON")
 
 
 def test_cli_refusal_is_one_line(tmp_path, capsys):

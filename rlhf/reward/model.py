@@ -46,6 +46,7 @@ from rlhf.lm.encoders.folders import is_encoder_folder, load_encoder, save_encod
 from rlhf.lm.encoders.model import Encoder
 from rlhf.lm.encoders.tokenizer import segment_ids
 from rlhf.lm.folders import load_model
+from rlhf.lm.hf_config import ModelConfigError
 from rlhf.lm.model import Transformer
 from rlhf.reward.seqcls import ExternalRule, is_seq_cls_folder, load_causal, save_seq_cls
 
@@ -309,6 +310,13 @@ def is_reward_model(path: str | Path) -> bool:
                                                    and not is_encoder_folder(path))
 
 
+def read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelConfigError(f"{path}: not readable JSON ({e})") from None
+
+
 def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, object]:
     """A folder written by `save_reward_model`, or a transformers sequence-classification
     folder of a native family -> (reward model in eval mode, tokenizer: for the latter an
@@ -317,7 +325,7 @@ def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, objec
     if not is_reward_model(path):
         raise FileNotFoundError(f"{path}: not a reward model folder (no {META_FILE}, and no "
                                 "config.json of a *ForSequenceClassification model)")
-    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else None
+    meta = read_meta(path / META_FILE) if (path / META_FILE).is_file() else None
     if meta is not None and meta.get("backbone") == "encoder":
         enc, tok, own, _ = load_encoder(path, extra=("reward_head.weight",))
         rm = RewardModel(enc, meta["n_members"], pooling=meta["pooling"], tok=tok)
