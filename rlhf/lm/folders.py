@@ -115,16 +115,18 @@ def read_config(folder: Path) -> dict:
         raise ModelConfigError(f"{path}: not a readable JSON config ({e})") from None
 
 
-def load_hf(folder: str | Path, hub_ok: bool = True) -> tuple[Transformer, HFTokenizer]:
+def load_hf(folder: str | Path, hub_ok: bool = True, lm_head: bool = True,
+            extra: tuple[str, ...] = ()) -> tuple[Transformer, HFTokenizer]:
     """An HF-style folder of a supported family -> (model in eval mode, tokenizer), strictly
     (`rlhf.lm.hf_config`, `rlhf.lm.hf_weights`). A name that is not a local folder is
-    fetched with `huggingface_hub` where the user has it (never in tests)."""
+    fetched with `huggingface_hub` where the user has it (never in tests). `lm_head` and
+    `extra`: as `load_weights` (a sequence-classification folder: no head, `score.weight`)."""
     folder = Path(folder)
     if not folder.is_dir() and hub_ok:
         folder = _from_hub(str(folder))
     where = str(folder / "config.json")
     args = args_from_hf_config(read_config(folder), where)
-    model = load_weights(args, folder, where)
+    model = load_weights(args, folder, where, lm_head, extra)
     tok = HFTokenizer(folder)
     check_special_ids(tok, args.vocab_size, where)
     return model, tok

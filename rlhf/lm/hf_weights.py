@@ -160,8 +160,9 @@ def _neox_layer(a: ModelArgs, i: int) -> list[Entry]:
     return out
 
 
-def layout(a: ModelArgs) -> list[Entry]:
-    """Every parameter of our model and the Hugging Face tensors it comes from."""
+def layout(a: ModelArgs, lm_head: bool = True) -> list[Entry]:
+    """Every parameter of our model and the Hugging Face tensors it comes from; without the
+    LM head (`lm_head=False`: a `*ForSequenceClassification` folder has none)."""
     if a.family == "gpt2":
         top = [Entry("tok_embeddings.weight", ["transformer.wte.weight"]),
                Entry("pos_embeddings.weight", ["transformer.wpe.weight"]),
@@ -177,16 +178,18 @@ def layout(a: ModelArgs) -> list[Entry]:
         top = [Entry("tok_embeddings.weight", ["model.embed_tokens.weight"]),
                Entry("norm.weight", ["model.norm.weight"])]
         layer, head = _llama_layer, "lm_head.weight"
-    if not a.tie_embeddings:
+    if lm_head and not a.tie_embeddings:
         top.append(Entry("output.weight", [head]))
     return top + [e for i in range(a.n_layers) for e in layer(a, i)]
 
 
-def to_hf_state_dict(model: Transformer, sd: dict | None = None) -> dict[str, torch.Tensor]:
-    """Our parameters -> Hugging Face names and layouts (for save_model)."""
+def to_hf_state_dict(model: Transformer, sd: dict | None = None,
+                     lm_head: bool = True) -> dict[str, torch.Tensor]:
+    """Our parameters -> Hugging Face names and layouts (for save_model); `lm_head=False`:
+    without the LM head (a sequence-classification folder)."""
     sd = sd if sd is not None else model.state_dict()
     out = {}
-    for e in layout(model.args):
+    for e in layout(model.args, lm_head):
         out.update(zip(e.theirs, e.save(sd[e.ours])))
     return out
 
@@ -229,15 +232,20 @@ class WeightFiles:
             return h.get_tensor(key)
 
 
-def load_weights(args: ModelArgs, folder: Path, where: str) -> Transformer:
-    """Strictly load the folder's weights into a new model (see the module docstring)."""
+def load_weights(args: ModelArgs, folder: Path, where: str, lm_head: bool = True,
+                 extra: tuple[str, ...] = ()) -> Transformer:
+    """Strictly load the folder's weights into a new model (see the module docstring).
+    `lm_head=False`: the folder has no LM head (a sequence-classification folder: an untied
+    `output` is zeros, unused); `extra`: more tensor names the caller reads itself."""
     files = WeightFiles(folder)
     have, need = files.numel(), args.num_params()
+    if not lm_head and not args.tie_embeddings:
+        need -= args.vocab_size * args.dim
     if need > have + have // 4 + 4096:  # (a few missing tensors: named below)
         raise ModelConfigError(f"{where}: the config describes {need:,} parameters but the "
                                f"weight files hold {have:,} values (check num_hidden_layers, "
                                "hidden_size, vocab_size)")
-    entries = layout(args)
+    entries = layout(args, lm_head)
     with torch.device("meta"):
         meta = build_model(args)
     meta_sd = meta.state_dict()
@@ -252,7 +260,10 @@ def load_weights(args: ModelArgs, folder: Path, where: str) -> Transformer:
                                        f"{list(t.shape)}")
     model = build_model(args)
     sd = model.state_dict()
-    used = set()
+    used = set(n for n in extra if n in files.shapes)
+    if not lm_head and not args.tie_embeddings:
+        with torch.no_grad():
+            model.output.weight.zero_()
     with torch.no_grad():
         for e in entries:
             names = [files.alias(n) for n in e.theirs]

@@ -22,7 +22,9 @@ class RewardConfig:
     """kind=scorer: a name from rlhf.feedback.scorers (vader, length) or your own scorer as a
     Python import path 'module:function' (a function from texts to scores)."""
     path: str = ""
-    """kind=model: the reward-model folder (rlhf.reward.model.save_reward_model)."""
+    """kind=model: the reward-model folder (rlhf.reward.model.save_reward_model), or a
+    transformers *ForSequenceClassification reward model of a native family (num_labels 1;
+    read as transformers reads it, with its own tokenizer: rlhf.reward.seqcls)."""
     include_prompt: bool = True
     """kind=scorer: score prompt + response (the whole story); false: the response alone."""
     normalize: Literal["none", "batch", "running"] = "none"

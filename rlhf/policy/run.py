@@ -25,6 +25,7 @@ from rlhf.policy.guard import Guard
 from rlhf.progress import Progress
 from rlhf.prompts import load_prompts, split_prompts
 from rlhf.reward.model import load_reward_model, score_members, score_texts, score_tokens
+from rlhf.reward.seqcls import ExternalRule
 from rlhf.runfolder import Interrupted, save_run_config
 from rlhf.runtime import MetricsLog, setup
 from rlhf.state import has_state, load_state, save_state
@@ -47,9 +48,9 @@ def make_score_fn(cfg: RewardConfig, tok, device, loaded=None):
             return torch.tensor(scorer(texts), dtype=torch.float32, device=device)
         return score
     rm, rm_tok = loaded or load_reward_model(cfg.path, device)
-    if rm.is_encoder or rm_tok.vocab_size != tok.vocab_size:
-        # another tokenizer (as TRL does): decode the policy's prompt and response and score
-        # the texts with the reward model's own tokenizer, as (prompt, response) as it trained
+    if not same_tokens(rm, rm_tok, tok):
+        # another tokenizer or text rule (as TRL does): decode the policy's prompt and response
+        # and score the texts with the reward model's own tokenizer, as it was trained
         def score(gen, texts):
             prompts = [tok.decode([t for t, m in zip(r, mk) if m]) for r, mk in zip(
                 gen.tokens[:, :gen.prompt_width].tolist(),
@@ -60,13 +61,21 @@ def make_score_fn(cfg: RewardConfig, tok, device, loaded=None):
     return lambda gen, texts: score_tokens(rm, gen.tokens, gen.mask).float()
 
 
+def same_tokens(rm, rm_tok, tok) -> bool:
+    """The policy's sampled ids are what the reward model reads: a causal reward model of the
+    policy's vocabulary with the project's text rule (not an external model's,
+    `rlhf.reward.seqcls.ExternalRule`, whose text is re-encoded by its own rule)."""
+    return not (rm.is_encoder or rm_tok.vocab_size != tok.vocab_size
+                or isinstance(rm_tok, ExternalRule))
+
+
 def make_spread_fn(cfg: RewardConfig, tok, device, loaded=None):
     """The reward-model ensemble's spread on a sampled batch, fn(gen) -> (B,)
     (rlhf.policy.signals.member_spread), or None (a scorer, one member, another tokenizer)."""
     if cfg.kind != "model":
         return None
     rm, rm_tok = loaded or load_reward_model(cfg.path, device)
-    if rm.n_members < 2 or rm_tok.vocab_size != tok.vocab_size:
+    if rm.n_members < 2 or not same_tokens(rm, rm_tok, tok):
         return None
     return lambda gen: S.member_spread(score_members(rm, gen.tokens, gen.mask).float())
 

@@ -46,7 +46,9 @@ class RewardModelConfig:
     """When set, the backbone a *fresh* reward model starts from (e.g. an encoder folder such
     as ../shared/models/all-MiniLM-L6-v2), whatever `init` names unless `init` is a previous
     reward model: so the loop can start round 1 from an encoder and continue from the
-    previous round's model afterwards."""
+    previous round's model afterwards. A reward model here (e.g. a transformers
+    *ForSequenceClassification folder, rlhf.reward.seqcls) is started from with its head
+    copied into every member: the loop's way to start from an existing reward model."""
     pooling: Literal["mean", "cls", "pooler"] = "mean"
     """Encoder backbones: how hidden states become one vector: 'mean' over real tokens (as
     sentence-transformers pools MiniLM), 'cls' (first token), 'pooler' (the folder's pooler

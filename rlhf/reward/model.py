@@ -22,10 +22,15 @@ informative a label would be (`rank_pairs`). The price: members that share featu
 less than independently trained models would (a lower bound on the uncertainty); independent
 seeds would cost E times the training time, which the speed targets do not allow.
 
-Saved as an HF-style folder: the backbone in its HF layout (Llama via `save_model`, an encoder
-via `save_encoder`), the heads as the extra tensor `reward_head.weight` (E, dim), and
+Saved as an HF-style folder: a causal backbone as the transformers
+`<Family>ForSequenceClassification` folder that `rlhf.reward.seqcls` writes (transformers'
+logit + `score_offset` = the project's score; the heads in reward_head.safetensors), an
+encoder via `save_encoder` (the heads as the extra tensor `reward_head.weight` (E, dim));
 `reward_model.json` with the normalisation statistics and settings (`backbone`: 'causal' or
-'encoder', `pooling`).
+'encoder', `pooling`). Causal folders of the earlier layout (a *ForCausalLM folder with
+`reward_head.weight` beside the weights) still load. A sequence-classification folder
+written by transformers (no reward_model.json) loads as a one-member reward model read as
+transformers reads it, with its own text rule (`rlhf.reward.seqcls`).
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ import torch.nn as nn
 from rlhf.lm.encoders.folders import is_encoder_folder, load_encoder, save_encoder
 from rlhf.lm.encoders.model import Encoder
 from rlhf.lm.encoders.tokenizer import segment_ids
-from rlhf.lm.folders import load_hf, load_model, read_safetensors, save_model
+from rlhf.lm.folders import load_model
+from rlhf.lm.hf_config import ModelConfigError
 from rlhf.lm.model import Transformer
+from rlhf.reward.seqcls import ExternalRule, is_seq_cls_folder, load_causal, save_seq_cls
 
 POOLINGS = ("mean", "cls", "pooler")
 META_FILE = "reward_model.json"
@@ -292,29 +299,41 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
         return save_encoder(rm.backbone, tok, path,
                             extra_tensors={"reward_head.weight": rm.head.weight},
                             extra_json={META_FILE: meta}, write=write)
-    return save_model(rm.backbone, tok, path,
-                      extra_tensors={"reward_head.weight": rm.head.weight},
-                      extra_json={META_FILE: meta}, write=write)
+    return save_seq_cls(rm.backbone, tok, path, rm.head.weight, float(rm.mean),
+                        float(rm.std), meta, write)
 
 
 def is_reward_model(path: str | Path) -> bool:
-    return (Path(path) / META_FILE).is_file()
+    """A folder the project wrote (reward_model.json), or a transformers
+    sequence-classification folder."""
+    return (Path(path) / META_FILE).is_file() or (is_seq_cls_folder(path)
+                                                   and not is_encoder_folder(path))
+
+
+def read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelConfigError(f"{path}: not readable JSON ({e})") from None
 
 
 def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, object]:
-    """A folder written by `save_reward_model` -> (reward model in eval mode, tokenizer)."""
+    """A folder written by `save_reward_model`, or a transformers sequence-classification
+    folder of a native family -> (reward model in eval mode, tokenizer: for the latter an
+    `ExternalRule` that encodes as that model was trained)."""
     path = Path(path)
     if not is_reward_model(path):
-        raise FileNotFoundError(f"{path}: not a reward model folder (no {META_FILE})")
-    meta = json.loads((path / META_FILE).read_text())
-    if meta.get("backbone") == "encoder":
+        raise FileNotFoundError(f"{path}: not a reward model folder (no {META_FILE}, and no "
+                                "config.json of a *ForSequenceClassification model)")
+    meta = read_meta(path / META_FILE) if (path / META_FILE).is_file() else None
+    if meta is not None and meta.get("backbone") == "encoder":
         enc, tok, own, _ = load_encoder(path, extra=("reward_head.weight",))
         rm = RewardModel(enc, meta["n_members"], pooling=meta["pooling"], tok=tok)
         head = own["reward_head.weight"]
     else:
-        backbone, tok = load_hf(path, hub_ok=False)
+        backbone, tok, head = load_causal(path, meta)
+        meta = meta or {"n_members": 1, "mean": 0.0, "std": 1.0}
         rm = RewardModel(backbone, meta["n_members"])
-        head = read_safetensors(path)["reward_head.weight"]
     with torch.no_grad():
         rm.head.weight.copy_(head)
         rm.mean.fill_(meta["mean"])
@@ -328,12 +347,20 @@ def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, objec
 def init_reward_model(path: str | Path, n_members: int, seed: int = 0, pooling: str = "mean",
                       backbone: str = ""):
     """From a previous reward model (heads kept when E matches), else from `backbone` when
-    given, else from `path` as a policy or encoder folder (fresh heads) -> (rm, tokenizer)."""
+    given, else from `path` as a policy or encoder folder (fresh heads) -> (rm, tokenizer).
+    A reward model named as `backbone` (e.g. a transformers sequence-classification folder)
+    is started from with its heads; a one-member external model's head is copied into each
+    of the E members (the starting reward is its score; bootstrap weights separate them)."""
+    if not is_reward_model(path) and backbone and is_reward_model(backbone):
+        path = backbone
     if is_reward_model(path):
         rm, tok = load_reward_model(path)
         if rm.n_members == n_members:
             return rm.train(), tok
         fresh = RewardModel(rm.backbone, n_members, seed, getattr(rm, "pooling", pooling), tok)
+        if rm.n_members == 1 and isinstance(tok, ExternalRule):
+            with torch.no_grad():
+                fresh.head.weight.copy_(rm.head.weight.expand_as(fresh.head.weight))
         return fresh.train(), tok
     path = backbone or path
     if is_encoder_folder(path):
