@@ -170,6 +170,9 @@ def test_truncation_keeps_the_end_and_is_flagged():
     assert ids == [1, ord("x") - 90, ord("y") - 90, ord("z") - 90, 2] and cut  # response end
     ids, cut = encode_pair_side(tok, "ab", "c", max_len=5)
     assert ids == [1, 7, 8, 9, 2] and not cut
+    tok.bos_id = None  # a tokenizer with no BOS (Qwen2.5): none is added, one more body token
+    ids, cut = encode_pair_side(tok, "abcdef", "xyz", max_len=6)
+    assert ids == [ord(c) - 90 for c in "efxyz"] + [2] and cut
 
 
 def test_save_load_roundtrip_keeps_heads_and_statistics(tmp_path):

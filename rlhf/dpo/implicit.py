@@ -79,7 +79,7 @@ def response_logratio(policy, ref, tok, prompts: list[str], responses: list[str]
     seqs = [encode_pair_side(tok, p, r, max_len)[0] for p, r in zip(prompts, responses)]
     heads = []
     for p, s in zip(prompts, seqs):
-        pid = [tok.bos_id] + tok.encode(p, bos=False)
+        pid = [tok.bos_id] * (tok.bos_id is not None) + tok.encode(p, bos=False)
         n = 0
         while n < min(len(pid), len(s) - 1) and pid[n] == s[n]:
             n += 1

@@ -150,17 +150,18 @@ def is_right_padded(mask: torch.Tensor) -> bool:
 
 
 def encode_pair_side(tok, prompt: str, response: str, max_len: int) -> tuple[list[int], bool]:
-    """[BOS] + ids(prompt + response) + [EOS], truncated by the module's rule; an encoder's
-    tokenizer gives its own pair template (`EncoderTokenizer.encode_pair`).
-    Returns (ids, truncated)."""
+    """[BOS] + ids(prompt + response) + [EOS], truncated by the module's rule (no BOS where the
+    tokenizer has none, e.g. Qwen2.5's); an encoder's tokenizer gives its own pair template
+    (`EncoderTokenizer.encode_pair`). Returns (ids, truncated)."""
     if hasattr(tok, "encode_pair"):
         return tok.encode_pair(prompt, response, max_len)
+    bos = [] if tok.bos_id is None else [tok.bos_id]
     body = tok.encode(prompt + response, bos=False)
-    keep = max_len - 2
+    keep = max_len - len(bos) - 1
     truncated = len(body) > keep
     if truncated:
         body = body[len(body) - keep:]
-    return [tok.bos_id] + body + [tok.eos_id], truncated
+    return bos + body + [tok.eos_id], truncated
 
 
 def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

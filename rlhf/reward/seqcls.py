@@ -72,9 +72,9 @@ ARCHS = {"llama": "LlamaForSequenceClassification",
          "gpt2": "GPT2ForSequenceClassification",
          "gpt_neox": "GPTNeoXForSequenceClassification"}
 HEADS_FILE = "reward_head.safetensors"
-PROJECT_TEXT = ("[bos_token_id] + tokenizer(prompt + response, add_special_tokens=False)"
-                ".input_ids + [eos_token_id]; longer than max_len: BOS, EOS and the last "
-                "max_len - 2 tokens between them")
+PROJECT_TEXT = ("[bos_token_id] (none where it is null) + tokenizer(prompt + response, "
+                "add_special_tokens=False).input_ids + [eos_token_id]; longer than max_len: "
+                "BOS, EOS and the last tokens between them")
 EXTERNAL_TEXT = ("chat template of [user: prompt, assistant: response] (no generation "
                  "prompt) if the tokenizer has one, else tokenizer(prompt + response) + EOS "
                  "(unless already last); then trailing pad_token_id tokens dropped")
