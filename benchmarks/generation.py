@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from matmul_flops import measure  # noqa: E402
+from matmul_flops import cpu_name, measure  # noqa: E402
 
 from rlhf.lm.config import SamplingConfig  # noqa: E402
 from rlhf.lm.folders import load_model, save_model  # noqa: E402
@@ -103,7 +103,8 @@ def shape_run(a) -> None:
         ctx = sum(lengths[:batch]) / batch + n_new / 2  # mean context per generated token
         fpt = flops_per_token(args, int(ctx))
         print(json.dumps({
-            "benchmark": "generation", "shape": a.shape, "params": args.num_params(),
+            "benchmark": "generation", "shape": a.shape, "cpu": cpu_name(),
+            "params": args.num_params(),
             "batch": batch, "new_tokens": n_new, "threads": a.threads, "repeats": a.repeats,
             "tokens_per_s": round(tps, 1), "hf_tokens_per_s": round(hf_tps, 1),
             "ratio": round(med(t_hf) / med(t_ours), 2),
@@ -149,7 +150,8 @@ def main() -> None:
     n = a.batch * a.new_tokens
     med = statistics.median
     row = {
-        "benchmark": "generation", "model": Path(a.model).name, "batch": a.batch,
+        "benchmark": "generation", "model": Path(a.model).name, "cpu": cpu_name(),
+        "batch": a.batch,
         "new_tokens": a.new_tokens, "threads": a.threads, "repeats": a.repeats,
         "tokens_per_s": round(n / med(t_ours), 1), "hf_tokens_per_s": round(n / med(t_hf), 1),
         "ratio": round(med(t_hf) / med(t_ours), 2),

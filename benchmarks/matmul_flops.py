@@ -30,6 +30,15 @@ SHAPES = [(32, 576, 960), (32, 576, 3072), (32, 1536, 576), (32, 576, 49152), (8
           (768, 576, 3072)]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), as the figures are quoted with it."""
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def best_rate(fn, flop: float, repeats: int = 5) -> float:
     """Best FLOP/s of `fn` (about 2 GFLOP per repeat)."""
     fn()  # warm up
@@ -69,7 +78,8 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     blas, onednn = kernels(a.size, a.size, a.size)
-    print(json.dumps({"threads": a.threads, "size": a.size, "flops": max(blas, onednn),
+    print(json.dumps({"cpu": cpu_name(), "threads": a.threads, "size": a.size,
+                      "flops": max(blas, onednn),
                       "gflops": round(max(blas, onednn) / 1e9, 1),
                       "blas_gflops": round(blas / 1e9, 1),
                       "onednn_gflops": round(onednn / 1e9, 1)}))

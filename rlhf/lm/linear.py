@@ -2,13 +2,14 @@
 same y = x W^T + b as `nn.Linear`, with the three matrix products of a training step (forward,
 input gradient, weight gradient) run by oneDNN's matmul instead of ATen's BLAS (MKL).
 
-Why: on the AMD EPYC (Zen) CPUs this project is measured on, MKL's fp32 GEMM takes a code
-path that reaches ~35-85 GFLOP/s on one thread while oneDNN's reaches ~80-155 GFLOP/s on the
-same shapes (measured, `benchmarks/matmul_flops.py --kernels`: 1.8x on a decode step's q/k/v
-product at 32 rows, 2.4x on a 49,152-token output head, 2.3x on a training step's 768-row FFN;
-0.95x at 8 rows). These products are most of a decode step and of a training step. Only the
-kernel differs: fp32 in, fp32 accumulation, fp32 out, so results equal `F.linear` up to the
-order of the sums (tests/test_linear.py; the families stay within 1e-4 of transformers).
+Why: on the AMD EPYC (Zen) CPUs this project is measured on, MKL's fp32 GEMM takes a slower
+code path than oneDNN's on the same shapes: `benchmarks/matmul_flops.py --kernels` (1 thread,
+shared machine, best of 5) gave 1024^3 213 vs 98 GFLOP/s; SmolLM2-135M's decode step at 32
+rows 1.0x (q/k/v), 1.8x (gate+up, down), 2.2x (the 49,152-token output head), 1.6x at 8 rows;
+a 768-row training product 2.3x. These products are most of a decode step and of a training
+step. Only the kernel differs: fp32 in, fp32 accumulation, fp32 out, so results equal
+`F.linear` up to the order of the sums (tests/test_linear.py; the families stay within 1e-4
+of transformers, gradients included).
 
 Used only where it applies (CPU tensors, fp32, no autocast, PyTorch built with oneDNN);
 anything else (CUDA, bf16 or autocast, a build without oneDNN) goes through `F.linear`.
