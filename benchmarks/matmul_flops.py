@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rlhf.lm.linear import linear, onednn_usable  # noqa: E402
+from rlhf.lm.linear import onednn_matmul, onednn_usable  # noqa: E402
 
 # (rows, in, out): SmolLM2-135M's decode step at batch 32 (q/k/v, gate+up, down, output head),
 # at batch 8, and a 768-token training step's gate+up
@@ -58,7 +58,7 @@ def kernels(rows: int, k: int, n: int, repeats: int = 5,
     (`rlhf.lm.linear` runs only fp32 there)."""
     x, w = torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
     blas = best_rate(lambda: F.linear(x, w), 2 * rows * k * n, repeats)
-    onednn = best_rate(lambda: linear(x, w), 2 * rows * k * n, repeats) \
+    onednn = best_rate(lambda: onednn_matmul(x, w, None), 2 * rows * k * n, repeats) \
         if onednn_usable(x, w) else 0.0
     return blas, onednn
 

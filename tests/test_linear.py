@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import rlhf.lm.linear as lm_linear
 from rlhf.lm.linear import linear, onednn_usable
 
 
@@ -29,16 +30,19 @@ def test_onednn_linear_equals_f_linear():
             assert (a - r).abs().max() <= 1e-5 * r.abs().max()
         with torch.no_grad():
             w.mul_(-0.5)  # the next pass must see the new weights
-    assert linear(x[:, :1].detach(), w.detach()).shape == (4, 1, 160)  # a decode step's rows
+    small = linear(x[:, :1].detach(), w.detach())  # (4, 1, 160): below MIN_MACS, F.linear
+    assert small.shape == (4, 1, 160) and small.grad_fn is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert linear(x, w, b).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("case", ["llama-linear-bias-headdim-tied", "gpt2"])
-def test_causal_gradients_equal_transformers(tmp_path, case):
-    """A policy-gradient-shaped loss (sum of log-probs of the next tokens): every parameter's
-    gradient through our model (oneDNN linears, tied output head) equals transformers'."""
+def test_causal_gradients_equal_transformers(tmp_path, case, monkeypatch):
+    """A policy-gradient-shaped loss (sum of log-probs of the next tokens): logits and every
+    parameter's gradient through our model (every linear on oneDNN, the tiny model's products
+    included: MIN_MACS 0; tied output head) equal transformers'."""
     pytest.importorskip("transformers")
+    monkeypatch.setattr(lm_linear, "MIN_MACS", 0)
     from test_families import V, hf_folder
 
     from rlhf.lm.folders import load_model
@@ -47,9 +51,12 @@ def test_causal_gradients_equal_transformers(tmp_path, case):
     hf, folder = hf_folder(tmp_path, case)
     ours, _ = load_model(folder)
     x = torch.randint(0, V, (3, 14), generator=torch.Generator().manual_seed(1))
-    lp = torch.log_softmax(ours(x)[:, :-1], -1).gather(-1, x[:, 1:, None]).sum()
+    logits, hf_logits = ours(x), hf(x).logits
+    assert logits.grad_fn is not None and "OneDNN" in type(logits.grad_fn).__name__
+    assert (logits - hf_logits).abs().max() <= 1e-4
+    lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None]).sum()
     lp.backward()
-    hf_lp = torch.log_softmax(hf(x).logits[:, :-1], -1).gather(-1, x[:, 1:, None]).sum()
+    hf_lp = torch.log_softmax(hf_logits[:, :-1], -1).gather(-1, x[:, 1:, None]).sum()
     hf_lp.backward()
     grads = to_hf_state_dict(ours, {k: p.grad for k, p in ours.named_parameters()})
     theirs = {k: p.grad for k, p in hf.named_parameters()}
