@@ -49,6 +49,7 @@ class EncodedPairs:
     len_chosen: list[int]  # characters, for the length rule
     len_rejected: list[int]
     truncated: int  # pairs with at least one side truncated
+    features: torch.Tensor | None = None  # (N, 2, dim) a frozen encoder's (rlhf.reward.probe)
 
     def __len__(self) -> int:
         return len(self.chosen)
