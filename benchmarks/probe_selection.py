@@ -32,13 +32,7 @@ from rlhf import distributed as dist  # noqa: E402
 from rlhf.config import load_config  # noqa: E402
 from rlhf.optim import lr_at  # noqa: E402
 from rlhf.reward.config import RewardTrainConfig  # noqa: E402
-from rlhf.reward.data import (  # noqa: E402
-    encode_pairs,
-    epoch_batches,
-    read_comparisons,
-    split_by_group,
-    training_pairs,
-)
+from rlhf.reward.data import epoch_batches, prepare_data  # noqa: E402
 from rlhf.reward.evaluate import pair_metrics  # noqa: E402
 from rlhf.reward.model import RewardModel, init_reward_model  # noqa: E402
 from rlhf.reward.probe import cache_features  # noqa: E402
@@ -47,13 +41,9 @@ from rlhf.runtime import setup  # noqa: E402
 
 
 def inner_split(cfg: RewardTrainConfig, tok, inner: float):
-    """(inner-train, inner-validation) encoded pairs, both from the config's training prompts."""
-    pairs = training_pairs(read_comparisons(cfg.data.paths), cfg.data.ties, cfg.data.cant_tell)
-    if cfg.data.max_pairs:
-        pairs = pairs[:cfg.data.max_pairs]
-    train_p, _ = split_by_group(pairs, cfg.data.val_fraction, cfg.runtime.seed)
-    fit_p, check_p = split_by_group(train_p, inner, cfg.runtime.seed + 1)
-    return [encode_pairs(p, tok, cfg.data.max_len, cfg.loss.margin) for p in (fit_p, check_p)]
+    """(inner-train, inner-validation) encoded pairs, both from the config's training prompts
+    (`data.select_fraction`: the held-out prompts are left out)."""
+    return prepare_data(replace(cfg, data=replace(cfg.data, select_fraction=inner)), tok)
 
 
 def features(rm: RewardModel, data, pad_id: int, key: str) -> torch.Tensor:

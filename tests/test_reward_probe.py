@@ -15,7 +15,7 @@ from rlhf.config import load_config
 from rlhf.feedback.comparisons import to_pairs
 from rlhf.lm.encoders.folders import load_encoder
 from rlhf.reward.config import RewardTrainConfig
-from rlhf.reward.data import encode_pairs
+from rlhf.reward.data import encode_pairs, prepare_data
 from rlhf.reward.model import init_reward_model, load_reward_model
 from rlhf.reward.probe import cache_features, pooled_features
 from rlhf.reward.train import micro_batch_loss, prepare_model, train
@@ -84,3 +84,22 @@ def test_train_reward_probe_learns_a_rule_and_keeps_the_encoder(tmp_path):
     rm, _ = load_reward_model(tmp_path / "run" / "model")
     for (name, p), q in zip(before.state_dict().items(), rm.backbone.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def test_select_fraction_validates_inside_the_training_prompts(tmp_path):
+    from rlhf.feedback.store import ComparisonStore
+
+    make_encoder_folder(tmp_path / "enc", "bert")
+    store = tmp_path / "store.jsonl"
+    ComparisonStore(store).extend(comparisons(120))
+    _, tok = init_reward_model(tmp_path / "enc", 1)
+    base = [f"data.paths=[{store}]", "data.val_fraction=0.25", "train.batch_size=4"]
+    train_d, held_out = prepare_data(probe_config(tmp_path, *base), tok)
+    fit, check = prepare_data(probe_config(tmp_path, *base, "data.select_fraction=0.3"), tok)
+
+    def rows(d):
+        return {(tuple(c), tuple(r)) for c, r in zip(d.chosen, d.rejected)}
+
+    assert rows(fit) | rows(check) == rows(train_d) and not rows(fit) & rows(check)
+    assert not (rows(fit) | rows(check)) & rows(held_out)
+    assert 0.2 < len(check) / len(train_d) < 0.4  # about 30% of the training prompts
