@@ -13,6 +13,9 @@ same `train_step`, optimiser, warmup + cosine schedule and batches) and scored o
 inner-validation clear pairs. Prints one JSON line per setting and the best last (highest
 inner accuracy; ties -> the lower inner loss). Write the winner into the config and run
 `rlhf train-reward` for the held-out figure.
+
+`--random-split 0.3` (for comparison only, never for choosing): a random 30% of *all* pairs
+held out instead, prompts on both sides: the protocol of the issue's frozen-probe yardstick.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from rlhf import distributed as dist  # noqa: E402
 from rlhf.config import load_config  # noqa: E402
 from rlhf.optim import lr_at  # noqa: E402
 from rlhf.reward.config import RewardTrainConfig  # noqa: E402
-from rlhf.reward.data import epoch_batches, prepare_data  # noqa: E402
+from rlhf.reward.data import EncodedPairs, epoch_batches, prepare_data  # noqa: E402
 from rlhf.reward.evaluate import pair_metrics  # noqa: E402
 from rlhf.reward.model import RewardModel, init_reward_model  # noqa: E402
 from rlhf.reward.probe import cache_features  # noqa: E402
@@ -44,6 +47,21 @@ def inner_split(cfg: RewardTrainConfig, tok, inner: float):
     """(inner-train, inner-validation) encoded pairs, both from the config's training prompts
     (`data.select_fraction`: the held-out prompts are left out)."""
     return prepare_data(replace(cfg, data=replace(cfg.data, select_fraction=inner)), tok)
+
+
+def random_split(cfg: RewardTrainConfig, tok, share: float):
+    """For comparison only: a random `share` of *all* pairs held out, whatever their prompt
+    (a prompt can be on both sides), as the issue's frozen-probe yardstick was measured."""
+    every, _ = prepare_data(replace(cfg, data=replace(cfg.data, val_fraction=0.0)), tok)
+    perm = torch.randperm(len(every), generator=torch.Generator().manual_seed(cfg.runtime.seed))
+    n_out = round(share * len(every))
+    return [subset(every, perm[n_out:].tolist()), subset(every, perm[:n_out].tolist())]
+
+
+def subset(d: EncodedPairs, idx: list[int]) -> EncodedPairs:
+    return EncodedPairs([d.chosen[i] for i in idx], [d.rejected[i] for i in idx], d.target[idx],
+                        d.margin[idx], [d.len_chosen[i] for i in idx],
+                        [d.len_rejected[i] for i in idx], 0)
 
 
 def features(rm: RewardModel, data, pad_id: int, key: str) -> torch.Tensor:
@@ -95,6 +113,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 3e-3])
     ap.add_argument("--wds", nargs="+", type=float, default=[0.0, 0.1, 1.0])
     ap.add_argument("--epochs", nargs="+", type=float, default=[5, 20, 80])
+    ap.add_argument("--random-split", type=float, default=0.0,
+                    help="for comparison only: hold out this share of all pairs at random "
+                         "(prompts on both sides) instead of the inner split by prompt")
     a = ap.parse_args(argv)
     cfg = load_config(RewardTrainConfig, a.config, a.overrides)
     cfg = replace(cfg, model=replace(cfg.model, train_backbone=False))
@@ -104,9 +125,10 @@ def main(argv: list[str]) -> int:
         rm, tok = init_reward_model(cfg.model.init, cfg.model.n_members, cfg.runtime.seed,
                                     pooling, cfg.model.backbone)
         rm.backbone.requires_grad_(False)
-        fit, check = inner_split(cfg, tok, a.inner)
+        fit, check = (random_split(cfg, tok, a.random_split) if a.random_split
+                      else inner_split(cfg, tok, a.inner))
         for name, d in (("fit", fit), ("check", check)):
-            key = json.dumps([a.config, a.overrides, a.inner, pooling, name])
+            key = json.dumps([a.config, a.overrides, a.random_split or a.inner, pooling, name])
             d.features = features(rm, d, tok.pad_id, key)
         for lr in a.lrs:
             for wd in a.wds:
