@@ -29,9 +29,14 @@ class RewardDataConfig:
     """Token limit per side, BOS and EOS included. Longer sides keep their last tokens."""
     max_pairs: int = 0
     """Use only the first N pairs (0 = all); for quick runs."""
+    select_fraction: float = 0.0
+    """For choosing settings without looking at the held-out prompts: > 0 leaves the
+    `val_fraction` prompts out altogether and validates on this share of the *training*
+    prompts instead (split again with seed + 1); the model then trains on the rest. 0 = off."""
 
     def check(self) -> None:
         require(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
+        require(0 <= self.select_fraction < 1, "select_fraction", "must be in [0, 1)")
         require(self.max_len >= 3, "max_len", "must be >= 3 (BOS, a token, EOS)")
         require(self.max_pairs >= 0, "max_pairs", "must be >= 0")
 

@@ -49,6 +49,7 @@ class EncodedPairs:
     len_chosen: list[int]  # characters, for the length rule
     len_rejected: list[int]
     truncated: int  # pairs with at least one side truncated
+    features: torch.Tensor | None = None  # (N, 2, dim) a frozen encoder's (rlhf.reward.probe)
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -102,6 +103,8 @@ def prepare_data(cfg: RewardTrainConfig, tok) -> tuple[EncodedPairs, EncodedPair
     if cfg.data.max_pairs:
         pairs = pairs[:cfg.data.max_pairs]
     train_p, val_p = split_by_group(pairs, cfg.data.val_fraction, cfg.runtime.seed)
+    if cfg.data.select_fraction:  # the held-out prompts unseen; validate inside the training
+        train_p, val_p = split_by_group(train_p, cfg.data.select_fraction, cfg.runtime.seed + 1)
     if len(train_p) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is more than the "
                           f"{len(train_p)} training pairs")

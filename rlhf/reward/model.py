@@ -97,8 +97,9 @@ class RewardModel(nn.Module):
     def n_members(self) -> int:
         return self.head.out_features
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
-                packed: PackedPairs | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor | None, mask: torch.Tensor | None = None,
+                packed: PackedPairs | None = None,
+                pooled: torch.Tensor | None = None) -> torch.Tensor:
         """Raw scores of every member at each row's last real token: (B, T) -> (B, E).
 
         A right-padded (or unpadded) batch runs on the causal fast path: under a causal mask a
@@ -106,12 +107,12 @@ class RewardModel(nn.Module):
         result equals the masked path. Any other padding goes through the masked path.
         With `packed` (from `pack_pairs`; tokens = packed.tokens): scores of all chosen
         sides, then all rejected sides (2B, E), the shared prompt run once per pair.
-        An encoder pools its last hidden states over `mask` (any padding side)."""
-        if self.is_encoder:
-            mask = torch.ones_like(tokens) if mask is None else mask
-            seg = segment_ids(tokens, self.sep_id, self.pair_segment)  # (B, T)
-            h = self.backbone.hidden(tokens, mask, seg)  # (B, T, dim)
-            pooled = self.backbone.pool(h, mask, self.pooling)  # (B, dim)
+        An encoder pools its last hidden states over `mask` (any padding side).
+        With `pooled` (B, dim) (tokens None): the heads on features already pooled
+        (`pooled_features`, a frozen backbone's, computed once)."""
+        if pooled is None and self.is_encoder:
+            pooled = self.encoder_features(tokens, mask)  # (B, dim)
+        if pooled is not None:
             return self.head(pooled.to(self.head.weight.dtype)).float()  # (B, E)
         if packed is not None:
             h = self.backbone.hidden(tokens, positions=packed.positions,
@@ -128,6 +129,14 @@ class RewardModel(nn.Module):
         h = self.backbone.hidden(tokens, mask)  # (B, T, dim)
         h_last = h[torch.arange(h.shape[0], device=h.device), last]  # (B, dim)
         return self.head(h_last.to(self.head.weight.dtype)).float()  # (B, E)
+
+    def encoder_features(self, tokens: torch.Tensor, mask: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+        """An encoder's pooled last hidden states, what the heads read: (B, T) -> (B, dim)."""
+        mask = torch.ones_like(tokens) if mask is None else mask
+        seg = segment_ids(tokens, self.sep_id, self.pair_segment)  # (B, T)
+        h = self.backbone.hidden(tokens, mask, seg)  # (B, T, dim)
+        return self.backbone.pool(h, mask, self.pooling)  # (B, dim)
 
     def score(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised ensemble-mean reward (B,): (mean_e r_e - mean) / std."""

@@ -48,6 +48,7 @@ from rlhf.reward.model import (
     save_reward_model,
     set_statistics,
 )
+from rlhf.reward.probe import cache_features
 from rlhf.runfolder import Interrupted, holds_run_folder, save_run_config, stop_signal
 from rlhf.runtime import MetricsLog, autocast, setup
 from rlhf.state import has_state, load_state, require_finite, save_state
@@ -63,7 +64,10 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
     b, rm = len(idx), getattr(model, "module", model)
     chosen, rejected = [data.chosen[i] for i in idx], [data.rejected[i] for i in idx]
     with autocast(cfg.runtime, device):
-        if rm.is_encoder:  # a cross-encoder sees each side whole: two rows per pair
+        if data.features is not None:  # frozen encoder: features pooled once (reward.probe)
+            f = data.features[idx].to(device)  # (b, 2, dim)
+            r = model(None, pooled=torch.cat([f[:, 0], f[:, 1]]))  # (2b, E)
+        elif rm.is_encoder:  # a cross-encoder sees each side whole: two rows per pair
             tokens, mask = pad_right(chosen + rejected, rm.backbone.args.pad_id)
             r = model(tokens.to(device), mask.to(device))  # (2b, E)
         else:
@@ -174,6 +178,8 @@ def train(cfg: RewardTrainConfig) -> dict:
     rm, tok = init_reward_model(m.init, m.n_members, cfg.runtime.seed, m.pooling, m.backbone)
     train_d, val_d, weights, per_epoch, total = _data(cfg, tok)
     prepare_model(rm, train_d, cfg)
+    if not m.train_backbone and rm.is_encoder:  # a probe: pool each side once, not per epoch
+        cache_features(rm.to(device), train_d, tok.pad_id, cfg.train.eval_batch_size)
     lengths = train_d.lengths()
     # 3. model (DDP replica or FSDP shards), optimiser, resume
     rm.to(device).train()
