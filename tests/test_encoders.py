@@ -156,3 +156,59 @@ def test_deberta_conv_layer_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="conv_kernel_size"):
         load_encoder(tmp_path)
+
+
+def test_onednn_linear_equals_f_linear():
+    """The CPU fp32 kernel (rlhf.lm.encoders.linear): output and all three gradients equal
+    F.linear's up to fp32 rounding, also after an in-place weight update (no stale packed
+    weight); under bf16 autocast it is F.linear itself."""
+    import torch.nn.functional as F
+
+    from rlhf.lm.encoders.linear import linear, onednn_usable
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 37, 96, generator=g, requires_grad=True)  # (B, T, k)
+    w = torch.randn(160, 96, generator=g, requires_grad=True)  # (n, k)
+    b = torch.randn(160, generator=g, requires_grad=True)
+    dy = torch.randn(4, 37, 160, generator=g)
+    if not onednn_usable(x, w):
+        pytest.skip("PyTorch built without oneDNN")
+    for _ in range(2):
+        y = linear(x, w, b)
+        assert y.grad_fn is not None and "OneDNN" in type(y.grad_fn).__name__
+        ours = torch.autograd.grad(y, (x, w, b), dy)
+        ref = F.linear(x, w, b)
+        theirs = torch.autograd.grad(ref, (x, w, b), dy)
+        assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+        for a, r in zip(ours, theirs):
+            assert (a - r).abs().max() <= 1e-5 * r.abs().max()
+        with torch.no_grad():
+            w.mul_(-0.5)  # the next pass must see the new weights
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x, w, b).dtype == torch.bfloat16
+
+
+def test_gradients_equal_transformers(tmp_path):
+    """Training numerics: the gradient of every parameter of a BERT encoder (with padding,
+    through the oneDNN linears and the masked attention) equals transformers'."""
+    from rlhf.lm.encoders.model import hf_names
+
+    hf = make_encoder_folder(tmp_path, "bert")
+    enc = load_encoder(tmp_path).encoder.eval()  # eval: no dropout, so the passes are equal
+    tokens, mask, segs = _batch(hf.config.vocab_size)
+    tokens = tokens.masked_fill(mask == 0, hf.config.pad_token_id)
+    probe = torch.randn(*tokens.shape, enc.args.dim, generator=torch.Generator().manual_seed(2))
+    real = mask[..., None].float()
+    (enc.hidden(tokens, mask, segs) * probe * real).sum().backward()
+    (hf(input_ids=tokens, attention_mask=mask, token_type_ids=segs).last_hidden_state
+     * probe * real).sum().backward()
+    theirs = dict(hf.named_parameters())
+    names = hf_names(enc.args, enc.pooler is not None)
+    checked = 0
+    for name, p in enc.named_parameters():
+        if p.grad is None:  # the pooler: not on the path to the hidden states
+            continue
+        ref = theirs[names[name]].grad
+        assert (p.grad - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-7, name
+        checked += 1
+    assert checked == 5 + 16 * enc.args.n_layers  # embeddings + 6 linears, 2 norms a layer

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from rlhf.lm.encoders.config import EncoderArgs
 from rlhf.lm.encoders.deberta import relative_bias, relative_positions
+from rlhf.lm.encoders.linear import Linear
 
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -37,16 +38,16 @@ class EncoderLayer(nn.Module):
     def __init__(self, a: EncoderArgs):
         super().__init__()
         d, inner = a.dim, a.n_heads * a.head_dim
-        self.wq, self.wk, self.wv = (nn.Linear(d, inner) for _ in range(3))
-        self.wo = nn.Linear(inner, d)
+        self.wq, self.wk, self.wv = (Linear(d, inner) for _ in range(3))
+        self.wo = Linear(inner, d)
         self.attn_norm = nn.LayerNorm(d, eps=a.eps)
-        self.w_in, self.w_out = nn.Linear(d, a.hidden_dim), nn.Linear(a.hidden_dim, d)
+        self.w_in, self.w_out = Linear(d, a.hidden_dim), Linear(a.hidden_dim, d)
         self.ffn_norm = nn.LayerNorm(d, eps=a.eps)
         if a.relative and not a.share_att_key:
             if "c2p" in a.pos_att_type:
-                self.pos_k = nn.Linear(d, inner)
+                self.pos_k = Linear(d, inner)
             if "p2c" in a.pos_att_type:
-                self.pos_q = nn.Linear(d, inner)
+                self.pos_q = Linear(d, inner)
 
 
 class Encoder(nn.Module):
@@ -59,13 +60,13 @@ class Encoder(nn.Module):
         self.tok_emb = nn.Embedding(a.vocab_size, e)
         self.pos_emb = nn.Embedding(a.max_positions, e) if a.absolute_positions else None
         self.type_emb = nn.Embedding(a.type_vocab_size, e) if a.type_vocab_size > 0 else None
-        self.emb_proj = nn.Linear(e, a.dim, bias=False) if e != a.dim else None
+        self.emb_proj = Linear(e, a.dim, bias=False) if e != a.dim else None
         self.emb_norm = nn.LayerNorm(a.dim, eps=a.eps)
         self.layers = nn.ModuleList(EncoderLayer(a) for _ in range(a.n_layers))
         self.rel_emb = nn.Embedding(2 * a.span, a.dim) if a.relative else None
         self.rel_norm = (nn.LayerNorm(a.dim, eps=a.eps) if a.relative and a.norm_rel_ebd
                          else None)
-        self.pooler = nn.Linear(a.dim, a.dim) if pooler else None
+        self.pooler = Linear(a.dim, a.dim) if pooler else None
 
     def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         return F.dropout(x, p, self.training) if p > 0 else x
