@@ -11,7 +11,15 @@ Same HH pairs and split, steps, batch size, learning rate, schedule and threads,
 given our token ids (its pre-tokenised `chosen_ids` / `rejected_ids` columns: the same
 [CLS] prompt [SEP] response [SEP] template and truncation, so it drops nothing); its collator
 passes no token_type_ids, so the HF model sees segment 0 throughout (ours: 1 for the
-response). Held-out accuracy of both on the same held-out pairs (ids identical).
+response). Held-out accuracy of both on the same held-out pairs (ids identical). TRL runs as
+its users run it on CPU: fp32 (bf16 off, for the same arithmetic), gradient checkpointing off
+(its default is on, which costs it a second forward), its default fused AdamW, no evaluation,
+dataloader workers 0, the same thread count. Ours and TRL alternate `--repeats` times (the
+machine may be shared); the JSON has every run's pairs/s, the medians and their ratio, and
+the CPU's name. Both train `--steps` x `--batch-size` pairs, each side truncated to
+`--max-len` tokens by our rule (TRL gets the truncated ids, so it drops none); TRL pads each
+batch to its longest row, ours groups batches by length and runs the layers on the real
+tokens only (`rlhf.lm.encoders.model`).
 
 Needs the benchmark extra (`pip install -e .[bench]`: transformers, trl, accelerate).
 Data: HH-RLHF harmless-base pairs, split by prompt (80% train / 20% held out). Both trainers
