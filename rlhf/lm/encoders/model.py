@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from rlhf.lm.encoders.config import EncoderArgs
 from rlhf.lm.encoders.deberta import relative_bias, relative_positions
-from rlhf.lm.encoders.linear import Linear, linear
+from rlhf.lm.linear import Linear, linear
 
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
