@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -55,7 +54,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from matmul_flops import measure  # noqa: E402
+from matmul_flops import cpu_name, measure  # noqa: E402
 
 from rlhf.config import load_config  # noqa: E402
 from rlhf.feedback.comparisons import to_pairs  # noqa: E402
@@ -244,14 +243,6 @@ def hf_accuracy_ids(model, ids, pad_id: int, batch_size: int = 32) -> float:
         b = len(chunk)
         right += float((r[:b] > r[b:]).float().sum() + 0.5 * (r[:b] == r[b:]).float().sum())
     return right / len(ids)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), as the figures are quoted with it."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main_minilm(a) -> None:
