@@ -156,3 +156,33 @@ def test_deberta_conv_layer_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="conv_kernel_size"):
         load_encoder(tmp_path)
+
+
+def test_gradients_equal_transformers(tmp_path, monkeypatch):
+    """Training numerics: the gradient of every parameter of a BERT encoder (with padding:
+    layers on the real tokens only, q/k/v stacked, every product on oneDNN: MIN_MACS 0, and
+    the masked attention) equals transformers'."""
+    from rlhf.lm import linear as lm_linear
+    from rlhf.lm.encoders.model import hf_names
+
+    monkeypatch.setattr(lm_linear, "MIN_MACS", 0)
+
+    hf = make_encoder_folder(tmp_path, "bert")
+    enc = load_encoder(tmp_path).encoder.eval()  # eval: no dropout, so the passes are equal
+    tokens, mask, segs = _batch(hf.config.vocab_size)
+    tokens = tokens.masked_fill(mask == 0, hf.config.pad_token_id)
+    probe = torch.randn(*tokens.shape, enc.args.dim, generator=torch.Generator().manual_seed(2))
+    real = mask[..., None].float()
+    (enc.hidden(tokens, mask, segs) * probe * real).sum().backward()
+    (hf(input_ids=tokens, attention_mask=mask, token_type_ids=segs).last_hidden_state
+     * probe * real).sum().backward()
+    theirs = dict(hf.named_parameters())
+    names = hf_names(enc.args, enc.pooler is not None)
+    checked = 0
+    for name, p in enc.named_parameters():
+        if p.grad is None:  # the pooler: not on the path to the hidden states
+            continue
+        ref = theirs[names[name]].grad
+        assert (p.grad - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-7, name
+        checked += 1
+    assert checked == 5 + 16 * enc.args.n_layers  # embeddings + 6 linears, 2 norms a layer

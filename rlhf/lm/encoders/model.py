@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from rlhf.lm.encoders.config import EncoderArgs
 from rlhf.lm.encoders.deberta import relative_bias, relative_positions
+from rlhf.lm.linear import Linear, linear
 
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -37,16 +38,16 @@ class EncoderLayer(nn.Module):
     def __init__(self, a: EncoderArgs):
         super().__init__()
         d, inner = a.dim, a.n_heads * a.head_dim
-        self.wq, self.wk, self.wv = (nn.Linear(d, inner) for _ in range(3))
-        self.wo = nn.Linear(inner, d)
+        self.wq, self.wk, self.wv = (Linear(d, inner) for _ in range(3))
+        self.wo = Linear(inner, d)
         self.attn_norm = nn.LayerNorm(d, eps=a.eps)
-        self.w_in, self.w_out = nn.Linear(d, a.hidden_dim), nn.Linear(a.hidden_dim, d)
+        self.w_in, self.w_out = Linear(d, a.hidden_dim), Linear(a.hidden_dim, d)
         self.ffn_norm = nn.LayerNorm(d, eps=a.eps)
         if a.relative and not a.share_att_key:
             if "c2p" in a.pos_att_type:
-                self.pos_k = nn.Linear(d, inner)
+                self.pos_k = Linear(d, inner)
             if "p2c" in a.pos_att_type:
-                self.pos_q = nn.Linear(d, inner)
+                self.pos_q = Linear(d, inner)
 
 
 class Encoder(nn.Module):
@@ -59,13 +60,13 @@ class Encoder(nn.Module):
         self.tok_emb = nn.Embedding(a.vocab_size, e)
         self.pos_emb = nn.Embedding(a.max_positions, e) if a.absolute_positions else None
         self.type_emb = nn.Embedding(a.type_vocab_size, e) if a.type_vocab_size > 0 else None
-        self.emb_proj = nn.Linear(e, a.dim, bias=False) if e != a.dim else None
+        self.emb_proj = Linear(e, a.dim, bias=False) if e != a.dim else None
         self.emb_norm = nn.LayerNorm(a.dim, eps=a.eps)
         self.layers = nn.ModuleList(EncoderLayer(a) for _ in range(a.n_layers))
         self.rel_emb = nn.Embedding(2 * a.span, a.dim) if a.relative else None
         self.rel_norm = (nn.LayerNorm(a.dim, eps=a.eps) if a.relative and a.norm_rel_ebd
                          else None)
-        self.pooler = nn.Linear(a.dim, a.dim) if pooler else None
+        self.pooler = Linear(a.dim, a.dim) if pooler else None
 
     def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         return F.dropout(x, p, self.training) if p > 0 else x
@@ -92,17 +93,25 @@ class Encoder(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
                segments: torch.Tensor | None = None) -> torch.Tensor:
-        """Last layer's hidden states (B, T, dim). Padded rows' states are not meaningful."""
+        """Last layer's hidden states (B, T, dim); zeros at padding.
+
+        With padding, the layers run on the real tokens only (`unpad`): every per-token
+        operation (linears, norms, activation, dropout) skips the padding; only attention
+        sees the padded (B, H, T, hd) layout, with the padding masked off as keys. A real
+        token's state is the same as in the padded computation (no token sees padding)."""
         a = self.args
         B, T = tokens.shape
         mask = torch.ones_like(tokens) if mask is None else mask
-        x = self.embed(tokens, mask, segments)
+        x = self.embed(tokens, mask, segments)  # (B, T, dim)
         # (B, 1, 1, T) keys that may be attended to; None when there is no padding (faster)
         keep = None if bool(mask.all()) else mask.bool()[:, None, None, :]
+        rows = None if keep is None else mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+        if rows is not None:
+            x = unpad(x, rows)  # (N, dim)
         rel = self._relative(T, tokens.device) if a.relative else None
         for layer in self.layers:
-            x = self._layer(layer, x, keep, rel)
-        return x
+            x = self._layer(layer, x, keep, rel, rows, (B, T))
+        return x if rows is None else pad(x, rows, B, T)
 
     def _relative(self, T: int, device):
         a = self.args
@@ -113,15 +122,19 @@ class Encoder(nn.Module):
         return relative_positions(T, a.position_buckets, a.max_relative_positions,
                                   a.span, device), rel_e
 
-    def _layer(self, layer: EncoderLayer, x: torch.Tensor, keep: torch.Tensor | None, rel
-               ) -> torch.Tensor:
+    def _layer(self, layer: EncoderLayer, x: torch.Tensor, keep: torch.Tensor | None, rel,
+               rows: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+        """One post-LN layer on x (B, T, dim), or on the real tokens x (N, dim) at `rows`."""
         a = self.args
-        B, T, _ = x.shape
+        B, T = shape
 
         def heads(t):  # (b, T, H*hd) -> (b, H, T, hd)
             return t.view(t.shape[0], -1, a.n_heads, a.head_dim).transpose(1, 2)
 
-        q, k, v = heads(layer.wq(x)), heads(layer.wk(x)), heads(layer.wv(x))
+        def padded(t):  # (N, c) real tokens -> (B, T, c); (B, T, c) unchanged
+            return t if rows is None else pad(t, rows, B, T)
+
+        q, k, v = (heads(padded(t)) for t in qkv(layer, x))  # (B, H, T, hd) each
         if rel is None:
             bias, scale = keep, None
         else:
@@ -138,6 +151,8 @@ class Encoder(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale,
                                            dropout_p=a.attn_dropout if self.training else 0.0)
         o = o.transpose(1, 2).reshape(B, T, -1)  # (B, T, H*hd)
+        if rows is not None:
+            o = unpad(o, rows)  # (N, H*hd)
         h = layer.attn_norm(x + self._drop(layer.wo(o), a.dropout))
         f = layer.w_out(activation(a.act, layer.w_in(h)))
         return layer.ffn_norm(h + self._drop(f, a.dropout))
@@ -155,6 +170,24 @@ class Encoder(nn.Module):
             act = "tanh" if self.args.family != "deberta-v2" else self.args.pooler_act
             return activation(act, self.pooler(first))
         return first
+
+
+def qkv(layer: EncoderLayer, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries, keys and values (..., H*hd) each, as one matrix product with the three
+    projections stacked ((3 H*hd, dim): one GEMM reads x once; the same sums as three)."""
+    w = torch.cat([layer.wq.weight, layer.wk.weight, layer.wv.weight])  # (3 H*hd, dim)
+    b = torch.cat([layer.wq.bias, layer.wk.bias, layer.wv.bias])  # (3 H*hd,)
+    return linear(x, w, b).chunk(3, dim=-1)
+
+
+def unpad(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, T, c) -> (N, c): the tokens at flat indices `rows` (the mask's nonzeros)."""
+    return x.reshape(-1, x.shape[-1]).index_select(0, rows)
+
+
+def pad(x: torch.Tensor, rows: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """(N, c) -> (B, T, c): the inverse of `unpad`, zeros at padding."""
+    return x.new_zeros(B * T, x.shape[-1]).index_copy(0, rows, x).view(B, T, -1)
 
 
 def hf_names(args: EncoderArgs, has_pooler: bool) -> dict[str, str]:
