@@ -6,6 +6,7 @@ or a full disk, the end screen, markers for empty and identical responses; and t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import io
@@ -107,6 +108,22 @@ def test_escape_sequences_are_shown_not_acted_on(tmp_path, pty_factory):
     assert "\x1b" not in out.getvalue() and "\\x1b]0;TITLE" in out.getvalue()
 
 
+def read_until(p: subprocess.Popen, text: str) -> bool:
+    """Read the rater process's lines until one holds `text` (True), or until it ends after
+    saying that all pairs are rated (False); any other end fails the test with what it
+    printed (never a busy loop on a closed pipe)."""
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if text in line:
+            return True
+    rc = p.wait(timeout=30)
+    if rc == 0 and any("All pairs rated" in line for line in seen):
+        return False
+    pytest.fail(f"rlhf rate ended (rc {rc}) before {text!r}; it printed:\n"
+                + "".join(seen[-20:]) + (p.stderr.read() if p.stderr else ""))
+
+
 def test_two_raters_at_overlap_1_never_share_an_item_and_a_skip_hands_it_back(tmp_path):
     items = queue(tmp_path, [Item(f"p{i}", "x", "y", id=f"it{i}") for i in range(6)])
     ann, bob = (Session(items, ComparisonStore(tmp_path / "s.jsonl"), n, repeat_rate=0)
@@ -124,19 +141,28 @@ def test_two_raters_at_overlap_1_never_share_an_item_and_a_skip_hands_it_back(tm
            str(tmp_path / "t.jsonl"), "--repeat-rate", "0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     procs = [subprocess.Popen([*cmd, "--rater", n], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)
              for n in ("ann", "bob")]
     for p in procs:  # each has its first pair on screen before anyone answers
-        while "item 1 of" not in p.stdout.readline():
-            pass
-    for _ in range(3):
-        for p in procs:
-            p.stdin.write("a\n")
-            p.stdin.flush()
-            while "saved" not in p.stdout.readline():
-                pass
+        assert read_until(p, "item 1 of")
+    alive = list(procs)
+    for _ in range(12):  # answer in turn until each says all pairs are rated; who gets how
+        for p in list(alive):  # many depends on timing (a faster rater claims more)
+            try:
+                p.stdin.write("a\n")
+                p.stdin.flush()
+            except BrokenPipeError:
+                alive.remove(p)
+                continue
+            if not read_until(p, "saved"):
+                alive.remove(p)
+        if not alive:
+            break
+    assert not alive
     for p in procs:
-        p.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # an "a" it never read is still buffered
+            p.stdin.close()
         assert p.wait(timeout=30) == 0
     comps = ComparisonStore(tmp_path / "t.jsonl").load()
     assert sorted(c.item_id for c in comps) == [f"it{i}" for i in range(6)]
