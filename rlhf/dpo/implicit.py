@@ -27,7 +27,7 @@ from rlhf.reward import evaluate as reward_evaluate
 from rlhf.reward.config import EvalRewardConfig
 from rlhf.reward.data import encode_pairs, read_comparisons, split_by_group
 from rlhf.reward.evaluate import pair_metrics
-from rlhf.reward.model import encode_pair_side, pad_right
+from rlhf.reward.model import bos_ids, encode_pair_side, pad_right
 from rlhf.runtime import setup
 
 META_FILE = "dpo.json"
@@ -79,7 +79,7 @@ def response_logratio(policy, ref, tok, prompts: list[str], responses: list[str]
     seqs = [encode_pair_side(tok, p, r, max_len)[0] for p, r in zip(prompts, responses)]
     heads = []
     for p, s in zip(prompts, seqs):
-        pid = [tok.bos_id] * (tok.bos_id is not None) + tok.encode(p, bos=False)
+        pid = bos_ids(tok) + tok.encode(p, bos=False)
         n = 0
         while n < min(len(pid), len(s) - 1) and pid[n] == s[n]:
             n += 1

@@ -158,13 +158,19 @@ def is_right_padded(mask: torch.Tensor) -> bool:
 # ----------------------------------------------------------------------------- tokens
 
 
+def bos_ids(tok) -> list[int]:
+    """The BOS that causal reward and DPO texts start with: [bos_id], none where the tokenizer
+    has no BOS (Qwen2.5's bos_token is null)."""
+    return [] if tok.bos_id is None else [tok.bos_id]
+
+
 def encode_pair_side(tok, prompt: str, response: str, max_len: int) -> tuple[list[int], bool]:
     """[BOS] + ids(prompt + response) + [EOS], truncated by the module's rule (no BOS where the
     tokenizer has none, e.g. Qwen2.5's); an encoder's tokenizer gives its own pair template
     (`EncoderTokenizer.encode_pair`). Returns (ids, truncated)."""
     if hasattr(tok, "encode_pair"):
         return tok.encode_pair(prompt, response, max_len)
-    bos = [] if tok.bos_id is None else [tok.bos_id]
+    bos = bos_ids(tok)
     body = tok.encode(prompt + response, bos=False)
     keep = max_len - len(bos) - 1
     truncated = len(body) > keep
@@ -242,16 +248,23 @@ def _device(rm: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def raw_scores(rm: RewardModel, seqs: list[list[int]], pad_id: int,
-               batch_size: int = 32) -> torch.Tensor:
-    """Members' raw scores of token lists (N, E), batched by similar length (less padding)."""
+def by_length(fn, seqs: list[list[int]], pad_id: int, width: int, device,
+              batch_size: int = 32) -> torch.Tensor:
+    """fn(tokens, mask) -> (b, width) over token lists, batched by similar length (less
+    padding), back in the lists' order: (N, width)."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    out = torch.empty(len(seqs), rm.n_members)
+    out = torch.empty(len(seqs), width)
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         tokens, mask = pad_right([seqs[j] for j in idx], pad_id)
-        out[idx] = rm(tokens.to(_device(rm)), mask.to(_device(rm))).cpu()
+        out[idx] = fn(tokens.to(device), mask.to(device)).float().cpu()
     return out
+
+
+def raw_scores(rm: RewardModel, seqs: list[list[int]], pad_id: int,
+               batch_size: int = 32) -> torch.Tensor:
+    """Members' raw scores of token lists (N, E), batched by similar length (less padding)."""
+    return by_length(rm, seqs, pad_id, rm.n_members, _device(rm), batch_size)
 
 
 def score_tokens(rm: RewardModel, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from rlhf.reward.data import EncodedPairs
-from rlhf.reward.model import RewardModel, pad_right
+from rlhf.reward.model import RewardModel, by_length
 
 
 @torch.no_grad()
@@ -25,13 +25,8 @@ def pooled_features(rm: RewardModel, seqs: list[list[int]], pad_id: int,
     batched by similar length (less padding; pooling ignores padding)."""
     was_training = rm.training
     rm.eval()
-    device = rm.head.weight.device
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    out = torch.empty(len(seqs), rm.backbone.args.dim)
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        tokens, mask = pad_right([seqs[j] for j in idx], pad_id)
-        out[idx] = rm.encoder_features(tokens.to(device), mask.to(device)).float().cpu()
+    out = by_length(rm.encoder_features, seqs, pad_id, rm.backbone.args.dim,
+                    rm.head.weight.device, batch_size)
     rm.train(was_training)
     return out
 
