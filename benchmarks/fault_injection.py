@@ -1,5 +1,5 @@
-"""Fault injection: kill reward training, policy training and the loop at random moments, resume,
-and check that the result is bit-identical to an uninterrupted run.
+"""Fault injection: kill reward training, DPO, policy training and the loop at random moments,
+resume, and check that the result is bit-identical to an uninterrupted run.
 
     python benchmarks/fault_injection.py            # N=20 kills per stage (a few minutes)
     python benchmarks/fault_injection.py --kills 5 --seed 1
@@ -54,7 +54,7 @@ LOOP = ["rounds=2", "pairs_per_round=8", f"policy={STORIES}", "eval.n_prompts=4"
 
 
 def fixtures(tmp: Path) -> dict[str, list[str]]:
-    """The three commands' arguments (without out_dir), on tiny random models."""
+    """The four commands' arguments (without out_dir), on tiny random models."""
     sys.path.insert(0, str(ROOT))
     from rlhf.feedback.comparisons import Comparison
     from rlhf.feedback.store import ComparisonStore
@@ -91,6 +91,10 @@ def fixtures(tmp: Path) -> dict[str, list[str]]:
                    "data.max_len=64", "train.batch_size=16", "train.lr=3e-3",
                    "train.warmup_steps=5", "train.max_steps=60", "train.save_every=7",
                    "train.eval_every=20", "model.n_members=2", "progress=false"],
+        "dpo": ["train-dpo", f"model.init={policy}", f"data.paths=[{tmp / 'store.jsonl'}]",
+                "data.max_len=64", "train.batch_size=16", "train.lr=3e-3",
+                "train.warmup_steps=5", "train.max_steps=40", "train.save_every=7",
+                "train.eval_every=20", "progress=false"],
         "policy": ["train-policy", f"policy={policy}", f"prompts.path={tmp / 'prompts.txt'}",
                    "prompts.batch_prompts=4", "prompts.hold_out_every=4",
                    "prompts.eval_prompts=2", "sampling.max_new_tokens=8", "algo.k=4",
@@ -241,7 +245,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=20, help="kills per stage (>= 20 for the goal)")
     ap.add_argument("--per-chain", type=int, default=5, help="kills of one run before it ends")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--stages", default="reward,policy,loop")
+    ap.add_argument("--stages", default="reward,dpo,policy,loop")
     a = ap.parse_args()
     if not (STORIES / "tok512.bin").is_file():
         raise SystemExit(f"needs the shared files at {SHARED}")

@@ -40,14 +40,15 @@ from pathlib import Path
 import torch
 
 from rlhf.config import load_config
-from rlhf.feedback.scorers import get_scorer
+from rlhf.harness.runtime import setup
 from rlhf.lm.folders import load_model
 from rlhf.loop.config import LoopConfig
-from rlhf.loop.cycle import init_run, run
+from rlhf.loop.cycle import run
+from rlhf.loop.folder import init_run
 from rlhf.policy.evaluate import evaluate_policy
 from rlhf.policy.train import train
 from rlhf.prompts import load_prompts
-from rlhf.runtime import setup
+from rlhf.raters.scorers import get_scorer
 
 DPO_SETTINGS = ["dpo.data.val_fraction=0.2", "dpo.train.batch_size=16", "dpo.train.epochs=4",
                 "dpo.train.warmup_steps=2", "dpo.train.lr=5e-4", "dpo.loss.beta=0.1"]

@@ -9,10 +9,10 @@ their prompts are split again (`--inner`, another seed) into inner-train and inn
 prompts. The frozen encoder pools every side once per pooling (`rlhf.reward.probe`; cached
 under runs/probe_features/), then for every (pooling, lr, weight decay, epochs) the heads are
 trained exactly as `rlhf train-reward` with `model.train_backbone=false` trains them (the
-same `train_step`, optimiser, warmup + cosine schedule and batches) and scored on the
-inner-validation clear pairs. Prints one JSON line per setting and the best last (highest
-inner accuracy; ties -> the lower inner loss). Write the winner into the config and run
-`rlhf train-reward` for the held-out figure.
+same step, `accumulated_step` of `micro_batch_loss`, optimiser, warmup + cosine schedule and
+batches) and scored on the inner-validation clear pairs. Prints one JSON line per setting and
+the best last (highest inner accuracy; ties -> the lower inner loss). Write the winner into
+the config and run `rlhf train-reward` for the held-out figure.
 
 `--random-split 0.3` (for comparison only, never for choosing): a random 30% of *all* pairs
 held out instead, prompts on both sides: the protocol of the issue's frozen-probe yardstick.
@@ -31,16 +31,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's rlhf
-from rlhf import distributed as dist  # noqa: E402
 from rlhf.config import load_config  # noqa: E402
-from rlhf.optim import lr_at  # noqa: E402
+from rlhf.harness import distributed as dist  # noqa: E402
+from rlhf.harness.optim import lr_at  # noqa: E402
+from rlhf.harness.run import accumulated_step  # noqa: E402
+from rlhf.harness.runtime import setup  # noqa: E402
+from rlhf.preferences.data import EncodedPairs, PairBatches, prepare_data  # noqa: E402
+from rlhf.preferences.metrics import pair_metrics  # noqa: E402
 from rlhf.reward.config import RewardTrainConfig  # noqa: E402
-from rlhf.reward.data import EncodedPairs, epoch_batches, prepare_data  # noqa: E402
-from rlhf.reward.evaluate import pair_metrics  # noqa: E402
 from rlhf.reward.model import RewardModel, init_reward_model  # noqa: E402
 from rlhf.reward.probe import cache_features  # noqa: E402
-from rlhf.reward.train import prepare_model, reward_optimizer, set_rates, train_step  # noqa: E402
-from rlhf.runtime import setup  # noqa: E402
+from rlhf.reward.train import micro_batch_loss, prepare_model, reward_optimizer, set_rates  # noqa: E402
 
 
 def inner_split(cfg: RewardTrainConfig, tok, inner: float):
@@ -85,15 +86,13 @@ def fit_heads(cfg: RewardTrainConfig, backbone_rm: RewardModel, tok, fit, check)
     per_epoch = len(fit) // cfg.train.batch_size
     total = max(1, math.ceil(cfg.train.epochs * per_epoch))
     weights = torch.ones(len(fit), cfg.model.n_members)
-    order = None
+    batches = PairBatches(fit.lengths(), cfg.train.batch_size, cfg.runtime.seed,
+                          cfg.train.group_by_length)
     for step in range(total):
-        if step % per_epoch == 0:
-            order = epoch_batches(fit.lengths(), cfg.train.batch_size, cfg.runtime.seed,
-                                  step // per_epoch, cfg.train.group_by_length)
         set_rates(opt, lr_at(step, total, cfg.train.warmup_steps, cfg.train.lr,
                              cfg.train.min_lr_ratio), cfg)
-        train_step(rm, opt, fit, order[step % per_epoch], weights, cfg, info, 1,
-                   torch.device("cpu"))
+        accumulated_step(rm, opt, batches(step), 1, lambda idx: micro_batch_loss(
+            rm, fit, idx, weights, cfg, torch.device("cpu")), cfg.train.max_grad_norm, info)
     with torch.no_grad():
         f = check.features  # (N, 2, dim)
         r = rm(None, pooled=torch.cat([f[:, 0], f[:, 1]]))  # (2N, E)

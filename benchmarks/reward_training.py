@@ -61,10 +61,11 @@ from rlhf.feedback.comparisons import to_pairs  # noqa: E402
 from rlhf.feedback.formats import read_hh  # noqa: E402
 from rlhf.lm.folders import hf_config, load_model, save_model, to_hf_state_dict  # noqa: E402
 from rlhf.lm.model import ModelArgs, Transformer  # noqa: E402
+from rlhf.preferences.data import split_by_group  # noqa: E402
+from rlhf.preferences.tokens import encode_pair_side, packed_length  # noqa: E402
 from rlhf.reward.config import RewardTrainConfig  # noqa: E402
-from rlhf.reward.data import split_by_group  # noqa: E402
 from rlhf.reward.evaluate import evaluate  # noqa: E402
-from rlhf.reward.model import encode_pair_side, init_reward_model, packed_length  # noqa: E402
+from rlhf.reward.model import init_reward_model  # noqa: E402
 from rlhf.reward.train import train  # noqa: E402
 
 HH = "../shared/data/preferences/hh-rlhf-harmless-base-test.jsonl.gz"
@@ -232,7 +233,7 @@ def run_trl_minilm(train_ids, a, out: Path):
 @torch.no_grad()
 def hf_accuracy_ids(model, ids, pad_id: int, batch_size: int = 32) -> float:
     """Held-out accuracy of an HF sequence classifier on (chosen ids, rejected ids) pairs."""
-    from rlhf.reward.model import pad_right
+    from rlhf.preferences.tokens import pad_right
 
     model.eval()
     right = 0.0

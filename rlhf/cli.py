@@ -6,7 +6,7 @@ a `UserError` (bad file, config, state, busy run folder...), an `OSError` (read-
 disk, permission: the path and the reason), an unreadable safetensors file. `--debug` (or
 RLHF_DEBUG=1) adds the traceback. SIGINT/SIGTERM during training: the stage saves its state
 and the exit code is 130 / 143. `--allow-changed KEY[,KEY]` lets a resumed run change those
-keys of its saved config (`rlhf.runfolder`).
+keys of its saved config (`rlhf.harness.folder`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from safetensors import SafetensorError
 from rlhf.config import UserError
 from rlhf.dpo import implicit as dpo_eval
 from rlhf.dpo import train as train_dpo
-from rlhf.feedback import formats, pairs, rate, stats, web
+from rlhf.feedback import formats, pairs, stats
+from rlhf.harness import distributed as dist
+from rlhf.harness.folder import Interrupted
 from rlhf.lm import cli as generate
 from rlhf.loop import cycle, report
 from rlhf.policy import train as train_policy
+from rlhf.raters import rate, web
 from rlhf.reward import train as train_reward
-from rlhf.runfolder import Interrupted
 
 COMMANDS = {
     # name: (the stage's `cli(argv)`, one-line description)
@@ -84,24 +86,54 @@ def take_flags(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`rlhf <command> ...`: the command's exit code. The one end of every command for the
+    processes too: each rank leaves the process group here (`rlhf.harness.distributed.finish`: after
+    a barrier when the command returned, at once after an error, whatever the error), then a
+    torchrun rank ends without Python's finalization (`rlhf.harness.distributed.exit_process` says
+    why): under torchrun `main` does not return."""
+    code, returned = 1, False
+    try:
+        code, returned = command(argv)
+    except SystemExit as e:  # argparse: --help, a usage error
+        if not dist.joined():
+            raise
+        code = e.code
+    except BaseException:  # not an expected error: its traceback, then the same end
+        if not dist.joined():
+            raise
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            dist.finish(ok=returned)
+        except Exception:  # the final barrier: a rank that failed first (its error says why)
+            traceback.print_exc()
+            code = 1
+    if dist.joined():
+        dist.exit_process(code)
+    return code
+
+
+def command(argv: list[str] | None) -> tuple[int, bool]:
+    """Run one command: (exit code, whether the stage returned, rather than failed)."""
     argv, debug = take_flags(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
-        return 0
+        return 0, True
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"rlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
+        return 2, True
     try:
-        return int(COMMANDS[name][0](rest) or 0)
+        return int(COMMANDS[name][0](rest) or 0), True
     except Interrupted as e:
         print(f"rlhf {name}: {e}", file=sys.stderr)
-        return e.code
+        return e.code, False
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
         print(f"rlhf {name}: interrupted", file=sys.stderr)
-        return 130
+        return 130, False
     except (UserError, OSError, SafetensorError) as e:
         if debug:
             traceback.print_exc()
@@ -109,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, SafetensorError):
             line = f"unreadable safetensors file: {e}"
         print(f"rlhf {name}: error: {line}", file=sys.stderr)
-        return 2
+        return 2, False
 
 
 if __name__ == "__main__":

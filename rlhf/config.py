@@ -51,7 +51,7 @@ class RuntimeConfig:
     threads: int = 1
     """torch intra-op threads on CPU; 0 leaves torch's default. 1 is the safe choice on a
     shared 2-core machine: 2 threads were 25-40% faster on a quiet one but 2.5x slower with
-    one other busy process (measured: see README)."""
+    one other busy process (measured: docs/speed.md)."""
     device: str = "auto"
     """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available, else cpu)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"

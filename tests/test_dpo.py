@@ -22,8 +22,8 @@ from rlhf.dpo.pairs import CACHE_FILE, logprobs_of_pairs, pair_logprobs, referen
 from rlhf.dpo.train import train
 from rlhf.lm.folders import load_model, read_safetensors
 from rlhf.lm.logprobs import token_logprobs
-from rlhf.reward.data import encode_pairs, prepare_data
-from rlhf.reward.losses import dpo_loss, ipo_loss, preference_loss
+from rlhf.preferences.data import encode_pairs, prepare_data
+from rlhf.preferences.losses import dpo_loss, ipo_loss, preference_loss
 
 
 def sp(x):
@@ -155,9 +155,9 @@ def test_resume_after_a_kill_is_exact(tmp_path):
             "data.max_len=64", "train.batch_size=16", "train.lr=3e-3", "train.warmup_steps=5",
             "progress=false", "loss.beta=0.5", "runtime.threads=1", *common]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    slow = "import time, rlhf.dpo.train as t; f = t.train_step\n" \
+    slow = "import time, rlhf.dpo.train as t; f = t.accumulated_step\n" \
            "def g(*a, **k):\n    time.sleep(0.5); return f(*a, **k)\n" \
-           "t.train_step = g\nimport sys; sys.exit(t.cli(sys.argv[1:]))"
+           "t.accumulated_step = g\nimport sys; sys.exit(t.cli(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", slow, *args], env=env, cwd=ROOT)
     state = tmp_path / "b" / "state" / "state.json"
     deadline = time.time() + 120

@@ -17,16 +17,16 @@ import torch
 from conftest import ROOT, STORIES, need_shared
 from test_train_reward import config, make_fixture
 
-from rlhf import state as S
 from rlhf.cli import main
 from rlhf.config import ConfigError
 from rlhf.feedback.comparisons import RecordError
 from rlhf.feedback.formats import detect_format, read_any
+from rlhf.harness import state as S
+from rlhf.harness.folder import ConfigChanged, RunFolderBusy, lock, unlock
+from rlhf.harness.state import NonFiniteError
 from rlhf.lm.folders import read_safetensors
 from rlhf.reward import train as reward_train
 from rlhf.reward.train import train
-from rlhf.runfolder import ConfigChanged, RunFolderBusy, lock, unlock
-from rlhf.state import NonFiniteError
 
 COMMON = ("train.max_steps=8", "model.n_members=2", "train.eval_every=0")
 
@@ -94,7 +94,7 @@ def test_a_kill_before_the_first_state_logs_each_step_once(fixture, reference, t
                                                            monkeypatch):
     model_dir, store = fixture
     out = tmp_path / "run"
-    real, calls = reward_train.train_step, []
+    real, calls = reward_train.accumulated_step, []
 
     def dies_at_three(*a, **kw):
         calls.append(1)
@@ -102,12 +102,12 @@ def test_a_kill_before_the_first_state_logs_each_step_once(fixture, reference, t
             raise Killed
         return real(*a, **kw)
 
-    monkeypatch.setattr(reward_train, "train_step", dies_at_three)
+    monkeypatch.setattr(reward_train, "accumulated_step", dies_at_three)
     with pytest.raises(Killed):
         train(config(model_dir, store, out, *COMMON))
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 3, "lo')  # and a row the kill cut short
-    monkeypatch.setattr(reward_train, "train_step", real)
+    monkeypatch.setattr(reward_train, "accumulated_step", real)
     train(config(model_dir, store, out, *COMMON))
     rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 9))
@@ -183,14 +183,14 @@ def test_a_non_finite_loss_stops_training_keeping_the_last_good_state(fixture, t
                                                                       monkeypatch):
     model_dir, store = fixture
     out = tmp_path / "run"
-    real, calls = reward_train.train_step, []
+    real, calls = reward_train.accumulated_step, []
 
     def nan_at_five(*a, **kw):
         m = real(*a, **kw)
         calls.append(1)
         return {**m, "loss": float("nan")} if len(calls) == 5 else m
 
-    monkeypatch.setattr(reward_train, "train_step", nan_at_five)
+    monkeypatch.setattr(reward_train, "accumulated_step", nan_at_five)
     with pytest.raises(NonFiniteError, match="step 5: the loss is nan"):
         train(config(model_dir, store, out, *COMMON, "train.save_every=2"))
     assert S.state_meta(out / "state")["step"] == 4
@@ -238,7 +238,7 @@ def test_the_lock_is_reentrant_and_released(tmp_path):
     lock(tmp_path)
     lock(tmp_path)  # the loop and its stages nest
     unlock(tmp_path)
-    code = ("from pathlib import Path; from rlhf.runfolder import lock; "
+    code = ("from pathlib import Path; from rlhf.harness.folder import lock; "
             f"lock(Path({str(tmp_path)!r}))")
     r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                        capture_output=True, text=True)
@@ -324,7 +324,7 @@ def test_sigint_saves_and_a_second_one_exits_at_once(fixture, tmp_path, monkeypa
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "stopped by SIGINT" in err and "Traceback" not in err
     assert S.state_meta(out / "state")["step"] >= 2
-    from rlhf import runfolder
+    from rlhf.harness import folder as runfolder  # the run folder module
 
     def exit_now(code):
         raise SystemExit(code)

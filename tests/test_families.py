@@ -245,13 +245,8 @@ def test_reward_backbone_packed_pairs_equal_separate_sides(tmp_path, case):
     """As a reward backbone: packed shared-prompt pairs (explicit attention layout, the
     sliding window applied by positions) score as each side alone; a saved reward model
     loads back (the strict loader keeps `reward_head.weight` for the reward code)."""
-    from rlhf.reward.model import (
-        RewardModel,
-        load_reward_model,
-        pack_pairs,
-        pad_right,
-        save_reward_model,
-    )
+    from rlhf.preferences.tokens import pack_pairs, pad_right
+    from rlhf.reward.model import RewardModel, load_reward_model, save_reward_model
 
     _, folder = hf_folder(tmp_path, case)
     backbone, tok = load_hf(folder)

@@ -13,10 +13,10 @@ from conftest import ROOT, STORIES, need_shared
 
 from rlhf.cli import main
 from rlhf.config import ConfigError, load_config
-from rlhf.feedback.scorers import vader
 from rlhf.feedback.store import ComparisonStore
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.cycle import next_step, run
+from rlhf.raters.scorers import vader
 
 TINY = ["rounds=2", "pairs_per_round=8", f"policy={STORIES}", "eval.n_prompts=4",
         "eval.samples_per_prompt=1", "sampling.max_new_tokens=12",
@@ -81,6 +81,37 @@ def test_two_tiny_rounds_end_to_end(tmp_path, capsys):
     check_run(out)
 
 
+def test_models_stay_in_memory_between_steps(tmp_path, monkeypatch):
+    """Two rounds read no round's policy or reward model back from disk: each step is handed
+    what the one before trained; the starting policy is read three times in all (the policy
+    that round 1 samples from and trains, the frozen reference, round 1's fresh reward-model
+    backbone), never once per round."""
+    need_shared()
+    import rlhf.dpo.implicit
+    import rlhf.loop.models
+    import rlhf.policy.run
+    import rlhf.reward.model
+
+    loads = []
+
+    def counting(module, name):
+        real = getattr(module, name)
+
+        def load(path, *a, **kw):
+            loads.append(str(path))
+            return real(path, *a, **kw)
+        monkeypatch.setattr(module, name, load)
+    for module in (rlhf.loop.models, rlhf.policy.run, rlhf.reward.model):
+        counting(module, "load_model")
+        counting(module, "load_reward_model")
+    counting(rlhf.dpo.implicit, "load_model")
+    out = tmp_path / "run"
+    run(load_config(LoopConfig, None, [*TINY, f"out_dir={out}"]))
+    check_run(out)
+    assert [p for p in loads if p.startswith(str(out))] == []
+    assert loads == [str(STORIES)] * 3
+
+
 def test_killed_mid_round_resumes(tmp_path):
     need_shared()
     out = tmp_path / "run"
@@ -105,7 +136,7 @@ def test_killed_mid_round_resumes(tmp_path):
 
 def test_human_rater_waits_then_resumes(tmp_path, capsys):
     need_shared()
-    from rlhf.feedback.rate import run_session
+    from rlhf.raters.rate import run_session
 
     out = tmp_path / "run"
     over = [*TINY, "rounds=1", "rater.kind=human", "rater.name=ann", f"out_dir={out}"]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhf.reward.losses import (
+from rlhf.preferences.losses import (
     bradley_terry_loss,
     centring_penalty,
     margins_from_strengths,

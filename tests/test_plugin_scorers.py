@@ -10,10 +10,10 @@ from conftest import STORIES, need_shared
 from rlhf.cli import main
 from rlhf.config import ConfigError, load_config
 from rlhf.feedback.comparisons import Item
-from rlhf.feedback.scorers import ScorerError, get_scorer, scorer_problem
-from rlhf.feedback.simulated import SimulatedRater, loop_rater
 from rlhf.loop.config import LoopConfig
 from rlhf.policy.config import PolicyTrainConfig
+from rlhf.raters.scorers import ScorerError, get_scorer, scorer_problem
+from rlhf.raters.simulated import SimulatedRater, loop_rater
 
 BREVITY = "test_plugin_scorers:brevity"
 

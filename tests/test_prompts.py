@@ -78,7 +78,7 @@ def test_write_then_load_keeps_multi_line_and_chat_prompts(tmp_path):
 def test_loop_run_folder_keeps_multi_line_and_chat_prompts(tmp_path):
     from rlhf.config import load_config
     from rlhf.loop.config import LoopConfig
-    from rlhf.loop.cycle import init_run
+    from rlhf.loop.folder import init_run
 
     src = tmp_path / "p.jsonl"
     prompts = [f"prompt {i}\nsecond line" for i in range(5)] + [ChatPrompt(CHAT)]

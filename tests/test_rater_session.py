@@ -15,10 +15,10 @@ import pytest
 
 from rlhf.feedback.comparisons import Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.rate import run_session
-from rlhf.feedback.screen import layout
-from rlhf.feedback.session import Session, parse_command
 from rlhf.feedback.store import ComparisonStore
+from rlhf.raters.rate import run_session
+from rlhf.raters.screen import layout
+from rlhf.raters.session import Session, parse_command
 
 
 def make_queue(path, n=6, gold=None):

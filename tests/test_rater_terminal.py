@@ -25,10 +25,10 @@ import pytest
 
 from rlhf.feedback.comparisons import Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.rate import run_session
-from rlhf.feedback.screen import layout, width_of, wrap
-from rlhf.feedback.session import Session, Shown
 from rlhf.feedback.store import ComparisonStore, StoreError
+from rlhf.raters.rate import run_session
+from rlhf.raters.screen import layout, width_of, wrap
+from rlhf.raters.session import Session, Shown
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSI = "\x1b[2J\x1b]0;TITLE\x07gotcha"
@@ -329,13 +329,32 @@ def test_end_screen_shows_a_summary_and_can_undo_the_last_answer(tmp_path, pty_f
     assert comps[0].strength == "much"
 
 
-def test_a_lease_expires_and_the_item_goes_to_another_rater(tmp_path):
+class Clock:
+    """A `time` module whose `time()` only the test moves (every other name is the real one):
+    lease expiries are read from it, so no sleep races a lease."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_a_lease_expires_and_the_item_goes_to_another_rater(tmp_path, monkeypatch):
+    clock = Clock()
+    for module in {ComparisonStore.__module__, Session.__module__}:  # leases, shown_at
+        monkeypatch.setattr(sys.modules[module], "time", clock)
     items = queue(tmp_path, [Item(f"p{i}", "x", "y", id=f"it{i}") for i in range(3)])
     ann, bob = (Session(items, ComparisonStore(tmp_path / "s.jsonl"), n, repeat_rate=0,
-                        lease_seconds=0.3) for n in ("ann", "bob"))
-    assert ann.next().item.id == "it0"
-    assert bob.next().item.id == "it1"  # it0 is ann's while her lease lasts
-    time.sleep(0.4)
+                        lease_seconds=300) for n in ("ann", "bob"))
+    assert ann.next().item.id == "it0"  # leased to ann until 300 s from now
+    clock.now += 299
+    assert bob.next().item.id == "it1"  # it0 is ann's while her lease lasts (1 s left)
+    assert ann.next().item.id == "it0"  # her own lease: still hers
+    clock.now += 301  # both leases (renewed by those claims, 300 s each) ran out 1 s ago
     assert bob.next().item.id == "it0"  # both leases ran out: bob's claim takes the first
     assert ann.next().item.id == "it1"
 

@@ -14,11 +14,11 @@ from encoder_folders import WORDS, make_encoder_folder
 
 from rlhf.config import UserError, load_config
 from rlhf.feedback.comparisons import Comparison
+from rlhf.preferences.data import training_pairs
+from rlhf.preferences.tokens import encode_pair_side
 from rlhf.reward.config import RewardTrainConfig
-from rlhf.reward.data import training_pairs
 from rlhf.reward.model import (
     RewardModel,
-    encode_pair_side,
     init_reward_model,
     load_reward_model,
     raw_scores,

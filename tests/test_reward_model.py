@@ -8,24 +8,21 @@ import pytest
 import torch
 
 from rlhf.lm.model import ModelArgs, Transformer
-from rlhf.reward.losses import preference_loss
+from rlhf.preferences.losses import preference_loss
+from rlhf.preferences.tokens import encode_pair_side, pack_pairs, pad_right, shared_prefix
 from rlhf.reward.model import (
     RewardModel,
     bootstrap_weights,
     disagreement,
-    encode_pair_side,
     is_right_padded,
     last_index,
     load_reward_model,
-    pack_pairs,
-    pad_right,
     rank_pairs,
     raw_scores,
     save_reward_model,
     score_texts,
     score_tokens,
     set_statistics,
-    shared_prefix,
 )
 
 TOK = Path(__file__).resolve().parents[2] / "shared/models/stories260K/tok512.bin"

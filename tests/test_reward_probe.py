@@ -14,8 +14,8 @@ from test_reward_encoder import comparisons
 from rlhf.config import load_config
 from rlhf.feedback.comparisons import to_pairs
 from rlhf.lm.encoders.folders import load_encoder
+from rlhf.preferences.data import encode_pairs, prepare_data
 from rlhf.reward.config import RewardTrainConfig
-from rlhf.reward.data import encode_pairs, prepare_data
 from rlhf.reward.model import init_reward_model, load_reward_model
 from rlhf.reward.probe import cache_features, pooled_features
 from rlhf.reward.train import micro_batch_loss, prepare_model, train
@@ -39,14 +39,16 @@ def test_cached_features_give_the_models_loss_and_gradient(tmp_path, ties):
     prepare_model(rm, data, cfg)
     idx, weights = list(range(3, 19)), torch.rand(len(data), 2)
     rm.eval()  # the model on the tokens, dropout off
-    loss, d = micro_batch_loss(rm, data, idx, weights, cfg, torch.device("cpu"))
+    m = micro_batch_loss(rm, data, idx, weights, cfg, torch.device("cpu"))
+    loss, d = m["loss"], m["margin"]
     loss.backward()
     grad = rm.head.weight.grad.clone()
     rm.zero_grad()
     rm.train()  # cached: eval-mode features, whatever mode the model is in
     cache_features(rm, data, tok.pad_id, batch_size=5)
     assert data.features.shape == (24, 2, 32) and rm.training
-    loss2, d2 = micro_batch_loss(rm, data, idx, weights, cfg, torch.device("cpu"))
+    m2 = micro_batch_loss(rm, data, idx, weights, cfg, torch.device("cpu"))
+    loss2, d2 = m2["loss"], m2["margin"]
     loss2.backward()
     assert abs(loss.item() - loss2.item()) < 1e-6
     assert torch.allclose(d, d2, atol=1e-5)

@@ -24,9 +24,9 @@ transformers = pytest.importorskip("transformers")
 from rlhf.config import load_config  # noqa: E402
 from rlhf.lm.folders import load_hf  # noqa: E402
 from rlhf.lm.hf_config import ModelConfigError  # noqa: E402
+from rlhf.preferences.tokens import encode_pair_side  # noqa: E402
 from rlhf.reward.model import (  # noqa: E402
     RewardModel,
-    encode_pair_side,
     init_reward_model,
     load_reward_model,
     save_reward_model,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rlhf.config import ConfigError, load_config, with_keys
+from rlhf.harness.optim import clip_gradients, lr_at, make_optimizer
 from rlhf.loop.config import LOOP_SETS, LoopConfig
-from rlhf.optim import clip_gradients, lr_at, make_optimizer
 from rlhf.policy import advantages as R
 from rlhf.policy.algorithms import ALGORITHMS
 from rlhf.policy.config import PolicyTrainConfig

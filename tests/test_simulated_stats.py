@@ -10,10 +10,10 @@ import pytest
 
 from rlhf.feedback.comparisons import Comparison, Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.rate import run_simulated
-from rlhf.feedback.simulated import SimulatedRater, make_rater, sigmoid
 from rlhf.feedback.stats import agreement, cohen_kappa, compute, position_bias, self_consistency
 from rlhf.feedback.store import ComparisonStore
+from rlhf.raters.rate import run_simulated
+from rlhf.raters.simulated import SimulatedRater, make_rater, sigmoid
 
 HAPPY = "They laughed and played all day. It was a wonderful, happy, great day!"
 SAD = "The dog was lost and sad. Everyone cried. It was a terrible, awful day."

@@ -1,4 +1,4 @@
-"""Davidson's tie model (rlhf.reward.losses): hand-computed probabilities, recovery of the true
+"""Davidson's tie model (rlhf.preferences.losses): hand-computed probabilities, recovery of the true
 reward weights on synthetic Davidson data (where 1/2 targets shrink them), the centring
 penalty's shrinkage, and the ECE bin edges."""
 
@@ -8,14 +8,14 @@ import math
 
 import torch
 
-from rlhf.reward.evaluate import expected_calibration_error, pair_metrics
-from rlhf.reward.losses import (
+from rlhf.preferences.losses import (
     centring_penalty,
     davidson_log_probs,
     davidson_loss,
     davidson_tie_probability,
     preference_loss,
 )
+from rlhf.preferences.metrics import expected_calibration_error, pair_metrics
 
 W_TRUE = torch.tensor([1.5, -1.0, 0.5, 2.0])
 

@@ -13,8 +13,8 @@ import torch
 from conftest import ROOT, STORIES, need_shared, tiny_model
 from safetensors.torch import load_file
 
-from rlhf import distributed as dist
 from rlhf.config import ConfigError, load_config
+from rlhf.harness import distributed as dist
 from rlhf.policy.config import PolicyTrainConfig
 from rlhf.policy.train import global_batch, train
 from rlhf.prompts import load_prompts, split_prompts, story_openings

@@ -10,12 +10,12 @@ import torch
 
 from rlhf.config import ConfigError, load_config
 from rlhf.feedback.comparisons import Comparison, PreferencePair
+from rlhf.harness.optim import lr_at
 from rlhf.lm.folders import read_safetensors, save_model
 from rlhf.lm.model import ModelArgs, Transformer
-from rlhf.optim import lr_at
+from rlhf.preferences.data import epoch_batches, split_by_group
+from rlhf.preferences.metrics import expected_calibration_error, pair_metrics
 from rlhf.reward.config import RewardTrainConfig
-from rlhf.reward.data import epoch_batches, split_by_group
-from rlhf.reward.evaluate import expected_calibration_error, pair_metrics
 from rlhf.reward.train import train
 
 TOK = Path(__file__).resolve().parents[2] / "shared/models/stories260K/tok512.bin"

@@ -1,13 +1,15 @@
 """The rating page: security over HTTP (403s, one rater's work hidden from another, oversized
 requests, hostile text), and a rater in a real browser (Debian's chromium, driven by
 Selenium through chromium-driver): guidelines, answers by keys and by clicks, a revision; the
-store then holds exactly those records. Screenshots go to /tmp (not committed)."""
+store then holds exactly those records. With RLHF_SCREENSHOTS=FOLDER the browser test saves
+PNG screenshots of the page there (docs/images/ holds the manual's); otherwise it saves none."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import time
 
 import pytest
@@ -16,6 +18,14 @@ from web_helpers import HOSTILE, Client, Server, make_queue
 from rlhf.feedback.store import ComparisonStore
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def screenshot(d, name):
+    """Save the page as RLHF_SCREENSHOTS/NAME.png when that variable names a folder."""
+    folder = os.environ.get("RLHF_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        d.save_screenshot(os.path.join(folder, name + ".png"))
 
 
 @pytest.fixture
@@ -119,7 +129,7 @@ def wait_for(d, cond, what, timeout=15):
 def test_a_rater_in_a_real_browser(served, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
 
-    d = browser(1280, 800)
+    d = browser(1100, 800)
     try:
         el = lambda i: d.find_element("id", i)  # noqa: E731
         keys = lambda k: ActionChains(d).send_keys(k).perform()  # noqa: E731
@@ -127,6 +137,7 @@ def test_a_rater_in_a_real_browser(served, tmp_path):
             f"saved {n}/"), f"saved {n}")
         d.get(served.url("ann"))
         wait_for(d, lambda: "Rating guidelines" in el("guidelines-text").text, "guidelines")
+        screenshot(d, "rating-guidelines")
         keys("x")  # any key starts
         wait_for(d, lambda: el("rate").is_displayed(), "the first pair")
         # hostile text is shown as text: nothing ran, no element was made from it
@@ -134,9 +145,10 @@ def test_a_rater_in_a_real_browser(served, tmp_path):
         assert d.find_elements("css selector", "#left img, #right img, main script") == []
         assert "\\x1b[2J" in el("left").text + el("right").text
         assert not el("strength").is_displayed()  # asked only after a or b
-        d.save_screenshot("/tmp/rlhf_web_1280x800.png")
+        screenshot(d, "rating-pair")
         keys("a")
         wait_for(d, lambda: el("strength").is_displayed(), "the strength question")
+        screenshot(d, "rating-strength")
         keys("3")
         saved(1)
         d.find_element("css selector", "[data-choice=tie]").click()
@@ -159,13 +171,14 @@ def test_a_rater_in_a_real_browser(served, tmp_path):
         keys("c")
         wait_for(d, lambda: el("status").text.startswith("revised: can't tell"), "revised")
         wait_for(d, lambda: "(revised)" in el("history-list").text, "the revised entry")
+        screenshot(d, "rating-history")
         d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
         el("nav-rate").click()
         wait_for(d, lambda: el("rate").is_displayed(), "the pair on a phone")
         a, b = el("left").rect, el("right").rect
         assert b["y"] > a["y"] + a["height"] - 1  # stacked: B below A
-        d.save_screenshot("/tmp/rlhf_web_390x844.png")
+        screenshot(d, "rating-phone")
     finally:
         d.quit()
     store = ComparisonStore(tmp_path / "s.jsonl")
@@ -192,7 +205,7 @@ LOOP_RATE = """
 import sys
 from pathlib import Path
 from rlhf.loop.config import LoopConfig, RaterConfig
-from rlhf.loop.cycle import rate_step
+from rlhf.loop.steps import rate_step
 cfg = LoopConfig()
 cfg.rater = RaterConfig(kind="web", name="ann,bob", port=int(sys.argv[2]), poll_seconds=0.2)
 cfg.rater.check()
@@ -221,11 +234,13 @@ def test_loop_web_mode_serves_waits_and_resumes_after_a_kill(tmp_path):
             assert line, "the loop printed no links"
             if "/r/" in line:
                 found[line.split()[0]] = "/r/" + line.split("/r/")[1].strip()
-        for _ in range(100):
+        deadline = time.time() + 60  # the links come before the server thread listens
+        while True:  # wait for the server itself, not for a guessed number of retries
             try:
                 Client(port, "").call("/")
                 break
             except OSError:
+                assert p.poll() is None and time.time() < deadline, "the server did not start"
                 time.sleep(0.1)
         return p, found
 
@@ -254,10 +269,47 @@ def test_loop_web_mode_serves_waits_and_resumes_after_a_kill(tmp_path):
     assert {c.item_id for c in comps} == {f"it{i}" for i in range(4)}
 
 
+def test_a_signal_ends_the_loops_wait_for_web_raters(tmp_path):
+    """SIGTERM while the loop serves a round's pairs: the wait ends (rate_step says not rated,
+    the loop then saves nothing new and exits as interrupted), the server stops, and the
+    answers given so far are in the store."""
+    import subprocess
+    import sys
+
+    from web_helpers import ROOT, free_port
+
+    out, port = tmp_path / "run", free_port()
+    (out / "round_01").mkdir(parents=True)
+    make_queue(out / "round_01" / "queue.jsonl", 4)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    code = "from rlhf.harness.folder import catch_signals\ncatch_signals()\n" + LOOP_RATE
+    p = subprocess.Popen([sys.executable, "-c", code, str(out), str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    link = None
+    while link is None:
+        line = p.stderr.readline()
+        assert line, "the loop printed no links"
+        link = "/r/" + line.split("/r/")[1].strip() if "/r/" in line else None
+    deadline = time.time() + 60
+    while True:  # the server itself up, not a guessed delay
+        try:
+            status, pair = Client(port, link).call("/api/next")
+            break
+        except OSError:
+            assert p.poll() is None and time.time() < deadline, "the server did not start"
+            time.sleep(0.1)
+    assert Client(port, link).call("/api/answer", {"nonce": pair["nonce"],
+                                                   "choice": "left"})[0] == 200
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 0
+    assert "rated: False" in p.stdout.read()
+    assert len(ComparisonStore(out / "comparisons.jsonl").load()) == 1
+
+
 def test_a_terminal_and_the_web_page_share_one_assignment_rule(tmp_path):
     import io
 
-    from rlhf.feedback.rate import run_session
+    from rlhf.raters.rate import run_session
 
     make_queue(tmp_path / "q.jsonl", 3)
     server = Server(tmp_path, ["ann"], "--repeat-rate", "0")  # overlap 1
@@ -309,7 +361,7 @@ def test_rater_names_and_tokens_kept_private_and_stable(tmp_path):
     import stat
 
     from rlhf.config import UserError
-    from rlhf.feedback.web import load_tokens, rater_names
+    from rlhf.raters.web import load_tokens, rater_names
 
     f = tmp_path / "raters.txt"
     f.write_text("ann  # team A\n\nbob\n")

@@ -2,8 +2,8 @@
 (DPO, Rafailov et al. 2023; IPO, Azar et al. 2023). Packed-pair log-probs and the cached
 reference pass, the implicit reward beta * log(pi / pi_ref) (scored where a reward model is
 read), `rlhf train-dpo` and its typed config, and its plots. The losses themselves are
-`rlhf.reward.losses.dpo_loss` / `ipo_loss`, beside the Bradley-Terry loss they reuse.
+`rlhf.preferences.losses.dpo_loss` / `ipo_loss`, beside the Bradley-Terry loss they reuse.
 
-May import: the top-level modules, `rlhf.lm`, `rlhf.feedback` and `rlhf.reward` (comparison
-data, packing of pairs, the preference losses, reward-model evaluation).
+May import: the top-level modules, `rlhf.harness`, `rlhf.lm`, `rlhf.feedback` and
+`rlhf.preferences` (pair data, packing, losses, pair metrics). Not `rlhf.reward`.
 """

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, require
-from rlhf.reward.config import RewardDataConfig, RewardOptimConfig
+from rlhf.preferences.config import PairDataConfig, PairOptimConfig
 
 
 @dataclass
@@ -25,7 +25,7 @@ class DPOModelConfig:
 class DPOLossConfig:
     kind: Literal["dpo", "ipo"] = "dpo"
     """'dpo': -log sigmoid(beta (h_c - h_r)) (Rafailov et al. 2023, eq. 7); 'ipo': the squared
-    loss (h_c - h_r - 1/(2 beta))^2 (Azar et al. 2023, eq. 17). rlhf/reward/losses.py."""
+    loss (h_c - h_r - 1/(2 beta))^2 (Azar et al. 2023, eq. 17). rlhf/preferences/losses.py."""
     beta: float = 0.1
     """beta: the implicit reward is beta * log(pi / pi_ref); larger = stay closer to pi_ref
     (IPO's tau)."""
@@ -51,13 +51,13 @@ class DPOTrainConfig:
     """Continue from out_dir/state when it exists."""
     progress: bool = True
     """Show a tqdm progress bar (only when attached to a terminal)."""
-    data: RewardDataConfig = field(default_factory=RewardDataConfig)
+    data: PairDataConfig = field(default_factory=PairDataConfig)
     """Which comparisons, ties, split by prompt and truncation (the reward stage's keys)."""
     model: DPOModelConfig = field(default_factory=DPOModelConfig)
     """The policy and its reference."""
     loss: DPOLossConfig = field(default_factory=DPOLossConfig)
     """DPO or IPO, beta, label smoothing, margins."""
-    train: RewardOptimConfig = field(default_factory=lambda: RewardOptimConfig(lr=5e-4))
+    train: PairOptimConfig = field(default_factory=lambda: PairOptimConfig(lr=5e-4))
     """Optimiser, schedule, batches, evaluation and checkpoint cadence (the reward stage's
     keys; lr defaults to 5e-4 here)."""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -21,14 +21,14 @@ import torch
 from rlhf.config import parse_cli, require
 from rlhf.dpo.pairs import logprobs_of_pairs
 from rlhf.feedback.comparisons import PreferencePair, to_pairs
+from rlhf.harness.runtime import setup
 from rlhf.lm.folders import load_model, save_model
 from rlhf.lm.logprobs import token_logprobs
+from rlhf.preferences.data import encode_pairs, read_comparisons, split_by_group
+from rlhf.preferences.metrics import pair_metrics
+from rlhf.preferences.tokens import bos_ids, encode_pair_side, pad_right
 from rlhf.reward import evaluate as reward_evaluate
 from rlhf.reward.config import EvalRewardConfig
-from rlhf.reward.data import encode_pairs, read_comparisons, split_by_group
-from rlhf.reward.evaluate import pair_metrics
-from rlhf.reward.model import bos_ids, encode_pair_side, pad_right
-from rlhf.runtime import setup
 
 META_FILE = "dpo.json"
 
@@ -43,9 +43,14 @@ def is_dpo_policy(path) -> bool:
     return (Path(path) / META_FILE).is_file()
 
 
+def read_meta(path) -> dict:
+    """A DPO policy folder's dpo.json: reference, beta, max_len, loss."""
+    return json.loads((Path(path) / META_FILE).read_text())
+
+
 def load_dpo_policy(path, device=None):
     """-> (policy, reference, tokenizer, meta), both models in eval mode on `device`."""
-    meta = json.loads((Path(path) / META_FILE).read_text())
+    meta = read_meta(path)
     policy, tok = load_model(path)
     ref, _ = load_model(meta["reference"])
     device = device or "cpu"
@@ -105,6 +110,12 @@ def evaluate(path, pairs: list[PreferencePair], batch_size: int = 32, max_len: i
              device=None) -> dict:
     """`rlhf eval-reward`'s numbers for a DPO policy folder on `pairs`."""
     policy, ref, tok, meta = load_dpo_policy(path, device)
+    return evaluate_models(policy, ref, tok, meta, pairs, batch_size, max_len, device)
+
+
+def evaluate_models(policy, ref, tok, meta: dict, pairs: list[PreferencePair],
+                    batch_size: int = 32, max_len: int = 0, device=None) -> dict:
+    """`evaluate` of a DPO policy and its reference already in memory (dpo.json's `meta`)."""
     data = encode_pairs(pairs, tok, max_len or meta["max_len"], margin=False)
     r_c, r_r, _, _ = pair_rewards(policy, ref, data, meta["beta"], device or "cpu", batch_size)
     return {**metrics_of(r_c, r_r, data), "truncated_pairs": data.truncated,

@@ -29,8 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rlhf.lm.logprobs import logprob_of, token_logprobs
-from rlhf.reward.data import EncodedPairs
-from rlhf.reward.model import pack_pairs, packed_length, shared_prefix
+from rlhf.preferences.data import EncodedPairs
+from rlhf.preferences.tokens import pack_pairs, packed_length, shared_prefix
 
 CACHE_FILE = "reference_logprobs.safetensors"
 

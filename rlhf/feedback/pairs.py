@@ -19,11 +19,11 @@ from rlhf.config import RuntimeConfig, load_config
 from rlhf.feedback.comparisons import Item, RecordError
 from rlhf.feedback.config import PairsConfig
 from rlhf.feedback.queue import items_from_pairs_file, write_queue
+from rlhf.harness.runtime import setup
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.folders import load_model
 from rlhf.lm.sampling import sample
 from rlhf.prompts import load_prompts
-from rlhf.runtime import setup
 
 
 def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,

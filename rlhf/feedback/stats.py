@@ -12,7 +12,7 @@
 - median seconds per item;
 - labels as a table, the strength breakdown of preferences, the overall left share, a warning
   where a share rests on few answers, and the items raters disagreed on.
-Every name and text from the store is shown through `session.visible` (escapes shown, inert).
+Every name and text from the store is shown through `text.visible` (escapes shown, inert).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from collections import Counter, defaultdict
 
 from rlhf.feedback.comparisons import Comparison, RecordError
 from rlhf.feedback.formats import detect_format, read_any
-from rlhf.feedback.session import visible
 from rlhf.feedback.store import ComparisonStore
+from rlhf.feedback.text import visible
 
 SMALL = 30
 """Below this many answers a share is flagged as noisy (its 95% interval is wider than

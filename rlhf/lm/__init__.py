@@ -5,6 +5,6 @@ tokenizers with their chat templates, model folders in and out, generation with 
 the one home of log-probs (`logprobs`), text-in/text-out sampling (`sampling`) and
 `rlhf generate`.
 
-May import: the top-level modules (config, runtime, prompts, distributed, state). Nothing else
-of rlhf.
+May import: the top-level modules (config, prompts) and `rlhf.harness` (runtime,
+distributed, state). Nothing else of rlhf.
 """

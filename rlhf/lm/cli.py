@@ -9,11 +9,11 @@ import time
 import torch
 
 from rlhf.config import load_config
+from rlhf.harness.runtime import setup
 from rlhf.lm.config import GenerateConfig, SamplingConfig
 from rlhf.lm.folders import load_model
 from rlhf.lm.generation import generate
 from rlhf.prompts import load_prompts
-from rlhf.runtime import setup
 
 
 def cli(argv: list[str]) -> int:

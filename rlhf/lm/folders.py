@@ -7,7 +7,7 @@ Model folders:
   `save_model` writes this format (with `generation_config.json`), so a trained policy loads in
   `transformers` with the same logits and token ids.
 
-Written folders are moved into place atomically (`rlhf.state.replace_dir`).
+Written folders are moved into place atomically (`rlhf.harness.state.replace_dir`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf.distributed import full_tensor
+from rlhf.harness.distributed import full_tensor
+from rlhf.harness.state import replace_dir, staging_dir
 from rlhf.lm.hf_backend import HFBackend, load_transformers
 from rlhf.lm.hf_config import ModelConfigError, args_from_hf_config, hf_config
 from rlhf.lm.hf_weights import load_weights, to_hf_state_dict
 from rlhf.lm.model import ModelArgs, Transformer
 from rlhf.lm.tokenizer import HFTokenizer, Llama2cTokenizer, llama2c_to_tokenizer_json
-from rlhf.state import replace_dir, staging_dir
 
 SHARED_HINT = (
     "The shared files are expected at ../shared beside the project (see README). "

@@ -1,8 +1,9 @@
 """Text in, text out: encode prompts, sample continuations, decode. Written once, used by pair
 sampling, policy training and evaluation.
 
-The one precision rule: sampling runs under the run's autocast (`rlhf.runtime.autocast`: bf16
-where `runtime.precision` says so, fp32 otherwise), whoever calls it.
+The one precision rule: sampling runs under the run's autocast
+(`rlhf.harness.runtime.autocast`: bf16 where `runtime.precision` says so, fp32 otherwise),
+whoever calls it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.config import RuntimeConfig
+from rlhf.harness.runtime import autocast
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.generation import Generation, generate
-from rlhf.runtime import autocast
 
 
 @dataclass

@@ -10,9 +10,9 @@ from typing import Literal
 
 from rlhf.config import RuntimeConfig, get_key, require
 from rlhf.dpo.config import DPOTrainConfig
-from rlhf.feedback.scorers import is_rater_class, resolve, scorer_problem
 from rlhf.lm.config import SamplingConfig
 from rlhf.policy.config import PolicyTrainConfig
+from rlhf.raters.scorers import is_rater_class, resolve, scorer_problem
 from rlhf.reward.config import RewardTrainConfig
 
 LOOP_SETS = {
@@ -57,7 +57,7 @@ class RaterConfig:
     scorer: str = "vader"
     """Simulated rater: the scorer it prefers by ('vader' = the happier story, 'length'), or
     your own as a Python import path 'module:function' (texts -> scores) or 'module:Class'
-    (a scorer class, or a rater class with rate_many; see rlhf.feedback.scorers)."""
+    (a scorer class, or a rater class with rate_many; see rlhf.raters.scorers)."""
     temperature: float | None = None
     """Simulated rater's Bradley-Terry noise in scorer units; 0 = noiseless; null = the
     built-in scorer's default (vader 0.25, length 10). A plugged-in scorer must set it."""

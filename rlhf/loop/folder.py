@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 from rlhf.config import require, save_config
+from rlhf.harness.folder import save_run_config
 from rlhf.loop.config import LoopConfig
-from rlhf.loop.watch import STEPS
 from rlhf.prompts import load_prompts, write_prompts
-from rlhf.runfolder import save_run_config
+
+STEPS = ("sample", "rate", "reward", "policy", "eval")
+"""A round's steps, in order (round 0 has only `eval`)."""
 
 
 def write_json(path: Path, obj) -> None:
@@ -30,10 +32,21 @@ def read_json(path: Path, default=None):
     return json.loads(path.read_text()) if path.is_file() else default
 
 
+def round_name(r: int) -> str:
+    """The folder name of round r: the one place it is spelled (round_00 is the start)."""
+    return f"round_{r:02d}"
+
+
 def round_dir(out: Path, r: int) -> Path:
-    d = out / f"round_{r:02d}"
+    """Round r's folder (created)."""
+    d = out / round_name(r)
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def in_round(r: int, *parts: str) -> str:
+    """A path inside round r's folder, relative to the run folder (as records keep them)."""
+    return "/".join((round_name(r), *parts))
 
 
 def next_step(state: dict) -> tuple[int, str]:
@@ -45,12 +58,26 @@ def next_step(state: dict) -> tuple[int, str]:
 
 def policy_path(cfg: LoopConfig, out: Path, r: int) -> str:
     """The policy after round r (round 0: the starting policy)."""
-    return cfg.policy if r == 0 else str(out / f"round_{r:02d}" / "policy_train" / "policy")
+    return cfg.policy if r == 0 else str(out / in_round(r, "policy_train", "policy"))
+
+
+def reward_model_path(out: Path, r: int) -> Path:
+    """Round r's reward model."""
+    return out / in_round(r, "reward_model", "model")
+
+
+def judge_of(record: dict) -> tuple[str | None, dict | None]:
+    """What judged the round's pairs, by the method: the reward model (rl) or the DPO policy's
+    implicit reward (dpo): (its training metrics file, relative; its predecessor on this
+    round's new pairs {"accuracy", "hits", "n"} or None)."""
+    if "dpo_metrics_file" in record:
+        return record["dpo_metrics_file"], record.get("previous_policy_on_new")
+    return record.get("reward_metrics_file"), record.get("previous_rm_on_new")
 
 
 def rebuild_rounds(out: Path) -> None:
     """rounds.jsonl from every finished round's record.json (idempotent on resume)."""
-    recs = [read_json(p) for p in sorted(out.glob("round_*/record.json"))]
+    recs = [read_json(p) for p in sorted(out.glob(round_name(0)[:-2] + "*/record.json"))]
     tmp = out / "rounds.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))
     os.replace(tmp, out / "rounds.jsonl")

@@ -26,6 +26,7 @@ import matplotlib
 import yaml
 
 from rlhf.feedback.intervals import show_share
+from rlhf.loop.folder import judge_of
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -81,7 +82,7 @@ def reward_rows(run: Path, rounds: list[dict]) -> list[dict]:
     """Reward-model training metrics (accuracy per step) of every round, concatenated."""
     out = []
     for rec in rounds:
-        path = rec.get("reward_metrics_file")
+        path = judge_of(rec)[0]
         rows = [r for r in (read_jsonl(run / path) if path else []) if "accuracy" in r]
         out += [{**r, "round": rec["round"], "global_step": len(out) + i}
                 for i, r in enumerate(rows)]

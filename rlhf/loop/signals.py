@@ -13,8 +13,10 @@ from __future__ import annotations
 from statistics import mean
 
 from rlhf.feedback.intervals import share_record
+from rlhf.loop.folder import judge_of
 from rlhf.policy import signals as S
-from rlhf.reward.model import encode_pair_side, raw_scores
+from rlhf.preferences.tokens import encode_pair_side
+from rlhf.reward.model import raw_scores
 
 
 def ensemble_spread(rm, tok, prompts: list[str], texts: list[str]) -> float:
@@ -53,7 +55,7 @@ def intervals(record: dict, rm_val: dict | None) -> dict:
     n = (rm_val or {}).get("val_clear_pairs")
     if isinstance(ev.get("rm_accuracy"), float) and n:
         out["rm_accuracy"] = share_record(round(ev["rm_accuracy"] * n, 6), int(n))
-    prev = record.get("previous_rm_on_new")
+    prev = judge_of(record)[1]
     if prev and prev.get("n"):
         out["prev_rm_on_policy_accuracy"] = share_record(prev["hits"], prev["n"])
     return out
@@ -61,7 +63,7 @@ def intervals(record: dict, rm_val: dict | None) -> dict:
 
 def round_warnings(record: dict, now: dict, start: dict, rule) -> list[str]:
     """The round's warnings (see the module docstring)."""
-    prev = record.get("previous_rm_on_new") or {}
+    prev = judge_of(record)[1] or {}
     out = S.round_warnings(now, start, rule, prev.get("hits"), prev.get("n"))
     first = (record.get("policy_metrics") or {}).get("first_warning")
     if first:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rlhf.lm.folders import load_model
+from rlhf.harness.progress import Progress
 from rlhf.loop import signals as LS
 from rlhf.loop.config import LoopConfig
-from rlhf.progress import Progress
-from rlhf.reward.model import load_reward_model
-
-STEPS = ("sample", "rate", "reward", "policy", "eval")
+from rlhf.loop.folder import STEPS, in_round, judge_of
+from rlhf.loop.models import Models
 
 
 def steps_done(state: dict) -> int:
@@ -41,17 +39,18 @@ def stop_here(cfg: LoopConfig, step: str, record: dict) -> bool:
     return cfg.stop_on_warning and step == "eval" and bool(record.get("warnings"))
 
 
-def watch_round(cfg: LoopConfig, out: Path, r: int, record: dict, prompts: list[str]) -> None:
+def watch_round(cfg: LoopConfig, out: Path, r: int, record: dict, prompts: list[str],
+                models: Models) -> None:
     """The round's no-gold signals, the counts and 95% intervals of its shares, and its
     warnings (rlhf.loop.signals), into the record. `prompts`: one per evaluation sample."""
-    ev = json.loads((out / f"round_{r:02d}" / "eval.json").read_text())
-    start = json.loads((out / "round_00" / "eval.json").read_text())
-    if record.get("reward_model"):
-        rm, tok = load_reward_model(Path(record["reward_model"]))
+    ev = json.loads((out / in_round(r, "eval.json")).read_text())
+    start = json.loads((out / in_round(0, "eval.json")).read_text())
+    if cfg.policy_method == "rl":
+        rm, tok = models.reward(r)
     else:  # a DPO loop has no reward model (no ensemble): lengths in the policy's tokens
-        rm, tok = None, load_model(record["policy"])[1]
+        rm, tok = None, models.policy(r)[1]
     now, base = LS.round_signals(ev, prompts, start["texts"], rm, tok)
-    metrics = out / record.get("reward_metrics_file", "")
+    metrics = out / (judge_of(record)[0] or "")
     rows = [json.loads(s) for s in metrics.read_text().splitlines() if s.strip()] \
         if metrics.is_file() else []
     rm_val = next((row for row in reversed(rows) if "val_clear_pairs" in row), None)

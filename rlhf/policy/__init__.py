@@ -1,7 +1,7 @@
 """The policy stage: KL estimators, reward shaping and advantages (pure), policy-gradient losses
 (pure), the table of algorithms, evaluation on fresh samples, `rlhf train-policy` and its typed
-config.
+config. The run's bookkeeping is `rlhf.harness`'.
 
-May import: the top-level modules, `rlhf.lm`, `rlhf.feedback` (scorers) and `rlhf.reward`
-(a reward model scores the samples).
+May import: the top-level modules, `rlhf.harness`, `rlhf.lm`, `rlhf.feedback`, `rlhf.raters`
+(scorers), `rlhf.preferences` and `rlhf.reward` (a reward model scores the samples).
 """

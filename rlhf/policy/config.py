@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, require
-from rlhf.feedback.scorers import scorer_problem
 from rlhf.lm.config import SamplingConfig
 from rlhf.policy.algorithms import ALGORITHMS
+from rlhf.raters.scorers import scorer_problem
 
 
 @dataclass
@@ -19,7 +19,7 @@ class RewardConfig:
     kind: Literal["scorer", "model"] = "scorer"
     """'model': a reward-model folder (`path`); 'scorer': a named function of the text."""
     scorer: str = "vader"
-    """kind=scorer: a name from rlhf.feedback.scorers (vader, length) or your own scorer as a
+    """kind=scorer: a name from rlhf.raters.scorers (vader, length) or your own scorer as a
     Python import path 'module:function' (a function from texts to scores)."""
     path: str = ""
     """kind=model: the reward-model folder (rlhf.reward.model.save_reward_model), or a
@@ -77,7 +77,7 @@ class AlgoConfig:
     k: int = 4
     """Samples per prompt (an RLOO/PPO group; >= 2 for those)."""
     lr: float = 3e-4
-    """AdamW learning rate (rlhf.optim)."""
+    """AdamW learning rate (rlhf.harness.optim)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     """AdamW betas."""
     warmup_steps: int = 0
@@ -85,7 +85,7 @@ class AlgoConfig:
     min_lr_ratio: float = 1.0
     """After warm-up, cosine decay to this share of lr at the last step (1 = constant)."""
     weight_decay: float = 0.0
-    """AdamW weight decay, on matrices only (rlhf.optim's rule)."""
+    """AdamW weight decay, on matrices only (rlhf.harness.optim's rule)."""
     max_grad_norm: float = 1.0
     """Clip the gradient's global norm to this (0 = off)."""
     whiten_advantages: bool = False
@@ -128,7 +128,7 @@ class GuardConfig:
     stop: bool = True
     """Early stopping: when the rule warns, stop training and keep the last good policy (the
     one that sampled the step before the warning window began). On by measurement: it kept
-    gold above its start in both collapsing 2 x 50-label runs tried (notes/issue-15.md) and
+    gold above its start in both collapsing 2 x 50-label runs tried (docs/policy-training.md) and
     changes nothing in a run that does not warn (the demo)."""
     window: int = 3
     """Steps the signals are averaged over before the rule is applied."""

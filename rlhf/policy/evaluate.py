@@ -21,8 +21,8 @@ from statistics import mean
 
 import torch
 
-from rlhf import distributed as dist
 from rlhf.config import RuntimeConfig
+from rlhf.harness import distributed as dist
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.logprobs import response_logprobs
 from rlhf.lm.sampling import decode_rows, sample

@@ -11,7 +11,7 @@ from collections import deque
 
 import torch
 
-from rlhf import distributed as dist
+from rlhf.harness import distributed as dist
 from rlhf.policy import signals as S
 from rlhf.policy.config import GuardConfig
 

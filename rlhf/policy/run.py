@@ -1,6 +1,7 @@
-"""The run of a policy stage around its loop: set-up (processes, run folder, models, optimiser,
-prompts, the saved state), where the reward comes from, evaluation at the start and end, and
-the bookkeeping of each step (samples, checkpoints, signals, early stop). The loop itself is
+"""The policy stage around its loop: set-up (models, optimiser, prompts, the saved state),
+where the reward comes from, evaluation at the start and end, and what each step keeps
+(its metrics row, samples, the loop state a checkpoint holds, the early stop). The run folder,
+checkpoints and signals are the shared harness's (`rlhf.harness.run`); the loop itself is
 `rlhf.policy.train.train`."""
 
 from __future__ import annotations
@@ -11,24 +12,22 @@ from pathlib import Path
 
 import torch
 
-from rlhf import distributed as dist
 from rlhf.config import ConfigError, require_fits
-from rlhf.feedback.scorers import get_scorer
-from rlhf.lm.folders import load_model
+from rlhf.harness import distributed as dist
+from rlhf.harness.optim import make_optimizer
+from rlhf.harness.run import Handover, TrainingRun
+from rlhf.harness.runtime import MetricsLog
+from rlhf.lm.folders import load_model, save_model
 from rlhf.lm.sampling import decode_rows
-from rlhf.optim import make_optimizer
 from rlhf.policy import advantages as R
 from rlhf.policy import signals as S
 from rlhf.policy.config import PolicyTrainConfig, RewardConfig
 from rlhf.policy.evaluate import sample_and_score
 from rlhf.policy.guard import Guard
-from rlhf.progress import Progress
 from rlhf.prompts import load_prompts, split_prompts
+from rlhf.raters.scorers import get_scorer
 from rlhf.reward.model import load_reward_model, score_members, score_texts, score_tokens
 from rlhf.reward.seqcls import ExternalRule
-from rlhf.runfolder import Interrupted, save_run_config
-from rlhf.runtime import MetricsLog, setup
-from rlhf.state import has_state, load_state, save_state
 
 
 def step_generator(seed: int, step: int, rank: int, device) -> torch.Generator:
@@ -118,10 +117,9 @@ class LoopState:
 
 @dataclass
 class Run:
-    """What `train` sets up before its first step."""
+    """What `train` sets up before its first step, beside the run's bookkeeping (`tr`)."""
 
-    info: dist.DistInfo
-    out: Path
+    tr: TrainingRun  # the run folder, log, checkpoints, signals (rlhf.harness.run)
     policy: torch.nn.Module  # the policy itself (FSDP: sharded in place)
     model: torch.nn.Module  # what the update calls: the policy, or its DDP wrapper
     ref: torch.nn.Module
@@ -132,22 +130,29 @@ class Run:
     train_prompts: list[str]
     eval_prompts: list[str]
     st: LoopState
-    log: MetricsLog
+
+    @property
+    def info(self) -> dist.DistInfo:
+        return self.tr.info
+
+    @property
+    def out(self) -> Path:
+        return self.tr.out
+
+    @property
+    def log(self) -> MetricsLog:
+        return self.tr.log
 
     @property
     def sharded(self) -> bool:  # forward passes are collective: ranks in lock-step
         return dist.is_sharded(self.policy)
 
 
-def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
-    """Processes, run folder, policy / reference / optimiser, prompts, and the saved state."""
-    info = dist.init(cfg.runtime.device)
-    setup(cfg.runtime)
-    out = Path(cfg.out_dir)
-    if info.is_main:
-        save_run_config(cfg, out, resuming=cfg.resume and has_state(out / "state"))
-    policy, tok = load_model(cfg.policy, cfg.backend)
-    ref, _ = load_model(cfg.reference or cfg.policy, cfg.backend)
+def set_up(cfg: PolicyTrainConfig, tr: TrainingRun, score_fn, hand: Handover) -> Run:
+    """Policy / reference / optimiser (or those `hand` holds), prompts, the saved state."""
+    info = tr.info
+    policy, tok = hand.start or load_model(cfg.policy, cfg.backend)
+    ref = hand.reference or load_model(cfg.reference or cfg.policy, cfg.backend)[0]
     policy.to(info.device).train()
     ref.to(info.device).eval().requires_grad_(False)
     model = dist.wrap(policy, info, cfg.runtime.parallel)  # FSDP shards `policy` in place
@@ -164,16 +169,15 @@ def set_up(cfg: PolicyTrainConfig, score_fn) -> Run:
         raise ConfigError(f"prompts.batch_prompts={cfg.prompts.batch_prompts} does not divide "
                          f"over {info.world_size} processes")
     st = LoopState(kl=R.KLController(cfg.kl.coef, cfg.kl.target or None, cfg.kl.k_beta))
-    log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    if cfg.resume and has_state(out / "state"):
-        st = LoopState.from_meta(load_state(out / "state", {"policy": policy}, {"policy": opt})[0])
-    if info.is_main:  # drop rows after the last checkpoint (all of them on a fresh start)
-        log.truncate_after(st.step)
+    meta = tr.resume({"policy": policy}, {"policy": opt})
+    if meta:
+        st = LoopState.from_meta(meta)
     eval_p = eval_p[:min(cfg.prompts.eval_prompts, len(eval_p))]
-    rm = load_reward_model(cfg.reward.path, info.device) if cfg.reward.kind == "model" else None
-    return Run(info, out, policy, model, ref, opt, tok,
+    rm = hand.reward or (load_reward_model(cfg.reward.path, info.device)
+                         if cfg.reward.kind == "model" else None)
+    return Run(tr, policy, model, ref, opt, tok,
                score_fn or make_score_fn(cfg.reward, tok, info.device, rm),
-               make_spread_fn(cfg.reward, tok, info.device, rm), train_p, eval_p, st, log)
+               make_spread_fn(cfg.reward, tok, info.device, rm), train_p, eval_p, st)
 
 
 def evaluate(cfg: PolicyTrainConfig, run: Run, name: str) -> dict | None:
@@ -189,46 +193,60 @@ def evaluate(cfg: PolicyTrainConfig, run: Run, name: str) -> dict | None:
     return res
 
 
-def bookkeeping(cfg: PolicyTrainConfig, run: Run, step: int, prompts, texts, raw,
-                sig: int = 0) -> None:
-    """(6) Samples every `sample_every` steps (and the first), the state every `save_every`
-    steps, at the end and when signal `sig` asks the run to stop (then `Interrupted` is raised
-    once it is saved). FSDP: every rank gathers, rank 0 writes."""
-    done, info = step + 1, run.info
-    if info.is_main and cfg.sample_every and (done % cfg.sample_every == 0 or done == 1):
+def write_step_samples(cfg: PolicyTrainConfig, run: Run, done: int, prompts, texts, raw
+                       ) -> None:
+    """(6) Rank 0's samples every `sample_every` steps (and the first)."""
+    if run.info.is_main and cfg.sample_every and (done % cfg.sample_every == 0 or done == 1):
         write_samples(run.out / "samples" / f"step_{done:06d}.jsonl",
                       [{"prompt": p, "response": r, "reward": float(s)}
                        for p, r, s in zip(prompts, texts, raw.tolist())])
-    if (info.is_main or run.sharded) and (sig or done == cfg.steps or (
-            cfg.save_every and done % cfg.save_every == 0)):
-        save_state(run.out / "state", {"policy": run.policy}, {"policy": run.opt}, meta={
-            **asdict(run.st), "global_prompts_seen": done * cfg.prompts.batch_prompts,
-            "world_size": info.world_size, "sharded": run.sharded}, write=info.is_main)
-    dist.barrier(info)
-    if sig and done < cfg.steps:
-        raise Interrupted(sig, f"after step {done} of {run.out}")
+
+
+def state_meta(cfg: PolicyTrainConfig, st: LoopState) -> dict:
+    """What a checkpoint keeps besides weights and moments: the loop state, the data position."""
+    return {**asdict(st), "global_prompts_seen": st.step * cfg.prompts.batch_prompts}
 
 
 def stop_early(cfg: PolicyTrainConfig, run: Run, guard: Guard, step: int) -> dict:
     """guard.stop fired at step `step`: keep the last good policy; the state is saved as done
     (a resumed run does not train on past the stop)."""
     kept, run.st.step = guard.restore(), cfg.steps
-    if run.info.is_main or run.sharded:
-        save_state(run.out / "state", {"policy": run.policy}, {"policy": run.opt}, meta={
-            **asdict(run.st), "stopped_at": step + 1, "kept_step": kept,
-            "world_size": run.info.world_size, "sharded": run.sharded},
-            write=run.info.is_main)
+    run.tr.step = cfg.steps
+    run.tr.save({**asdict(run.st), "stopped_at": step + 1, "kept_step": kept})
     run.log.write(step=step + 1, event="early_stop", kept_policy_of_step=kept)
     return {"stopped_at": step + 1, "kept_policy_of_step": kept}
 
 
-def log_step(run: Run, bar: Progress, step: int, lr: float, m: dict, sig: dict, warn: list,
-             **seconds) -> None:
-    """(6) The step's metrics.jsonl row (figures, signals, warnings, timings); the bar."""
-    run.log.write(step=step + 1, lr=lr, kl_coef=run.st.kl.coef,
-                  clip_frac=m.pop("clip_frac", 0.0), **seconds, **{**m, **sig}, warnings=warn)
-    bar.update(reward=m["reward"], kl_tok=sig["kl_per_token"], len=m["length"],
-               **({"disagree": sig["disagreement"]} if "disagreement" in sig else {}))
+def step_row(run: Run, step: int, lr: float, m: dict, sig: dict, warn: list,
+             **seconds) -> dict:
+    """(6) The step's metrics.jsonl row: figures, signals, warnings, timings."""
+    return {"step": step + 1, "lr": lr, "kl_coef": run.st.kl.coef,
+            "clip_frac": m.pop("clip_frac", 0.0), **seconds, **{**m, **sig}, "warnings": warn}
+
+
+def shown(m: dict, sig: dict) -> dict:
+    """The figures the progress bar shows."""
+    return {"reward": m["reward"], "kl_tok": sig["kl_per_token"], "len": m["length"],
+            **({"disagree": sig["disagreement"]} if "disagreement" in sig else {})}
+
+
+def finish(cfg: PolicyTrainConfig, run: Run, guard: Guard, summary: dict,
+           hand: Handover) -> dict:
+    """(7) The final policy saved (FSDP: every rank gathers, rank 0 writes) and handed back;
+    the summary: the run's first and last reward, KL, signals and the held-out evaluation."""
+    run.tr.close()
+    if run.tr.writes:
+        save_model(run.policy, run.tok, run.out / "policy", write=run.info.is_main)
+    hand.trained = (run.policy, run.tok)
+    (first, last), kl = run.log.first_last("reward"), run.log.first_last("kl")  # the run's
+    summary.update({
+        "policy": str(run.out / "policy"), "steps": cfg.steps,
+        "reward_first": first, "reward_last": last, "kl_last": kl[1], "kl_coef": run.st.kl.coef,
+        "signals_start": run.st.signals_base, "first_warning": guard.first,
+        "signals_last": guard.last or last_signals(run.log),
+        "eval_end": evaluate(cfg, run, "end")})
+    dist.barrier(run.info)
+    return summary
 
 
 def last_signals(log: MetricsLog) -> dict | None:

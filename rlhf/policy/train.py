@@ -21,18 +21,18 @@ The configuration (`PolicyTrainConfig`) lives in `rlhf.policy.config`.
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
 
-from rlhf import distributed as dist
-from rlhf.config import parse_cli
-from rlhf.lm.folders import save_model
+from rlhf.harness import distributed as dist
+from rlhf.harness.folder import run_value
+from rlhf.harness.optim import clip_gradients, lr_at, set_lr
+from rlhf.harness.run import Handover, stage_cli, training_run
+from rlhf.harness.runtime import autocast
 from rlhf.lm.generation import Generation
 from rlhf.lm.logprobs import response_logprobs
 from rlhf.lm.sampling import Samples, decode_rows, sample
-from rlhf.optim import clip_gradients, lr_at, set_lr
 from rlhf.policy import advantages as R
 from rlhf.policy import losses as L
 from rlhf.policy import signals as S
@@ -42,22 +42,16 @@ from rlhf.policy.guard import Guard, batch_signals
 from rlhf.policy.run import (
     LoopState,
     Run,
-    bookkeeping,
     evaluate,
-    last_signals,
-    log_step,
+    finish,
     set_up,
+    shown,
+    state_meta,
     step_generator,
+    step_row,
     stop_early,
+    write_step_samples,
 )
-from rlhf.progress import Progress
-from rlhf.runfolder import (
-    holds_run_folder,
-    run_value,
-    stop_signal,
-)
-from rlhf.runtime import autocast
-from rlhf.state import require_finite
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -190,75 +184,61 @@ def step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, kl_coef, upd, info) -
 # ----------------------------------------------------------------------------- the loop
 
 
-@holds_run_folder  # one run per folder (a lock), SIGINT/SIGTERM caught: see rlhf.runfolder
-def train(cfg: PolicyTrainConfig, score_fn=None) -> dict:
+def train(cfg: PolicyTrainConfig, score_fn=None, hand: Handover | None = None) -> dict:
     """Fine-tune `cfg.policy`; returns a summary (see the end). `score_fn(gen, texts) -> (B,)`
-    replaces the configured reward (tests, custom rewards)."""
-    run = set_up(cfg, score_fn)
-    info, st, device = run.info, run.st, run.info.device
-    summary: dict = {"eval_start": run_value(run.out / "eval_start.json", st.step == 0,
-                                             lambda: evaluate(cfg, run, "start"), info.is_main)}
-    guard = Guard(cfg.guard, run.policy, st)
-    bar = Progress("policy", cfg.steps, st.step, enabled=info.is_main and cfg.progress)
-    for step in range(st.step, cfg.steps):
-        t0 = time.perf_counter()
-        # (1) sample k responses per prompt of this rank's shard of the global batch
-        s = sample_batch(cfg, run, step)
-        gen = s.batches[0]  # (B = prompts x k) rows, each prompt's k samples contiguous
-        t1 = time.perf_counter()
-        # (2) score (conservative: minus k x the ensemble's spread); normalise, clip, penalise
-        raw = run.score_fn(gen, decode_rows(run.tok, gen)).float().to(device)  # (B,)
-        spread = run.spread_fn(gen).to(device) if run.spread_fn else None  # (B,)
-        raw = S.conservative_reward(raw, spread, cfg.reward.conservative_k)  # (B,)
-        scores = prepare_scores(cfg.reward, raw, gen.ended, st, info)  # (B,)
-        t2 = time.perf_counter()
-        # (3) per-token KL to the reference, in the reward (default) or later in the loss
-        with torch.no_grad(), autocast(cfg.runtime, device):
-            ref_logp, _ = response_logprobs(run.ref, gen, cfg.sampling.temperature)  # (B, N)
-        kl_tok = R.kl_per_token(gen.logprobs, ref_logp, cfg.kl.estimator, gen.response_mask)
-        beta_in_reward = st.kl.coef if cfg.kl.placement == "reward" else 0.0
-        rewards = R.shape_rewards(scores, S.kl_to_penalise(kl_tok, gen.response_mask,
-                                                           cfg.kl.aggregate),
-                                  gen.response_mask, beta_in_reward)  # (B, N)
-        returns = R.sequence_returns(rewards)  # (B,)
-        # (4) advantages
-        adv = advantages(cfg.algo, returns, st, info)  # (B,)
-        sig = batch_signals(gen, kl_tok, spread, info)
-        if (warn := guard.check(step, sig, bar)) and cfg.guard.stop:  # before the update
-            summary.update(stop_early(cfg, run, guard, step))
-            break
-        t3 = time.perf_counter()
-        # (5) update
-        lr = lr_at(step, cfg.steps, cfg.algo.warmup_steps, cfg.algo.lr, cfg.algo.min_lr_ratio)
-        upd = update(cfg, run.model, run.opt, gen, adv, ref_logp, st.kl.coef, lr, step)
-        t4 = time.perf_counter()
-        # (6) log, adapt the KL coefficient, samples, state
-        m = step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, st.kl.coef, upd, info)
-        log_step(run, bar, step, lr, m, sig, warn, s_sample=t1 - t0, s_score=t2 - t1,
-                 s_ref=t3 - t2, s_update=t4 - t3, s_per_step=time.perf_counter() - t0)
-        require_finite(m["loss"], step + 1, "loss", run.out)
-        st.kl, st.step = R.adaptive_kl_update(st.kl, m["kl"]), step + 1
-        bookkeeping(cfg, run, step, s.prompts, decode_rows(run.tok, gen, False), raw,
-                    stop_signal(info))
-    # (7) the final policy and the summary
-    bar.close()
-    if info.is_main or run.sharded:
-        save_model(run.policy, run.tok, run.out / "policy", write=info.is_main)
-    (first, last), kl = run.log.first_last("reward"), run.log.first_last("kl")  # the run's
-    summary.update({
-        "policy": str(run.out / "policy"), "steps": cfg.steps,
-        "reward_first": first, "reward_last": last, "kl_last": kl[1], "kl_coef": st.kl.coef,
-        "signals_start": st.signals_base, "first_warning": guard.first,
-        "signals_last": guard.last or last_signals(run.log), "eval_end": evaluate(cfg, run, "end")})
-    dist.barrier(info)
-    return summary
+    replaces the configured reward (tests, custom rewards); `hand` holds the policy, reference
+    and reward model when the caller has them (the loop), and receives the trained policy."""
+    hand = hand or Handover()
+    with training_run(cfg, "policy") as tr:  # processes, seeds, the run folder, signals
+        run = set_up(cfg, tr, score_fn, hand)  # models, optimiser, prompts, resume
+        info, st, device = run.info, run.st, run.info.device
+        summary: dict = {"eval_start": run_value(run.out / "eval_start.json", st.step == 0,
+                                                 lambda: evaluate(cfg, run, "start"),
+                                                 info.is_main)}
+        guard = Guard(cfg.guard, run.policy, st)
+        for step in tr.steps(cfg.steps, cfg.save_every):
+            t0 = time.perf_counter()
+            # (1) sample k responses per prompt of this rank's shard of the global batch
+            s = sample_batch(cfg, run, step)
+            gen = s.batches[0]  # (B = prompts x k) rows, each prompt's k samples contiguous
+            t1 = time.perf_counter()
+            # (2) score (conservative: minus k x the ensemble's spread); normalise, clip, penalise
+            raw = run.score_fn(gen, decode_rows(run.tok, gen)).float().to(device)  # (B,)
+            spread = run.spread_fn(gen).to(device) if run.spread_fn else None  # (B,)
+            raw = S.conservative_reward(raw, spread, cfg.reward.conservative_k)  # (B,)
+            scores = prepare_scores(cfg.reward, raw, gen.ended, st, info)  # (B,)
+            t2 = time.perf_counter()
+            # (3) per-token KL to the reference, in the reward (default) or later in the loss
+            with torch.no_grad(), autocast(cfg.runtime, device):
+                ref_logp, _ = response_logprobs(run.ref, gen, cfg.sampling.temperature)  # (B, N)
+            kl_tok = R.kl_per_token(gen.logprobs, ref_logp, cfg.kl.estimator, gen.response_mask)
+            beta_in_reward = st.kl.coef if cfg.kl.placement == "reward" else 0.0
+            rewards = R.shape_rewards(scores, S.kl_to_penalise(kl_tok, gen.response_mask,
+                                                               cfg.kl.aggregate),
+                                      gen.response_mask, beta_in_reward)  # (B, N)
+            returns = R.sequence_returns(rewards)  # (B,)
+            # (4) advantages
+            adv = advantages(cfg.algo, returns, st, info)  # (B,)
+            sig = batch_signals(gen, kl_tok, spread, info)
+            if (warn := guard.check(step, sig, tr.bar)) and cfg.guard.stop:  # before the update
+                summary.update(stop_early(cfg, run, guard, step))
+                break
+            t3 = time.perf_counter()
+            # (5) update
+            lr = lr_at(step, cfg.steps, cfg.algo.warmup_steps, cfg.algo.lr, cfg.algo.min_lr_ratio)
+            upd = update(cfg, run.model, run.opt, gen, adv, ref_logp, st.kl.coef, lr, step)
+            t4 = time.perf_counter()
+            # (6) log, adapt the KL coefficient, samples, state
+            m = step_metrics(gen, raw, returns, kl_tok, ref_logp, adv, st.kl.coef, upd, info)
+            row = step_row(run, step, lr, m, sig, warn, s_sample=t1 - t0, s_score=t2 - t1,
+                           s_ref=t3 - t2, s_update=t4 - t3, s_per_step=time.perf_counter() - t0)
+            st.kl, st.step = R.adaptive_kl_update(st.kl, m["kl"]), step + 1
+            write_step_samples(cfg, run, step + 1, s.prompts, decode_rows(run.tok, gen, False),
+                               raw)
+            tr.end_step(row, meta=state_meta(cfg, st), show=shown(m, sig))
+        # (7) the final policy and the summary
+        return finish(cfg, run, guard, summary, hand)
 
 
 def cli(argv: list[str]) -> int:
-    cfg = parse_cli(PolicyTrainConfig, "rlhf train-policy", __doc__.split("\n")[0], argv)
-    summary = train(cfg)
-    info = dist.init(cfg.runtime.device)
-    if info.is_main:
-        print(json.dumps(summary))
-    dist.finish(info)
-    return 0
+    return stage_cli(PolicyTrainConfig, train, "rlhf train-policy", __doc__.split("\n")[0], argv)

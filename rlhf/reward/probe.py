@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.reward.data import EncodedPairs
-from rlhf.reward.model import RewardModel, by_length
+from rlhf.preferences.data import EncodedPairs
+from rlhf.preferences.tokens import by_length
+from rlhf.reward.model import RewardModel
 
 
 @torch.no_grad()

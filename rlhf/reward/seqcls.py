@@ -52,7 +52,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf.distributed import full_tensor
+from rlhf.harness.distributed import full_tensor
+from rlhf.harness.state import replace_dir, staging_dir
 from rlhf.lm.folders import (
     load_hf,
     read_config,
@@ -64,7 +65,6 @@ from rlhf.lm.folders import (
 from rlhf.lm.hf_config import ModelConfigError, hf_config
 from rlhf.lm.hf_weights import WeightFiles, to_hf_state_dict
 from rlhf.prompts import ChatPrompt
-from rlhf.state import replace_dir, staging_dir
 
 ARCHS = {"llama": "LlamaForSequenceClassification",
          "mistral": "MistralForSequenceClassification",

@@ -20,12 +20,12 @@ import torch
 from safetensors.torch import save_file
 
 from rlhf.config import UserError
-from rlhf.distributed import full_tensor
+from rlhf.harness.distributed import full_tensor
+from rlhf.harness.state import replace_dir, staging_dir
 from rlhf.lm.encoders.config import FAMILIES, args_from_config
 from rlhf.lm.encoders.model import Encoder, hf_names
 from rlhf.lm.encoders.tokenizer import EncoderTokenizer
 from rlhf.lm.folders import read_safetensors, write_json_files
-from rlhf.state import replace_dir, staging_dir
 
 PREFIXES = ("bert.", "roberta.", "deberta.")
 HEADS = ("cls.", "lm_head.", "lm_predictions.", "mask_predictions.")

@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import functools
 import json
 import os
 import signal
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from rlhf import distributed as dist
 from rlhf.config import ConfigError, UserError, save_config, to_dict
+from rlhf.harness import distributed as dist
 
 SAFE_CHANGES = ("steps", "train.max_steps", "train.epochs", "train.stop_at", "rounds",
                 "progress", "resume", "save_every", "train.save_every", "sample_every",
@@ -134,6 +134,12 @@ def release_signals() -> None:
         _signal["saved"] = {}
 
 
+def signal_received() -> int:
+    """The signal that asked this process to stop (0: none); local, no collective: for a wait
+    on one rank (people rating) that must end when asked."""
+    return _signal["got"]
+
+
 def stop_signal(info: dist.DistInfo) -> int:
     """The signal that asked this run to stop (0: none); the same on every rank."""
     got = _signal["got"]
@@ -143,24 +149,20 @@ def stop_signal(info: dist.DistInfo) -> int:
     return got
 
 
-def holds_run_folder(train):
-    """Decorator of a stage's `train(cfg, ...)`: the run folder `cfg.out_dir` is created and
-    locked (rank 0) and signals are caught for the call; released on any exit."""
-
-    @functools.wraps(train)
-    def wrapper(cfg, *args, **kwargs):
-        out, main = Path(cfg.out_dir), dist.init(cfg.runtime.device).is_main
+@contextlib.contextmanager
+def held_folder(out: Path, main: bool):
+    """The run folder `out` created and locked (by rank 0, `main`) and SIGINT/SIGTERM caught
+    for the block; released on any exit."""
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        lock(out)
+    catch_signals()
+    try:
+        yield out
+    finally:
+        release_signals()
         if main:
-            out.mkdir(parents=True, exist_ok=True)
-            lock(out)
-        catch_signals()
-        try:
-            return train(cfg, *args, **kwargs)
-        finally:
-            release_signals()
-            if main:
-                unlock(out)
-    return wrapper
+            unlock(out)
 
 
 # ----------------------------------------------------------------------------- the saved config

@@ -1,6 +1,7 @@
-"""Comparisons -> training data for the reward stage (and DPO): read stores and imported files,
-convert to pairs, split *by prompt* (no prompt on both sides), tokenise with the truncation
-rule of `rlhf.reward.model.encode_pair_side`, and cut the epochs into global batches."""
+"""Comparisons -> training pairs for every pair-trained stage (reward model, DPO): read stores
+and imported files, convert to pairs, split *by prompt* (no prompt on both sides), tokenise
+with the truncation rule of `rlhf.preferences.tokens.encode_pair_side`, and cut the epochs into
+global batches (`PairBatches`: the batch of step s is a pure function of the seed and s)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import torch
 from rlhf.config import ConfigError
 from rlhf.feedback.comparisons import PreferencePair, to_pairs
 from rlhf.feedback.formats import read_any
-from rlhf.reward.config import RewardTrainConfig
-from rlhf.reward.losses import margins_from_strengths
-from rlhf.reward.model import encode_pair_side, packed_length
+from rlhf.preferences.losses import margins_from_strengths
+from rlhf.preferences.tokens import encode_pair_side, packed_length
 
 
 def read_comparisons(paths: list[str]):
@@ -97,16 +97,37 @@ def training_pairs(comparisons, ties: str, cant_tell: str = "drop") -> list[Pref
     return to_pairs(comparisons, ties="drop" if ties == "drop" else "half")
 
 
-def prepare_data(cfg: RewardTrainConfig, tok) -> tuple[EncodedPairs, EncodedPairs]:
-    """Read, convert, split by prompt and tokenise: (train, validation)."""
-    pairs = training_pairs(read_comparisons(cfg.data.paths), cfg.data.ties, cfg.data.cant_tell)
-    if cfg.data.max_pairs:
-        pairs = pairs[:cfg.data.max_pairs]
-    train_p, val_p = split_by_group(pairs, cfg.data.val_fraction, cfg.runtime.seed)
-    if cfg.data.select_fraction:  # the held-out prompts unseen; validate inside the training
-        train_p, val_p = split_by_group(train_p, cfg.data.select_fraction, cfg.runtime.seed + 1)
+class PairBatches:
+    """The global batch (pair indices) of each step: epoch e's `epoch_batches`, step s being
+    batch s mod per_epoch of epoch s // per_epoch; one epoch's order is kept at a time."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool):
+        self.lengths, self.batch_size = lengths, batch_size
+        self.seed, self.group_by_length = seed, group_by_length
+        self.per_epoch = len(lengths) // batch_size
+        self.epoch, self.order = -1, []
+
+    def __call__(self, step: int) -> list[int]:
+        epoch = step // self.per_epoch
+        if epoch != self.epoch:
+            self.epoch, self.order = epoch, epoch_batches(
+                self.lengths, self.batch_size, self.seed, epoch, self.group_by_length)
+        return self.order[step % self.per_epoch]
+
+
+def prepare_data(cfg, tok) -> tuple[EncodedPairs, EncodedPairs]:
+    """Read, convert, split by prompt and tokenise: (train, validation). `cfg`: a pair-trained
+    stage's config (reward model, DPO): its `data` section (`PairDataConfig`),
+    `train.batch_size`, `loss.margin` (strengths become margins, else 0) and `runtime.seed`."""
+    d, seed = cfg.data, cfg.runtime.seed
+    pairs = training_pairs(read_comparisons(d.paths), d.ties, d.cant_tell)
+    if d.max_pairs:
+        pairs = pairs[:d.max_pairs]
+    train_p, val_p = split_by_group(pairs, d.val_fraction, seed)
+    if d.select_fraction:  # the held-out prompts unseen; validate inside the training
+        train_p, val_p = split_by_group(train_p, d.select_fraction, seed + 1)
     if len(train_p) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is more than the "
                           f"{len(train_p)} training pairs")
-    enc = [encode_pairs(p, tok, cfg.data.max_len, cfg.loss.margin) for p in (train_p, val_p)]
+    enc = [encode_pairs(p, tok, d.max_len, cfg.loss.margin) for p in (train_p, val_p)]
     return enc[0], enc[1]

@@ -2,7 +2,7 @@
 
 The session logic (`Session`: what to show next, recording an answer, undo, progress) is kept
 apart from the screen, so the same session runs
-- in a real terminal: single keys on a full-screen page (`rlhf.feedback.screen`);
+- in a real terminal: single keys on a full-screen page (`rlhf.raters.screen`);
 - with stdin piped (no terminal), in line mode: one command per line, for scripts and tests;
 - programmatically (`run_session`), e.g. by the training loop.
 
@@ -25,8 +25,8 @@ Each item is served to a rater once (skips included) and, with `--overlap K`, to
 store leases the item on screen to its rater (`ComparisonStore.claim`), so two front ends (two
 terminals, a terminal and the web page) never show it to more, and a skip hands it back.
 
-Every text from a model or a data file is shown through `visible`: control characters become
-visible escapes (`\\x1b[2J`), never acted on by a terminal or a page.
+Every text from a model or a data file is shown through `visible` (`rlhf.feedback.text`):
+control characters become visible escapes (`\\x1b[2J`), never acted on by a terminal or a page.
 """
 
 from __future__ import annotations
@@ -54,20 +54,6 @@ def _unit(*parts) -> float:
     """A deterministic number in [0, 1) from the parts (stable across runs and processes)."""
     h = hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()
     return int(h[:12], 16) / 16**12
-
-
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u202a-\u202e"
-                     "\u2066-\u2069\ufeff]")
-
-
-def visible(text: str) -> str:
-    """`text` with control characters (C0 but newline and tab, DEL, C1, and the invisible
-    bidi marks and zero-width space; joiners stay, emoji need them) written as escapes
-    `\\x1b`, `\\u202e`: shown, never acted on."""
-    def esc(m: re.Match) -> str:
-        o = ord(m.group(0))
-        return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
-    return CONTROL.sub(esc, text.replace("\r\n", "\n"))
 
 
 def marker(shown_texts: tuple[str, str]) -> tuple[str, str]:

@@ -9,7 +9,7 @@ history, their revisions.
 
 The page is static (`web_page.html/.js/.css`, package data); it fetches JSON and puts every
 text in with `textContent`, never as HTML, under a Content-Security-Policy that allows only
-its own script; texts pass through `session.visible` first, so escapes stay visible.
+its own script; texts pass through `feedback.text.visible` first, so escapes stay visible.
 Everything else is the terminal's: the same `Session` (assignment leases, hidden repeats with
 sides swapped, gold items, sides drawn per item and stored apart from the label, time per item,
 guidelines version), the same store, the same answers and keys. An answer is confirmed only
@@ -39,7 +39,9 @@ from starlette.routing import Route
 from rlhf.config import UserError
 from rlhf.feedback.comparisons import Item, RecordError
 from rlhf.feedback.queue import read_queue
-from rlhf.feedback.session import (
+from rlhf.feedback.store import ComparisonStore
+from rlhf.feedback.text import visible
+from rlhf.raters.session import (
     GUIDELINES,
     SHOWN_LABELS,
     STRENGTH_WORDS,
@@ -48,9 +50,7 @@ from rlhf.feedback.session import (
     describe,
     marker,
     read_guidelines,
-    visible,
 )
-from rlhf.feedback.store import ComparisonStore
 
 MAX_BODY = 16 * 1024
 """Largest request body accepted (bytes); an answer with a comment is well under 4 KiB."""
@@ -263,7 +263,7 @@ def make_app(server: RatingServer) -> Starlette:
         Route("/r/{token}", _page), Route("/r/{token}/", _page),
         Route("/r/{token}/api/{action}", _api, methods=["GET", "POST"]),
     ])
-    assets = resources.files("rlhf.feedback")
+    assets = resources.files("rlhf.raters")
     app.state.files = {ext: assets.joinpath(f"web_page.{ext}").read_bytes() for ext in TYPES}
     app.state.server = server
     return app
@@ -307,11 +307,12 @@ def links(tokens: dict[str, str], host: str, port: int) -> list[str]:
 
 
 def serve_until_rated(queue, store_path, names: list[str], host: str = "127.0.0.1",
-                      port: int = 8765, poll_seconds: float = 2.0, say=print,
+                      port: int = 8765, poll_seconds: float = 2.0, say=print, stop=None,
                       **session_kw) -> bool:
     """Serve `queue` (the loop's human mode `rater.kind: web`): print the links, wait until
-    every pair has an answer, stop the server; True when rated. Killed, it resumes with the
-    same links (tokens are kept beside the store) and the answers so far."""
+    every pair has an answer, stop the server; True when rated, False when `stop()` asked
+    to end the wait first (a signal). Killed, it resumes with the same links (tokens are kept
+    beside the store) and the answers so far."""
     import uvicorn
 
     items = read_queue(queue)
@@ -328,6 +329,8 @@ def serve_until_rated(queue, store_path, names: list[str], host: str = "127.0.0.
             left = wanted - {c.item_id for c in store.load()}
             if not left:
                 return True
+            if stop is not None and stop():
+                return False
             time.sleep(poll_seconds)
         raise UserError(f"the rating server stopped (is port {port} in use?)")
     finally:

@@ -4,7 +4,7 @@ Standard library (termios, tty, shutil, textwrap) and `wcwidth`, which tells the
 character takes (2 for CJK and most emoji, 0 for combining marks), so wrapping and the
 side-by-side divider hold for any script. The page shows the prompt, then responses A and B
 side by side when the terminal is at least `SIDE_BY_SIDE` columns wide, stacked (A above B)
-when it is narrower. Every text passes through `session.visible` (an escape sequence in a
+when it is narrower. Every text passes through `rlhf.feedback.text.visible` (an escape in a
 response is shown as `\\x1b[2J`, never acted on), and empty or identical responses are marked.
 
 In the terminal the header stays put and a pair taller than the screen is paged (space or
@@ -27,8 +27,9 @@ import tty
 from wcwidth import wcswidth, wcwidth
 
 from rlhf.feedback.queue import read_queue
-from rlhf.feedback.session import Session, Shown, describe, marker, read_guidelines, visible
 from rlhf.feedback.store import ComparisonStore
+from rlhf.feedback.text import visible
+from rlhf.raters.session import Session, Shown, describe, marker, read_guidelines
 
 SIDE_BY_SIDE = 120
 """Narrowest terminal (columns) that shows A and B side by side."""
@@ -90,7 +91,7 @@ class _Wrapper(textwrap.TextWrapper):
 def wrap(text: str, width: int) -> list[str]:
     """Wrap each line of `text` to `width` display columns, keeping blank lines; the
     continuation of a list item ("- ...", "1. ...") is indented under its text. Control
-    characters are shown as escapes (`session.visible`)."""
+    characters are shown as escapes (`rlhf.feedback.text.visible`)."""
     lines: list[str] = []
     for para in visible(text).strip("\n").split("\n"):
         bullet = re.match(r"\s*(?:[-*]|\d+[.)])\s+", para)

@@ -1,6 +1,6 @@
 """Simulated raters: a real scorer nobody here wrote, plus Bradley-Terry noise.
 
-A simulated rater scores both responses with a scorer from `rlhf.feedback.scorers` (e.g. "vader":
+A simulated rater scores both responses with a scorer from `rlhf.raters.scorers` (e.g. "vader":
 VADER sentiment, "prefers the happier story"; or your own, `module:function`) and answers:
 - "tie" when |score_a - score_b| < tie_band;
 - otherwise "a" with probability sigmoid((score_a - score_b) / temperature), else "b"
@@ -24,7 +24,7 @@ import random
 import time
 
 from rlhf.feedback.comparisons import Comparison, Item
-from rlhf.feedback.scorers import ScorerError, get_scorer, is_rater_class, resolve, scorer_problem
+from rlhf.raters.scorers import ScorerError, get_scorer, is_rater_class, resolve, scorer_problem
 
 DEFAULTS = {
     # scorer: (temperature, tie_band) in the scorer's units
@@ -103,7 +103,7 @@ class SimulatedRater:
 
 
 def make_rater(name: str, seed: int = 0, **kw) -> SimulatedRater:
-    """A simulated rater by name: a scorer of `rlhf.feedback.scorers` ("vader", "length", or
+    """A simulated rater by name: a scorer of `rlhf.raters.scorers` ("vader", "length", or
     `module:function`) with Bradley-Terry noise."""
     problem = scorer_problem(name)
     if problem:

@@ -1,7 +1,7 @@
 """`rlhf rate QUEUE --rater NAME`: the pairwise comparison prompt, in a terminal (single keys,
-`rlhf.feedback.screen`), in line mode on piped stdin (`run_session`), or answered by a
+`rlhf.raters.screen`), in line mode on piped stdin (`run_session`), or answered by a
 simulated rater (`run_simulated`). The commands and quality control are those of
-`rlhf.feedback.session`."""
+`rlhf.raters.session`."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ import shutil
 import sys
 from pathlib import Path
 
-from rlhf.feedback import session as session_module
 from rlhf.feedback.comparisons import RecordError
 from rlhf.feedback.queue import read_queue
-from rlhf.feedback.screen import end_summary, layout, open_session, run_screen, wrap
-from rlhf.feedback.session import (
+from rlhf.feedback.store import ComparisonStore
+from rlhf.feedback.text import visible
+from rlhf.raters import session as session_module
+from rlhf.raters.screen import end_summary, layout, open_session, run_screen, wrap
+from rlhf.raters.session import (
     GUIDELINES,
     Session,
     describe,
     help_text,
     parse_command,
-    visible,
 )
-from rlhf.feedback.simulated import make_rater
-from rlhf.feedback.store import ComparisonStore
+from rlhf.raters.simulated import make_rater
 
 
 def run_session(queue_path, store_path, rater: str, input_stream=None, output_stream=None,
@@ -83,7 +83,7 @@ def run_session(queue_path, store_path, rater: str, input_stream=None, output_st
 
 def run_simulated(queue_path, store_path, name: str, seed: int = 0, rater: str | None = None,
                   **session_kw) -> int:
-    """Let a simulated rater (`rlhf.feedback.simulated`) work through a queue like a person would,
+    """Let a simulated rater (`rlhf.raters.simulated`) work through a queue like a person would,
     hidden repeats included. Returns the number of answers."""
     sim = make_rater(name, seed)
     session = Session(read_queue(queue_path), ComparisonStore(store_path), rater or sim.name,

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rlhf.config import UserError
-from rlhf.distributed import full_tensor, sharded_like
+from rlhf.harness.distributed import full_tensor, sharded_like
 
 
 class StateError(UserError):

@@ -1,9 +1,11 @@
-"""Preference losses for reward models, as pure functions (tensors in, tensors out).
+"""Preference losses, as pure functions (tensors in, tensors out): a reward model's
+(Bradley-Terry with 1/2 targets and margins, Davidson's tie model, reward centring) and the
+direct methods' on a policy's log-ratios (DPO, IPO), which reuse the Bradley-Terry form.
 
 Every function returns the loss of each element (no reduction), so the caller can weight
 ensemble members or pairs (bootstrap weights) and choose its own mean. Shapes: scores are
 (B,) or (B, E) for an ensemble of E members; targets and margins are (B,) and broadcast.
-Policy-gradient losses live elsewhere.
+Policy-gradient losses live in `rlhf.policy.losses`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,93 @@
+"""The loop's models in memory, handed from step to step: the starting policy (the reference of
+every round), the newest policy and the newest reward model. Each step asks for what it needs
+by round; what this process already holds is handed over, and a model is read from its folder
+only when it is not held (the first use, or after a restart), once. A stage trains the model it
+is handed in place and hands it back (`rlhf.harness.run.Handover`), so round r's policy is
+round r-1's object, trained; the older one is gone, never used after that.
+
+Under FSDP with several processes a trained model is sharded in place, and sampling and
+evaluation are rank 0's alone: nothing trained is kept then, and each step reads the folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlhf.dpo import implicit
+from rlhf.harness import distributed as dist
+from rlhf.harness.run import Handover
+from rlhf.lm.folders import load_model
+from rlhf.loop.config import LoopConfig
+from rlhf.loop.folder import policy_path, reward_model_path
+from rlhf.reward.model import load_reward_model
+
+
+class Models:
+    """Round -> model, for the policy (0: the start) and the reward model; the reference."""
+
+    def __init__(self, cfg: LoopConfig, out: Path, info: dist.DistInfo):
+        self.cfg, self.out, self.info = cfg, out, info
+        self.keeps = not (info.enabled and cfg.runtime.parallel == "fsdp")
+        self.policies: dict[int, tuple] = {}  # round -> (policy, tokenizer)
+        self.rewards: dict[int, tuple] = {}  # round -> (reward model, tokenizer)
+        self._reference = None
+        self.loads: list[str] = []  # what was read from disk, in order (tests, the record)
+
+    def reference(self):
+        """The starting policy, frozen: every round's KL anchor (loaded once)."""
+        if self._reference is None:
+            self._reference = self._load_policy(self.cfg.policy)[0].eval().requires_grad_(False)
+        return self._reference.to(self.info.device)
+
+    def policy(self, r: int) -> tuple:
+        """(policy, tokenizer) after round r (0: the start, a copy apart from the reference)."""
+        if r not in self.policies or not self.keeps:
+            self.policies = {r: self._load_policy(policy_path(self.cfg, self.out, r))}
+        model, tok = self.policies[r]
+        return model.to(self.info.device), tok
+
+    def reward(self, r: int) -> tuple:
+        """(reward model in eval mode, tokenizer) of round r."""
+        if r not in self.rewards or not self.keeps:
+            path = reward_model_path(self.out, r)
+            self.loads.append(str(path))
+            self.rewards = {r: load_reward_model(path)}
+        rm, tok = self.rewards[r]
+        return rm.to(self.info.device).eval(), tok
+
+    def dpo_reference(self, r: int):
+        """The reference of round r's DPO policy: the start, or (dpo_reference: previous) the
+        policy of round r-1, read from its folder (that object was trained into round r's)."""
+        if self.cfg.dpo_reference == "start":
+            return self.reference()
+        meta = implicit.read_meta(policy_path(self.cfg, self.out, r))
+        return self._load_policy(meta["reference"])[0].to(self.info.device).eval()
+
+    def hand_policy(self, r: int, reward: int | None, reference) -> Handover:
+        """What round r's policy step trains: round r-1's policy (no longer held as such: it
+        becomes round r's), the reference, and round `reward`'s reward model (RL)."""
+        start = self.policy(r - 1)
+        del self.policies[r - 1]
+        return Handover(start=start, reference=reference,
+                        reward=self.reward(reward) if reward is not None else None)
+
+    def hand_reward(self, r: int, from_previous: bool) -> Handover:
+        """What round r's reward step trains: round r-1's reward model when it continues from
+        it, else nothing (a fresh one from the policy, as the config says)."""
+        if not from_previous:
+            return Handover()
+        start = self.reward(r - 1)
+        del self.rewards[r - 1]
+        return Handover(start=(start[0].train(), start[1]))
+
+    def keep_policy(self, r: int, hand: Handover) -> None:
+        if self.keeps and hand.trained is not None:
+            self.policies = {r: (hand.trained[0].eval(), hand.trained[1])}
+
+    def keep_reward(self, r: int, hand: Handover) -> None:
+        if self.keeps and hand.trained is not None:
+            self.rewards = {r: hand.trained}
+
+    def _load_policy(self, path: str) -> tuple:
+        self.loads.append(str(path))
+        return load_model(path)
