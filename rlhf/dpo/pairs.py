@@ -1,7 +1,7 @@
 """Log-probs of both sides of preference pairs in one forward pass, and the cached reference
 pass.
 
-A pair is packed as the reward trainer packs it (`rlhf.reward.model.pack_pairs`):
+A pair is packed as the reward trainer packs it (`rlhf.preferences.tokens.pack_pairs`):
 [shared prefix | chosen rest | rejected rest], the shared prompt run once, each side seeing
 exactly the keys it would alone. A side's log-prob here is the sum of log p(token) over the
 tokens *after the shared prefix* (EOS included). DPO and IPO only use differences of

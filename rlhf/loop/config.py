@@ -140,7 +140,7 @@ class LoopConfig:
     reward_init: Literal["previous", "policy"] = "previous"
     """Each round's reward model starts from the previous round's, or from the start policy."""
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
-    """Reward-model training: rlhf.reward.train's keys. The loop sets `out` (the round's
+    """Reward-model training: rlhf.reward.train's keys. The loop sets `out_dir` (the round's
     folder), `data.paths` (its snapshot of the store), `model.init` and `runtime`."""
     policy_method: Literal["rl", "dpo"] = "rl"
     """The policy step: 'rl' trains a reward model on every comparison so far, then RL

@@ -127,7 +127,8 @@ class GuardConfig:
     """Check the rule every step; warnings go to metrics.jsonl, the output and the summary."""
     stop: bool = True
     """Early stopping: when the rule warns, stop training and keep the last good policy (the
-    one that sampled the step before the warning window began). On by measurement: it kept
+    one that sampled `window` + 1 steps before the step that warned, as the smoothed signals
+    of the steps between may already hold the collapse). On by measurement: it kept
     gold above its start in both collapsing 2 x 50-label runs tried (docs/policy-training.md) and
     changes nothing in a run that does not warn (the demo)."""
     window: int = 3

@@ -3,7 +3,8 @@ step's samples (`rlhf.policy.signals`, where the rule is documented) turned into
 (metrics.jsonl, the output, the summary) and, with `guard.stop`, early stopping that keeps the
 last good policy. A copy of the policy's weights is kept for each of the last `window` + 1 good
 steps (host memory: (window + 1) x the weights; only with guard.stop), so the policy kept is
-the one that sampled the step before the warning window began."""
+the one that sampled `window` + 1 steps before the step that warned (the smoothed signals of
+the steps between may already hold the collapse)."""
 
 from __future__ import annotations
 
