@@ -3,6 +3,7 @@ only from those before them (no cycle at any level), no rlhf import hides inside
 and modules and functions stay near their size limits."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,21 @@ def test_every_package_says_what_it_holds_and_may_import():
                 "loop"):
         doc = ast.get_docstring(ast.parse((ROOT / pkg / "__init__.py").read_text()))
         assert doc and "May import" in doc, pkg
+
+
+def test_trainers_share_the_harness_and_the_pair_data():
+    """DPO reads pairs from rlhf.preferences, not the reward model's module; each trainer's
+    `train` is its own loop near 60 lines on rlhf.harness.run; round folders are named once."""
+    for path in (ROOT / "dpo").glob("*.py"):
+        names = [name for name, _ in imports(path)]
+        assert "rlhf.reward.model" not in names, f"{path.name} imports rlhf.reward.model"
+    for stage in ("reward", "dpo", "policy"):
+        text = (ROOT / stage / "train.py").read_text()
+        train = next(n for n in ast.parse(text).body
+                     if isinstance(n, ast.FunctionDef) and n.name == "train")
+        assert train.end_lineno - train.lineno + 1 <= 60, f"{stage}.train is too long"
+        assert "training_run(" in ast.get_source_segment(text, train), stage
+    spelled = [f"{p.relative_to(ROOT)}:{i}" for p in sorted(ROOT.rglob("*.py"))
+               for i, line in enumerate(p.read_text().splitlines(), 1)
+               if re.search(r"round_\{", line)]
+    assert [s.split(":")[0] for s in spelled] == ["loop/folder.py"], spelled
