@@ -180,7 +180,7 @@ def test_import_pairs_cli_to_trl_and_bad_file(tmp_path, capsys):
     src.write_text(json.dumps([{"instruction": "i", "input": "", "response1": "x",
                                 "response2": "y", "annotator1": 2, "annotator2": 0,
                                 "annotator3": 2}]))
-    out = tmp_path / "trl.jsonl"
+    out = tmp_path / "new" / "trl.jsonl"  # its folder does not exist yet
     assert main(["import-pairs", str(src), "--out", str(out), "--to", "trl"]) == 0
     assert json.loads(out.read_text()) == {"prompt": "i", "chosen": "y", "rejected": "x"}
     src.write_text('{"what": 1}\n')

@@ -382,6 +382,7 @@ def _import(a: argparse.Namespace) -> int:
     labels = {k: sum(c.label == k for c in comps) for k in sorted({c.label for c in comps})}
     if a.to == "trl":
         rows = to_trl(comps)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                encoding="utf-8")
         print(f"wrote {len(rows)} TRL rows ({fmt}; ties and skips left out) to {a.out}")
@@ -389,7 +390,6 @@ def _import(a: argparse.Namespace) -> int:
         to_dataset(comps).save_to_disk(a.out)
         print(f"saved a datasets.Dataset of {len(comps)} comparisons ({fmt}) to {a.out}")
     else:
-
         ComparisonStore(a.out).extend(comps)
         print(f"imported {len(comps)} comparisons ({fmt}) into {a.out}: {labels}")
     return 0
