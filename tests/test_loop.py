@@ -155,15 +155,18 @@ def test_human_rater_waits_then_resumes(tmp_path, capsys):
     assert recs[1]["n_comparisons_total"] >= 8
 
 
-def test_loop_under_torchrun_two_processes(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_loop_under_torchrun_two_processes(tmp_path, parallel):
     """`torchrun --nproc-per-node 2 -m rlhf loop`: the training steps run on both processes
-    (gloo DDP), everything else on rank 0; the run folder is the same as a single process's,
-    written once."""
+    (gloo DDP, or FSDP shards: the models the loop holds are never the sharded ones),
+    everything else on rank 0; the run folder is the same as a single process's, written
+    once."""
     need_shared()
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "-m", "rlhf", "loop", *TINY, f"out_dir={out}", "runtime.device=cpu"]
+           "2", "-m", "rlhf", "loop", *TINY, f"out_dir={out}", "runtime.device=cpu",
+           f"runtime.parallel={parallel}"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summaries = [s for s in r.stdout.splitlines() if s.startswith('{"rounds"')]

@@ -10,10 +10,12 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
-from web_helpers import HOSTILE, Client, Server, make_queue
+from web_helpers import HOSTILE, ROOT, Client, Server, free_port, make_queue
 
 from rlhf.feedback.store import ComparisonStore
 
@@ -213,44 +215,41 @@ print("rated:", rate_step(cfg, Path(sys.argv[1]), 1, {}), flush=True)
 """
 
 
+def start_loop_rating(code: str, out, port: int):
+    """The loop's rating step (`code`, LOOP_RATE) in a subprocess serving `out`'s round 1:
+    the process and its links by rater name, once its server listens (the links are printed
+    before the server thread listens: wait for the server itself, not a guessed delay)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-c", code, str(out), str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    links = {}
+    while len(links) < 2:  # LOOP_RATE's raters: ann, bob
+        line = p.stderr.readline()
+        assert line, "the loop printed no links"
+        if "/r/" in line:
+            links[line.split()[0]] = "/r/" + line.split("/r/")[1].strip()
+    deadline = time.time() + 60
+    while True:
+        try:
+            Client(port, "").call("/")
+            return p, links
+        except OSError:
+            assert p.poll() is None and time.time() < deadline, "the server did not start"
+            time.sleep(0.1)
+
+
 def test_loop_web_mode_serves_waits_and_resumes_after_a_kill(tmp_path):
-    import subprocess
-    import sys
-
-    from web_helpers import ROOT, free_port
-
     out, port = tmp_path / "run", free_port()
     (out / "round_01").mkdir(parents=True)
     make_queue(out / "round_01" / "queue.jsonl", 4)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
-    def start():
-        p = subprocess.Popen([sys.executable, "-c", LOOP_RATE, str(out), str(port)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
-        found = {}
-        while len(found) < 2:
-            line = p.stderr.readline()
-            assert line, "the loop printed no links"
-            if "/r/" in line:
-                found[line.split()[0]] = "/r/" + line.split("/r/")[1].strip()
-        deadline = time.time() + 60  # the links come before the server thread listens
-        while True:  # wait for the server itself, not for a guessed number of retries
-            try:
-                Client(port, "").call("/")
-                break
-            except OSError:
-                assert p.poll() is None and time.time() < deadline, "the server did not start"
-                time.sleep(0.1)
-        return p, found
-
-    proc, first_links = start()
+    proc, first_links = start_loop_rating(LOOP_RATE, out, port)
     ann = Client(port, first_links["ann"])
     _, pair = ann.call("/api/next")
     assert ann.call("/api/answer", {"nonce": pair["nonce"], "choice": "left"})[0] == 200
     proc.kill()
     proc.wait(timeout=10)
-    proc, links = start()
+    proc, links = start_loop_rating(LOOP_RATE, out, port)
     assert links == first_links  # the same private links after a restart
     for name in ("ann", "bob"):
         c = Client(port, links[name])
@@ -273,31 +272,13 @@ def test_a_signal_ends_the_loops_wait_for_web_raters(tmp_path):
     """SIGTERM while the loop serves a round's pairs: the wait ends (rate_step says not rated,
     the loop then saves nothing new and exits as interrupted), the server stops, and the
     answers given so far are in the store."""
-    import subprocess
-    import sys
-
-    from web_helpers import ROOT, free_port
-
     out, port = tmp_path / "run", free_port()
     (out / "round_01").mkdir(parents=True)
     make_queue(out / "round_01" / "queue.jsonl", 4)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     code = "from rlhf.harness.folder import catch_signals\ncatch_signals()\n" + LOOP_RATE
-    p = subprocess.Popen([sys.executable, "-c", code, str(out), str(port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    link = None
-    while link is None:
-        line = p.stderr.readline()
-        assert line, "the loop printed no links"
-        link = "/r/" + line.split("/r/")[1].strip() if "/r/" in line else None
-    deadline = time.time() + 60
-    while True:  # the server itself up, not a guessed delay
-        try:
-            status, pair = Client(port, link).call("/api/next")
-            break
-        except OSError:
-            assert p.poll() is None and time.time() < deadline, "the server did not start"
-            time.sleep(0.1)
+    p, links = start_loop_rating(code, out, port)
+    link = links["ann"]
+    _, pair = Client(port, link).call("/api/next")
     assert Client(port, link).call("/api/answer", {"nonce": pair["nonce"],
                                                    "choice": "left"})[0] == 200
     p.send_signal(signal.SIGTERM)

@@ -179,13 +179,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def finish(info: DistInfo | None = None, ok: bool = True) -> None:
+def finish(ok: bool = True) -> None:
     """Leave the process group: every rank, once, at the end of a command (`rlhf.cli.main`,
     in a `finally`); nothing in a single process or once left. `ok` (the command returned):
     a barrier first, so no rank tears down while another still sends (rank 0 writing the
     loop's report while rank 1 is done); after an error, none (the other ranks may wait in
     another collective: the barrier would hang until the timeout; torchrun stops them once
-    this rank exits non-zero). `info`: optional, unused."""
+    this rank exits non-zero)."""
     if not (dist.is_available() and dist.is_initialized()):
         return
     try:

@@ -6,7 +6,8 @@ is handed in place and hands it back (`rlhf.harness.run.Handover`), so round r's
 round r-1's object, trained; the older one is gone, never used after that.
 
 Under FSDP with several processes a trained model is sharded in place, and sampling and
-evaluation are rank 0's alone: nothing trained is kept then, and each step reads the folders.
+evaluation are rank 0's alone: nothing trained is kept then (the next step reads its folder),
+and models held are handed to training only as the model it trains (dropped once handed).
 """
 
 from __future__ import annotations
@@ -31,45 +32,52 @@ class Models:
         self.policies: dict[int, tuple] = {}  # round -> (policy, tokenizer)
         self.rewards: dict[int, tuple] = {}  # round -> (reward model, tokenizer)
         self._reference = None
-        self.loads: list[str] = []  # what was read from disk, in order (tests, the record)
+        self._previous: tuple | None = None  # (round, the reference of its DPO policy)
 
     def reference(self):
         """The starting policy, frozen: every round's KL anchor (loaded once)."""
         if self._reference is None:
-            self._reference = self._load_policy(self.cfg.policy)[0].eval().requires_grad_(False)
+            self._reference = load_model(self.cfg.policy)[0].eval().requires_grad_(False)
         return self._reference.to(self.info.device)
 
     def policy(self, r: int) -> tuple:
         """(policy, tokenizer) after round r (0: the start, a copy apart from the reference)."""
-        if r not in self.policies or not self.keeps:
-            self.policies = {r: self._load_policy(policy_path(self.cfg, self.out, r))}
+        if r not in self.policies:
+            self.policies = {r: load_model(policy_path(self.cfg, self.out, r))}
         model, tok = self.policies[r]
         return model.to(self.info.device), tok
 
     def reward(self, r: int) -> tuple:
         """(reward model in eval mode, tokenizer) of round r."""
-        if r not in self.rewards or not self.keeps:
-            path = reward_model_path(self.out, r)
-            self.loads.append(str(path))
-            self.rewards = {r: load_reward_model(path)}
+        if r not in self.rewards:
+            self.rewards = {r: load_reward_model(reward_model_path(self.out, r))}
         rm, tok = self.rewards[r]
         return rm.to(self.info.device).eval(), tok
 
     def dpo_reference(self, r: int):
         """The reference of round r's DPO policy: the start, or (dpo_reference: previous) the
-        policy of round r-1, read from its folder (that object was trained into round r's)."""
+        policy of round r-1, read from its folder once (that object was trained into round
+        r's)."""
         if self.cfg.dpo_reference == "start":
             return self.reference()
-        meta = implicit.read_meta(policy_path(self.cfg, self.out, r))
-        return self._load_policy(meta["reference"])[0].to(self.info.device).eval()
+        if self._previous is None or self._previous[0] != r:
+            meta = implicit.read_meta(policy_path(self.cfg, self.out, r))
+            self._previous = (r, load_model(meta["reference"])[0].eval())
+        return self._previous[1].to(self.info.device)
 
-    def hand_policy(self, r: int, reward: int | None, reference) -> Handover:
+    def hand_policy(self, r: int, reference: str, with_reward: bool = False) -> Handover:
         """What round r's policy step trains: round r-1's policy (no longer held as such: it
-        becomes round r's), the reference, and round `reward`'s reward model (RL)."""
+        becomes round r's), its reference ('start': the starting policy; 'previous': the
+        policy it starts from, DPO's), and (RL) round r's reward model. Under FSDP no
+        reference is handed: the trainer shards the one it is handed in place, and the
+        loop's evaluation needs the held one whole; the trainer reads its own."""
         start = self.policy(r - 1)
         del self.policies[r - 1]
-        return Handover(start=start, reference=reference,
-                        reward=self.reward(reward) if reward is not None else None)
+        ref = None
+        if self.keeps:
+            ref = self.reference() if reference == "start" else start[0]
+        return Handover(start=start, reference=ref,
+                        reward=self.reward(r) if with_reward else None)
 
     def hand_reward(self, r: int, from_previous: bool) -> Handover:
         """What round r's reward step trains: round r-1's reward model when it continues from
@@ -81,13 +89,11 @@ class Models:
         return Handover(start=(start[0].train(), start[1]))
 
     def keep_policy(self, r: int, hand: Handover) -> None:
+        """Hold the policy a stage trained as round r's (not under FSDP: it is sharded)."""
         if self.keeps and hand.trained is not None:
             self.policies = {r: (hand.trained[0].eval(), hand.trained[1])}
 
     def keep_reward(self, r: int, hand: Handover) -> None:
+        """Hold the reward model a stage trained as round r's (not under FSDP)."""
         if self.keeps and hand.trained is not None:
             self.rewards = {r: hand.trained}
-
-    def _load_policy(self, path: str) -> tuple:
-        self.loads.append(str(path))
-        return load_model(path)

@@ -38,7 +38,15 @@ from rlhf.harness.folder import signal_received
 from rlhf.harness.state import state_meta
 from rlhf.lm.sampling import decode_rows
 from rlhf.loop.config import LoopConfig
-from rlhf.loop.folder import in_round, lines, policy_path, read_json, round_dir, write_json
+from rlhf.loop.folder import (
+    in_round,
+    lines,
+    policy_path,
+    read_json,
+    reward_model_path,
+    round_dir,
+    write_json,
+)
 from rlhf.loop.models import Models
 from rlhf.policy import train as policy_stage
 from rlhf.policy.evaluate import evaluate_policy
@@ -135,7 +143,7 @@ def reward_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     snap = snapshot(out, r, None, info)
     used = ComparisonStore(snap).load()
     from_previous = cfg.reward_init == "previous" and r > 1
-    init = str(out / in_round(r - 1, "reward_model", "model")) if from_previous else cfg.policy
+    init = str(reward_model_path(out, r - 1)) if from_previous else cfg.policy
     rcfg = with_keys(cfg.reward, {  # what the loop decides (loop.config.LOOP_SETS["reward"])
         "out_dir": str(out / in_round(r, "reward_model")), "data.paths": [str(snap)],
         "model.init": init, "runtime": cfg.runtime}, who="the loop")
@@ -148,7 +156,7 @@ def reward_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     return {"comparisons": str(snap.relative_to(out)), "n_comparisons_total": len(used),
             "previous_rm_accuracy_on_new": fresh and fresh["accuracy"],
             "previous_rm_on_new": fresh, "n_comparisons_new": len(new),
-            "reward_init": init, "reward_model": str(out / in_round(r, "reward_model", "model")),
+            "reward_init": init, "reward_model": str(reward_model_path(out, r)),
             "reward_metrics_file": in_round(r, "reward_model", "metrics.jsonl"),
             "reward_metrics": metrics}
 
@@ -195,8 +203,7 @@ def dpo_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
         "data.paths": [str(out / in_round(r, "comparisons_used.jsonl"))],
         "model.init": init, "model.reference": ref, "progress": False,
         "runtime": cfg.runtime}, who="the loop")
-    hand = models.hand_policy(r, None, None)
-    hand.reference = models.reference() if cfg.dpo_reference == "start" else hand.start[0]
+    hand = models.hand_policy(r, cfg.dpo_reference)
     summary = dpo_stage.train(dcfg, hand)
     models.keep_policy(r, hand)
     return {"policy_init": init, "policy": policy_path(cfg, out, r), "dpo_reference": ref,
@@ -213,11 +220,11 @@ def policy_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     init = policy_path(cfg, out, r - 1)
     pcfg = with_keys(cfg.rl, {  # what the loop decides (loop.config.LOOP_SETS["rl"])
         "policy": init, "reference": cfg.policy, "out_dir": str(rd / "policy_train"),
-        "reward.kind": "model", "reward.path": str(rd / "reward_model" / "model"),
+        "reward.kind": "model", "reward.path": str(reward_model_path(out, r)),
         "prompts.path": str(out / "prompts_train.jsonl"), "prompts.hold_out_every": 0,
         "prompts.eval_prompts": 0, "sampling": cfg.sampling, "runtime": cfg.runtime},
         who="the loop")
-    hand = models.hand_policy(r, r, models.reference())
+    hand = models.hand_policy(r, "start", with_reward=True)
     score_fn = None
     if cfg.eval.gold_scorer:
         gold = get_scorer(cfg.eval.gold_scorer)
@@ -274,13 +281,19 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
         reward = lambda ps, ts: score_texts(rm, rm_tok, ps, ts).tolist()  # noqa: E731
     if r > 0:
         start_texts = read_json(out / in_round(0, "eval.json"))["texts"]
-    gold = get_scorer(cfg.eval.gold_scorer) if cfg.eval.gold_scorer else None
+    golds = [None] * len(prompts)  # each sample's gold, from the evaluation's one pass
+    gold = None
+    if cfg.eval.gold_scorer:
+        scorer = get_scorer(cfg.eval.gold_scorer)
+
+        def gold(texts):
+            golds[:] = scorer(texts)
+            return golds
     ev = evaluate_policy(model, models.reference(), tok, prompts, cfg.sampling, cfg.eval.seed,
                          gold, reward, start_texts)
     if r == 0:  # the start against itself, for the plots
         ev.update(reward_gain=0.0, win_rate=0.5)
     write_json(round_dir(out, r) / "eval.json", ev)
-    golds = gold(ev["texts"]) if gold is not None else [None] * len(ev["texts"])
     md = [f"# Round {r}: `{policy_path(cfg, out, r)}` on held-out prompts (seed "
           f"{cfg.eval.seed})", ""]
     md += [f"**{p}** {t}" + (f"  *(gold {g:.2f})*" if g is not None else "") + "\n"

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from rlhf.harness import distributed as dist
 from rlhf.lm.encoders.folders import is_encoder_folder, load_encoder, save_encoder
 from rlhf.lm.encoders.model import Encoder
 from rlhf.lm.encoders.tokenizer import segment_ids
@@ -213,6 +214,8 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
                       write: bool = True) -> Path:
     """Write the reward model as an HF-style folder (see the module docstring). FSDP-sharded:
     every rank calls this (the weights are gathered), rank 0 with `write`."""
+    if dist.is_sharded(rm):  # back to its shards: after a forward pass the root's parameters
+        rm.reshard()  # are views of a transient gathered buffer (read later: a segfault)
     meta = {"n_members": rm.n_members, "mean": float(rm.mean), "std": float(rm.std),
             "max_len": rm.max_len, "backbone": "encoder" if rm.is_encoder else "causal",
             "read_at": f"pooling {rm.pooling}" if rm.is_encoder else "last real token (EOS)",
