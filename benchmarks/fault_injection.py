@@ -56,7 +56,7 @@ LOOP = ["rounds=2", "pairs_per_round=8", f"policy={STORIES}", "eval.n_prompts=4"
 def fixtures(tmp: Path) -> dict[str, list[str]]:
     """The four commands' arguments (without out_dir), on tiny random models."""
     sys.path.insert(0, str(ROOT))
-    from rlhf.feedback.comparisons import Comparison
+    from rlhf.feedback.records import Comparison
     from rlhf.feedback.store import ComparisonStore
     from rlhf.lm.folders import save_model
     from rlhf.lm.model import ModelArgs, Transformer

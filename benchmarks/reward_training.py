@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from matmul_flops import cpu_name, measure  # noqa: E402
 
 from rlhf.config import load_config  # noqa: E402
-from rlhf.feedback.comparisons import to_pairs  # noqa: E402
+from rlhf.feedback.derive import to_pairs  # noqa: E402
 from rlhf.feedback.formats import read_hh  # noqa: E402
 from rlhf.lm.folders import hf_config, load_model, save_model, to_hf_state_dict  # noqa: E402
 from rlhf.lm.model import ModelArgs, Transformer  # noqa: E402

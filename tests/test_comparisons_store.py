@@ -11,8 +11,9 @@ import warnings
 
 import pytest
 
-from rlhf.feedback.comparisons import Comparison, Item, RecordError, to_pairs
+from rlhf.feedback.derive import to_pairs
 from rlhf.feedback.queue import read_queue, write_queue
+from rlhf.feedback.records import Comparison, Item, RecordError
 from rlhf.feedback.store import ComparisonStore, StoreWarning
 
 
@@ -78,7 +79,7 @@ def test_malformed_lines_reported_by_file_and_line(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from rlhf.feedback.comparisons import Comparison
+    from rlhf.feedback.records import Comparison
     from rlhf.feedback.store import ComparisonStore
     store, who, n = ComparisonStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for i in range(n):

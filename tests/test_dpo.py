@@ -204,7 +204,7 @@ def test_encode_pairs_shared_prefix_is_prompt(tmp_path):
     in their responses' tokens."""
     from test_train_reward import TOK
 
-    from rlhf.feedback.comparisons import PreferencePair
+    from rlhf.feedback.derive import PreferencePair
     from rlhf.lm.tokenizer import Llama2cTokenizer
 
     if not TOK.is_file():

@@ -19,8 +19,8 @@ from test_train_reward import config, make_fixture
 
 from rlhf.cli import main
 from rlhf.config import ConfigError
-from rlhf.feedback.comparisons import RecordError
 from rlhf.feedback.formats import detect_format, read_any
+from rlhf.feedback.records import RecordError
 from rlhf.harness import state as S
 from rlhf.harness.folder import ConfigChanged, RunFolderBusy, lock, unlock
 from rlhf.harness.state import NonFiniteError

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import PREFS, STORIES, TEXT, need_shared
 
-from rlhf.feedback.comparisons import RecordError, to_pairs
+from rlhf.feedback.derive import to_pairs
 from rlhf.feedback.formats import (
     common_prefix,
     detect_format,
@@ -27,6 +27,7 @@ from rlhf.feedback.formats import (
 )
 from rlhf.feedback.pairs import sample_pairs
 from rlhf.feedback.queue import items_from_pairs_file, read_queue
+from rlhf.feedback.records import RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.lm.config import SamplingConfig
 from rlhf.prompts import load_prompts

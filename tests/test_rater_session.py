@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from rlhf.feedback.comparisons import Item
 from rlhf.feedback.queue import write_queue
+from rlhf.feedback.records import Item, notes
 from rlhf.feedback.store import ComparisonStore
 from rlhf.raters.rate import run_session
 from rlhf.raters.screen import layout
@@ -59,7 +59,10 @@ def test_full_session_with_undo_skip_tie_quit_and_resume(tmp_path):
     assert [c.label for c in comps][2] == "skip"  # it2 was undone (tie) then skipped
     # the label speaks of a/b: the key pressed is mapped through the side shown
     assert comps[0].chose_left is True and comps[1].chose_left is False
-    assert comps[1].strength == "much" and comps[1].comment == "clearer"
+    assert comps[1].strength == "much" and comps[1].comment == ""
+    # the comment is a note about the answer, written with it
+    assert [(n.about, n.text, n.rater) for n in notes(store.answers())] == [
+        (comps[1].id, "clearer", comps[1].rater)]
     assert all(c.guidelines == "guidelines-1.0" and c.seconds >= 0 for c in comps)
     # resume: the next session starts at the first unanswered item, none shown twice
     summary, out = drive(tmp_path, ["n", "c", "a1"])

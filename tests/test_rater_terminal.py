@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.feedback.comparisons import Item
 from rlhf.feedback.queue import write_queue
+from rlhf.feedback.records import Item
 from rlhf.feedback.store import ComparisonStore, StoreError
 from rlhf.raters.rate import run_session
 from rlhf.raters.screen import layout, width_of, wrap

@@ -13,7 +13,7 @@ import torch
 from encoder_folders import WORDS, make_encoder_folder
 
 from rlhf.config import UserError, load_config
-from rlhf.feedback.comparisons import Comparison
+from rlhf.feedback.records import Comparison
 from rlhf.preferences.data import training_pairs
 from rlhf.preferences.tokens import encode_pair_side
 from rlhf.reward.config import RewardTrainConfig

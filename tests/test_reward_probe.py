@@ -12,7 +12,7 @@ from encoder_folders import make_encoder_folder
 from test_reward_encoder import comparisons
 
 from rlhf.config import load_config
-from rlhf.feedback.comparisons import to_pairs
+from rlhf.feedback.derive import to_pairs
 from rlhf.lm.encoders.folders import load_encoder
 from rlhf.preferences.data import encode_pairs, prepare_data
 from rlhf.reward.config import RewardTrainConfig

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from rlhf.feedback.comparisons import Comparison, Item
 from rlhf.feedback.queue import write_queue
+from rlhf.feedback.records import Comparison, Item
 from rlhf.feedback.stats import agreement, cohen_kappa, compute, position_bias, self_consistency
 from rlhf.feedback.store import ComparisonStore
 from rlhf.raters.rate import run_simulated

@@ -4,7 +4,7 @@ a warning under small samples, the items raters disagreed on; names and texts sh
 from __future__ import annotations
 
 from rlhf.cli import main
-from rlhf.feedback.comparisons import Comparison
+from rlhf.feedback.records import Comparison
 from rlhf.feedback.stats import compute, disagreements, strengths
 from rlhf.feedback.store import ComparisonStore
 

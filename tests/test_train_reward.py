@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rlhf.config import ConfigError, load_config
-from rlhf.feedback.comparisons import Comparison, PreferencePair
+from rlhf.feedback.derive import PreferencePair
+from rlhf.feedback.records import Comparison
 from rlhf.harness.optim import lr_at
 from rlhf.lm.folders import read_safetensors, save_model
 from rlhf.lm.model import ModelArgs, Transformer

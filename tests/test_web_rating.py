@@ -17,6 +17,7 @@ import time
 import pytest
 from web_helpers import HOSTILE, ROOT, Client, Server, free_port, make_queue
 
+from rlhf.feedback.records import notes
 from rlhf.feedback.store import ComparisonStore
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -186,7 +187,8 @@ def test_a_rater_in_a_real_browser(served, tmp_path):
     store = ComparisonStore(tmp_path / "s.jsonl")
     comps = store.load()
     assert store.errors == []
-    got = [(c.item_id, c.label, c.chose_left, c.strength, c.comment) for c in comps]
+    said = {n.about: n.text for n in notes(store.answers())}
+    got = [(c.item_id, c.label, c.chose_left, c.strength, said.get(c.id, "")) for c in comps]
     first = comps[-1]
     assert got[:4] == [
         ("it1", "tie", None, None, ""),
@@ -310,8 +312,8 @@ def test_a_terminal_and_the_web_page_share_one_assignment_rule(tmp_path):
 
 
 def test_two_server_processes_one_store_hidden_repeats_and_gold(tmp_path):
-    from rlhf.feedback.comparisons import Item
     from rlhf.feedback.queue import write_queue
+    from rlhf.feedback.records import Item
 
     write_queue(tmp_path / "q.jsonl", [Item(f"prompt {i}", f"a{i}", f"b{i}", id=f"it{i}",
                                             gold="a" if i == 0 else None) for i in range(4)])

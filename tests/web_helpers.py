@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from rlhf.feedback.comparisons import Item
 from rlhf.feedback.queue import write_queue
+from rlhf.feedback.records import Item
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = ('<script>document.title="pwned"</script>',

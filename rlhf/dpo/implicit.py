@@ -20,7 +20,7 @@ import torch
 
 from rlhf.config import parse_cli, require
 from rlhf.dpo.pairs import logprobs_of_pairs
-from rlhf.feedback.comparisons import PreferencePair, to_pairs
+from rlhf.feedback.derive import PreferencePair, to_pairs
 from rlhf.harness.runtime import setup
 from rlhf.lm.folders import load_model, save_model
 from rlhf.lm.logprobs import token_logprobs

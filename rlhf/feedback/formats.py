@@ -33,7 +33,8 @@ import sys
 import zlib
 from pathlib import Path
 
-from rlhf.feedback.comparisons import Comparison, RecordError, to_pairs
+from rlhf.feedback.derive import to_pairs
+from rlhf.feedback.records import Comparison, RecordError
 from rlhf.feedback.store import ComparisonStore
 
 FORMATS = ("hh", "trl", "pandalm", "finegrained", "store")

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from rlhf.config import RuntimeConfig, load_config
-from rlhf.feedback.comparisons import Item, RecordError
 from rlhf.feedback.config import PairsConfig
 from rlhf.feedback.queue import items_from_pairs_file, write_queue
+from rlhf.feedback.records import Item, RecordError
 from rlhf.harness.runtime import setup
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.folders import load_model

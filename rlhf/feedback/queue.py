@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from rlhf.feedback.comparisons import Item, RecordError
 from rlhf.feedback.formats import read_any
+from rlhf.feedback.records import Item, RecordError
 
 
 def write_queue(path: str | os.PathLike, items: list[Item]) -> None:

@@ -25,8 +25,8 @@ import sys
 import warnings
 from collections import Counter, defaultdict
 
-from rlhf.feedback.comparisons import Comparison, RecordError
 from rlhf.feedback.formats import detect_format, read_any
+from rlhf.feedback.records import Comparison, RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
 

@@ -1,4 +1,4 @@
-"""The comparison store: an append-only JSON-lines file that never loses a confirmed answer.
+"""The feedback store: an append-only JSON-lines file that never loses a confirmed answer.
 
 Why JSON lines (and not SQLite):
 - append-only by construction: an answer is one line added at the end; nothing is ever
@@ -20,10 +20,14 @@ line-level error reports that a record of human labour benefits from; the store 
 
 Values JSON cannot hold (a `Path` in a provenance dict) are stored as text.
 
-Record types, one JSON object per line:
-- a comparison: `{"type": "comparison", ...Comparison fields}`;
-- a retraction: `{"type": "retract", "id": <comparison id>, "rater": ..., "at": <unix time>}`;
-  a revision is a retraction and the new comparison (`meta.revises` = the old id) in one write.
+Record types, one JSON object per line (`rlhf.feedback.records` says what each holds):
+- an answer: `{"type": "comparison" | "ranking" | "rating" | "correction" | "note",
+  "schema": 2, ...fields}`; lines without `schema` are schema 1 (read unchanged);
+- a retraction: `{"type": "retract", "id": <answer id>, "rater": ..., "at": <unix time>}`;
+  a revision is a retraction and the new comparison (`meta.revises` = the old id) in one write;
+- a line of a type this version does not know is kept (`answers()` returns it as `Unknown`),
+  never reported as damage, never dropped.
+An answer and the note written with it go in one write; undo retracts both.
 
 Assignment (one rule for the terminal and the web page, across processes): `claim` picks the
 item a rater sees next under the store's exclusive lock and *leases* it to them until an expiry
@@ -48,7 +52,15 @@ import warnings
 from pathlib import Path
 
 from rlhf.config import UserError
-from rlhf.feedback.comparisons import Comparison, RecordError
+from rlhf.feedback.records import (
+    Answer,
+    Comparison,
+    Note,
+    RecordError,
+    Unknown,
+    as_line,
+    parse_record,
+)
 
 
 class StoreError(UserError):
@@ -109,31 +121,36 @@ class ComparisonStore:
             raise StoreError(f"could not write to {self.path}: {e.strerror or e}; the answer "
                              "was not saved") from None
 
-    def append(self, comparison: Comparison) -> None:
-        """Add one answer; it is on disk (fsynced) when this returns."""
-        comparison.check()
-        with self._locked() as fd:
-            self._write(fd, [{"type": "comparison", **comparison.to_dict()}])
+    def append(self, record: Answer) -> None:
+        """Add one answer (of any kind); it is on disk (fsynced) when this returns."""
+        self.extend([record])
 
-    def extend(self, comparisons: list[Comparison]) -> None:
-        """Add many answers under one lock (imports); durable on return."""
-        for c in comparisons:
-            c.check()
+    def extend(self, records: list[Answer]) -> None:
+        """Add many answers in one write under one lock (an answer and its note; imports);
+        durable on return: all of them or, after a crash, none."""
+        for r in records:
+            if not isinstance(r, Unknown):
+                r.check()
         with self._locked() as fd:
-            if comparisons:
-                self._write(fd, [{"type": "comparison", **c.to_dict()} for c in comparisons])
+            if records:
+                self._write(fd, [as_line(r) for r in records])
 
-    def undo_last(self, rater: str, lease_seconds: float = 0) -> Comparison | None:
-        """Retract `rater`'s most recent live answer (appends a retraction); None if none.
+    def undo_last(self, rater: str, lease_seconds: float = 0) -> Answer | None:
+        """Retract `rater`'s most recent live answer and the notes about it (appends
+        retractions); None if none. A note standing alone is not an answer to undo.
         With `lease_seconds`, the item is leased back to the rater in the same lock (so that
         it is theirs to answer again)."""
         with self._locked() as fd:
-            live = [c for c in self.load(_locked=True) if c.rater == rater]
+            answers = self.answers(_locked=True)
+            live = [a for a in answers if getattr(a, "rater", None) == rater
+                    and not isinstance(a, (Note, Unknown)) and a.item_id]
             if not live:
                 return None
             last = live[-1]
-            self._write(fd, [{"type": "retract", "id": last.id, "rater": rater,
-                              "at": time.time()}])
+            ids = [last.id] + [a.id for a in answers if isinstance(a, Note)
+                               and a.about == last.id]
+            self._write(fd, [{"type": "retract", "id": i, "rater": rater, "at": time.time()}
+                             for i in ids])
             if lease_seconds and last.repeat_of is None:
                 leases = self._leases()
                 for rs in leases.values():  # one lease per rater at a time
@@ -152,8 +169,7 @@ class ComparisonStore:
                 raise RecordError(f"no live answer {old_id!r} of rater {new.rater!r}")
             new.meta = {**new.meta, "revises": old_id}
             self._write(fd, [{"type": "retract", "id": old_id, "rater": new.rater,
-                              "at": time.time(), "why": "revised"},
-                             {"type": "comparison", **new.to_dict()}])
+                              "at": time.time(), "why": "revised"}, as_line(new)])
         return old
 
     def check_writable(self) -> None:
@@ -216,11 +232,12 @@ class ComparisonStore:
         """The item `rater` should see next, leased to them (see the module docstring);
         None when every item has its `overlap` raters or was answered by this rater."""
         with self._locked():
-            comps = self.load(_locked=True)
+            comps = [a for a in self.answers(_locked=True) if isinstance(a, Answer)
+                     and not isinstance(a, Note) and a.item_id]
             mine = {c.item_id for c in comps if c.rater == rater}
             counted: dict[str, set[str]] = {}
             for c in comps:
-                if c.label != "skip" and c.repeat_of is None:
+                if not c.skip and c.repeat_of is None:
                     counted.setdefault(c.item_id, set()).add(c.rater)
             leases = self._leases()
             chosen = None
@@ -249,8 +266,9 @@ class ComparisonStore:
         Reads under a shared lock, so a line being written is never seen half-way."""
         return [(n, rec) for n, rec, _ in self._parsed(_locked)]
 
-    def _parsed(self, _locked: bool = False) -> list[tuple[int, dict, Comparison | None]]:
-        """(line, record, Comparison or None) of every good line, read incrementally."""
+    def _parsed(self, _locked: bool = False) -> list[tuple[int, dict, Answer | None]]:
+        """(line, record, parsed answer or None for a retraction) of every good line, read
+        incrementally."""
         self.errors = []
         if not self.path.exists():
             return []
@@ -301,14 +319,12 @@ class ComparisonStore:
             rec = json.loads(line)
             if not isinstance(rec, dict):
                 raise RecordError("expected a JSON object")
-            if rec.get("type") not in ("comparison", "retract"):
-                raise RecordError(f"unknown record type {rec.get('type')!r}")
+            if not isinstance(rec.get("type"), str):
+                raise RecordError("record without a 'type'")
             if rec["type"] == "retract" and "id" not in rec:
                 raise RecordError("retraction without 'id'")
-            comp = None
-            if rec["type"] == "comparison":
-                comp = Comparison.from_dict({k: v for k, v in rec.items() if k != "type"})
-            rows.append((n, rec, comp))
+            answer = None if rec["type"] == "retract" else parse_record(rec)
+            rows.append((n, rec, answer))
         except (ValueError, RecordError, TypeError) as e:
             errors.append(f"{self.path}:{n}: {e}")
 
@@ -317,10 +333,17 @@ class ComparisonStore:
 
         A malformed line is reported (`.errors`, and a `StoreWarning`) and skipped; every
         good line is still returned."""
+        return [a for a in self.answers(_locked) if isinstance(a, Comparison)]
+
+    def answers(self, _locked: bool = False) -> list[Answer | Unknown]:
+        """Every live record of every kind in the order written (retracted ones left out;
+        records of a type this version does not know kept as `Unknown`). A malformed line is
+        reported and skipped, as in `load`."""
         rows = self._parsed(_locked)
         retracted = {rec["id"] for _, rec, _ in rows if rec["type"] == "retract"}
-        return [c for _, _, c in rows if c is not None and c.id not in retracted]
+        return [a for _, _, a in rows if a is not None and a.id not in retracted]
 
     def answered_item_ids(self, rater: str) -> set[str]:
-        """Items `rater` has a live answer to (skips included: they are answers too)."""
-        return {c.item_id for c in self.load() if c.rater == rater}
+        """Items `rater` has a live answer to, of any kind (skips included: answers too)."""
+        return {a.item_id for a in self.answers() if isinstance(a, Answer)
+                and not isinstance(a, Note) and a.rater == rater and a.item_id}

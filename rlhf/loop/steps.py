@@ -29,7 +29,7 @@ import torch
 from rlhf.config import with_keys
 from rlhf.dpo import implicit
 from rlhf.dpo import train as dpo_stage
-from rlhf.feedback.comparisons import to_pairs
+from rlhf.feedback.derive import to_pairs
 from rlhf.feedback.pairs import sample_pairs
 from rlhf.feedback.queue import read_queue, write_queue
 from rlhf.feedback.store import ComparisonStore

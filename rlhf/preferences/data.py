@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from rlhf.config import ConfigError
-from rlhf.feedback.comparisons import PreferencePair, to_pairs
+from rlhf.feedback.derive import PreferencePair, to_pairs
 from rlhf.feedback.formats import read_any
 from rlhf.preferences.losses import margins_from_strengths
 from rlhf.preferences.tokens import encode_pair_side, packed_length

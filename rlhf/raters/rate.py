@@ -10,8 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from rlhf.feedback.comparisons import RecordError
 from rlhf.feedback.queue import read_queue
+from rlhf.feedback.records import RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
 from rlhf.raters import session as session_module
@@ -19,7 +19,6 @@ from rlhf.raters.screen import end_summary, layout, open_session, run_screen, wr
 from rlhf.raters.session import (
     GUIDELINES,
     Session,
-    describe,
     help_text,
     parse_command,
 )
@@ -70,12 +69,12 @@ def run_session(queue_path, store_path, rater: str, input_stream=None, output_st
             say(f"? {cmd.error}")
         elif cmd.kind == "undo":
             c = session.undo()
-            say(f"undone: {visible(describe(c))}" if c else "nothing to undo")
+            say(f"undone: {visible(session.described(c))}" if c else "nothing to undo")
             shown = None
         else:
             c = session.answer(shown, cmd.choice, cmd.strength, cmd.comment)
             done, total, _ = session.progress()
-            say(f"saved {done}/{total}: {visible(describe(c))}")
+            say(f"saved {done}/{total}: {visible(session.described(c))}")
             shown = None
     done, total, rate = session.progress()
     return {"answered": session.answered_now, "done": done, "total": total, "stopped": reason}

@@ -29,7 +29,7 @@ from wcwidth import wcswidth, wcwidth
 from rlhf.feedback.queue import read_queue
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
-from rlhf.raters.session import Session, Shown, describe, marker, read_guidelines
+from rlhf.raters.session import Session, Shown, marker, read_guidelines
 
 SIDE_BY_SIDE = 120
 """Narrowest terminal (columns) that shows A and B side by side."""
@@ -315,7 +315,8 @@ class Screen:
                 continue
             if k == "u":
                 c = self.session.undo()
-                self.status = f"undone: {visible(describe(c))}" if c else "nothing to undo"
+                self.status = (f"undone: {visible(self.session.described(c))}" if c
+                               else "nothing to undo")
                 return c is not None
             sys.stdout.write("\n")
             return False
@@ -338,7 +339,8 @@ class Screen:
                                           "(Enter ends): ").strip()
         elif k == "u":
             c = self.session.undo()
-            self.status = f"undone: {visible(describe(c))}" if c else "nothing to undo"
+            self.status = (f"undone: {visible(self.session.described(c))}" if c
+                           else "nothing to undo")
             self.shown, self.comment = None, ""
         elif k in ("a", "b") or k in self.LABELS:
             self._answer(k, page)
@@ -359,7 +361,7 @@ class Screen:
         choice = {"a": "left", "b": "right"}.get(k) or self.LABELS[k]
         c = self.session.answer(self.shown, choice, strength, self.comment)
         done, total, _ = self.session.progress()
-        self.status = f"saved {done}/{total}: {visible(describe(c))}"
+        self.status = f"saved {done}/{total}: {visible(self.session.described(c))}"
         self.shown, self.comment = None, ""
 
 

@@ -39,8 +39,28 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf.feedback.comparisons import Comparison, Item
+from rlhf.feedback.records import (
+    Answer,
+    Comparison,
+    Correction,
+    Item,
+    Note,
+    Ranking,
+    Rating,
+    RecordError,
+    correction_problem,
+)
 from rlhf.feedback.store import ComparisonStore
+
+MAX_NOTE = 2000
+"""Longest note accepted by default (characters); a longer one is refused, never cut."""
+MAX_CORRECTION = 20000
+"""Longest correction accepted by default (characters)."""
+
+
+class Refused(RecordError):
+    """An answer the session will not store as given (too long, empty, unchanged): the
+    message says why; nothing was saved and the rater is asked again."""
 
 GUIDELINES = Path(__file__).resolve().parents[2] / "configs" / "guidelines.md"
 SHOWN_LABELS = {"t": "tie", "tie": "tie", "n": "both_bad", "bad": "both_bad",
@@ -75,18 +95,26 @@ def read_guidelines(path: str | Path | None = None) -> tuple[str, str]:
 
 @dataclass
 class Shown:
-    """An item on screen: which response is on the left, and whether it is a hidden repeat."""
+    """An item on screen: which response is on the left (a comparison), the order the
+    responses are shown in (a ranking), and whether it is a hidden repeat."""
 
     item: Item
     left: str
     repeat_of: str | None
     shown_at: float
+    order: list[int] | None = None
+    """For a ranking: indices of item.responses, top first."""
 
     @property
-    def texts(self) -> tuple[str, str]:
-        """(left text, right text)."""
+    def texts(self) -> tuple[str, ...]:
+        """The responses as shown: (left, right) for a comparison, top first for a ranking,
+        (the response,) to rate or correct."""
         it = self.item
-        return (it.a, it.b) if self.left == "a" else (it.b, it.a)
+        if it.ask == "compare":
+            return (it.a, it.b) if self.left == "a" else (it.b, it.a)
+        if it.ask == "rank":
+            return tuple(it.responses[i] for i in self.order)
+        return (it.a,)
 
 
 class Session:
@@ -95,7 +123,8 @@ class Session:
     def __init__(self, items: list[Item], store: ComparisonStore, rater: str,
                  guidelines: str = "none", rater_kind: str = "human", repeat_rate: float = 0.1,
                  repeat_gap: int = 5, overlap: int = 1, seed: int = 0,
-                 lease_seconds: float = 900.0):
+                 lease_seconds: float = 900.0, max_note: int = MAX_NOTE,
+                 max_correction: int = MAX_CORRECTION):
         if not 0 <= repeat_rate <= 1 or overlap < 1 or repeat_gap < 0:
             raise ValueError("need 0 <= repeat_rate <= 1, overlap >= 1, repeat_gap >= 0")
         self.items, self.store, self.rater = items, store, rater
@@ -103,6 +132,7 @@ class Session:
         self.guidelines, self.rater_kind = guidelines, rater_kind
         self.repeat_rate, self.repeat_gap = repeat_rate, repeat_gap
         self.overlap, self.seed, self.lease_seconds = overlap, seed, lease_seconds
+        self.max_note, self.max_correction = max_note, max_correction
         self.started = time.time()
         self.answered_now = 0
         self.mine: list[Comparison] = []
@@ -111,11 +141,16 @@ class Session:
 
     def refresh(self) -> None:
         """Re-read the store (other raters may be writing to it too)."""
-        comps = [c for c in self.store.load() if c.item_id in self.by_id]
-        self.mine = [c for c in comps if c.rater == self.rater]
+        records = self.store.answers()
+        comps = [a for a in records if isinstance(a, Answer) and not isinstance(a, Note)
+                 and a.item_id in self.by_id]
+        self.mine: list[Answer] = [c for c in comps if c.rater == self.rater]
+        self.notes = {n.about: n for n in records if isinstance(n, Note)
+                      and n.rater == self.rater and n.about}
+        """This rater's notes by the id of the answer they are about."""
         self.raters_of: dict[str, set[str]] = defaultdict(set)
         for c in comps:  # a skip does not count: it hands the item back to the others
-            if c.repeat_of is None and c.label != "skip":
+            if c.repeat_of is None and not c.skip:
                 self.raters_of[c.item_id].add(c.rater)
         self.done_ids = {c.item_id for c in self.mine}
 
@@ -130,8 +165,19 @@ class Session:
     def _side(self, item_id: str) -> str:
         return "a" if self._draw(item_id, "side") < 0.5 else "b"
 
+    def _order(self, item: Item) -> list[int] | None:
+        """The order a ranking's responses are shown in (a stable draw per rater and item)."""
+        if item.ask != "rank":
+            return None
+        k = len(item.responses)
+        return sorted(range(k), key=lambda i: self._draw(item.id, f"order{i}"))
+
     def _repeats(self, item_id: str) -> bool:
-        """Whether this rater's answer to the item is served again (a stable draw)."""
+        """Whether this rater's answer to the item is served again (a stable draw); a
+        correction is never repeated (a second rewrite is not a check of the first)."""
+        item = self.by_id.get(item_id)
+        if item is not None and item.ask == "correct":
+            return False
         return self._draw(item_id, "repeat") < self.repeat_rate
 
     def _pending_repeats(self) -> list[tuple[Comparison, int]]:
@@ -139,7 +185,7 @@ class Session:
         done = {c.repeat_of for c in self.mine if c.repeat_of}
         out = []
         for i, c in enumerate(self.mine):
-            if (c.repeat_of is None and c.label != "skip" and c.id not in done
+            if (c.repeat_of is None and not c.skip and c.id not in done
                     and self._repeats(c.item_id)):
                 out.append((c, len(self.mine) - 1 - i))
         return out
@@ -155,18 +201,25 @@ class Session:
         fresh = self._fresh()
         due = [c for c, after in repeats if after >= self.repeat_gap]
         if due:
-            first = due[0]
-            left = "b" if first.left == "a" else "a"
-            return Shown(self.by_id[first.item_id], left, first.id, time.time())
+            return self._repeat(due[0])
         claimed = self.store.claim(self.rater, [it.id for it in fresh], self.overlap,
                                    self.lease_seconds) if fresh else None
         if claimed is not None:
-            return Shown(self.by_id[claimed], self._side(claimed), None, time.time())
+            item = self.by_id[claimed]
+            return Shown(item, self._side(claimed), None, time.time(), self._order(item))
         if repeats:
-            first = repeats[0][0]
-            left = "b" if first.left == "a" else "a"
-            return Shown(self.by_id[first.item_id], left, first.id, time.time())
+            return self._repeat(repeats[0][0])
         return None
+
+    def _repeat(self, first: Answer) -> Shown:
+        """A hidden repeat of `first`: a comparison with its sides swapped, a ranking in the
+        reverse of the order first shown, a rating as it was."""
+        item = self.by_id[first.item_id]
+        left = "b" if getattr(first, "left", "a") == "a" else "a"
+        order = None
+        if isinstance(first, Ranking):
+            order = list(reversed(first.shown or range(len(first.responses))))
+        return Shown(item, left, first.id, time.time(), order)
 
     def progress(self) -> tuple[int, int, float]:
         """(answers given, answers in all when done, answers per hour in this session;
@@ -194,22 +247,99 @@ class Session:
 
     def record(self, shown: Shown, label: str, strength: str | None = None,
                comment: str = "", **extra) -> Comparison:
-        """Record an answer given as a label about a/b (used by simulated raters)."""
+        """Record an answer given as a label about a/b (used by simulated raters); a
+        comment is stored as a note about it."""
+        return self._keep(shown, Comparison.from_item(
+            shown.item, label, left=shown.left, strength=strength, **self._common(shown),
+            **extra), comment)
+
+    def rank(self, shown: Shown, places: list[int], note: str = "", **extra) -> Ranking:
+        """Record a ranking given in screen terms: `places[j]` is the place (1 = best; equal
+        places are ties) of the j-th response shown."""
+        order = shown.order or list(range(len(shown.item.responses)))
+        if len(places) != len(order):
+            raise Refused(f"give a place to each of the {len(order)} responses")
+        ranks = [0] * len(order)
+        for j, i in enumerate(order):
+            ranks[i] = places[j]
+        return self._keep(shown, Ranking.from_item(shown.item, ranks, shown=list(order),
+                                                   **self._common(shown), **extra), note)
+
+    def rate(self, shown: Shown, value: int, note: str = "", **extra) -> Rating:
+        """Record a rating on the item's scale (thumbs: 1 up, 0 down)."""
+        s = shown.item.rating_scale
+        if not isinstance(value, int) or not s["low"] <= value <= s["high"]:
+            raise Refused(f"a rating is a whole number from {s['low']} to {s['high']}")
+        return self._keep(shown, Rating.from_item(shown.item, value, **self._common(shown),
+                                                  **extra), note)
+
+    def correct(self, shown: Shown, text: str, note: str = "", **extra) -> Correction:
+        """Record the rater's rewrite of the response; an empty, unchanged or too long one is
+        refused (`Refused`: nothing saved, ask again)."""
+        problem = correction_problem(shown.item.a, text)
+        if problem:
+            raise Refused(f"{problem}: edit the response, or skip the item")
+        if len(text) > self.max_correction:
+            raise Refused(f"the correction is {len(text):,} characters; the limit is "
+                          f"{self.max_correction:,}: shorten it (nothing was saved)")
+        return self._keep(shown, Correction.from_item(shown.item, text, **self._common(shown),
+                                                      **extra), note)
+
+    def skip(self, shown: Shown, note: str = "") -> Answer:
+        """Pass on the item (of any kind); it goes back to the other raters."""
         it = shown.item
-        c = Comparison.from_item(
-            it, label, left=shown.left, strength=strength, rater=self.rater,
-            rater_kind=self.rater_kind, guidelines=self.guidelines, shown_at=shown.shown_at,
-            seconds=round(time.time() - shown.shown_at, 3), comment=comment,
-            repeat_of=shown.repeat_of, **extra)
-        if shown.repeat_of:
-            c.served_because = "repeat"
-        self.store.append(c)
-        self.mine.append(c)
-        self.done_ids.add(c.item_id)
-        if c.repeat_of is None and c.label != "skip":
-            self.raters_of[c.item_id].add(self.rater)
+        if it.ask == "compare":
+            return self.record(shown, "skip", None, note)
+        cls = {"rank": Ranking, "rate": Rating, "correct": Correction}[it.ask]
+        empty = {"rank": [], "rate": None, "correct": ""}[it.ask]
+        return self._keep(shown, cls.from_item(it, empty, skipped=True, **self._common(shown)),
+                          note)
+
+    def note(self, text: str, about: str | None = None, shown: Shown | None = None) -> Note:
+        """A note standing alone (or about one of this rater's answers, `about`)."""
+        self._check_note(text)
+        if not text.strip():
+            raise Refused("a note cannot be empty")
+        it = shown.item if shown else None
+        n = Note(text=text, about=about, item_id=it.id if it else "",
+                 prompt=it.prompt if it else "", group=it.group if it else None,
+                 rater=self.rater, rater_kind=self.rater_kind, guidelines=self.guidelines)
+        self.store.append(n)
+        if about:
+            self.notes[about] = n
+        return n
+
+    def _check_note(self, text: str) -> None:
+        if len(text) > self.max_note:
+            raise Refused(f"the note is {len(text):,} characters; the limit is "
+                          f"{self.max_note:,}: shorten it (nothing was saved)")
+
+    def _common(self, shown: Shown) -> dict:
+        """What every answer to `shown` records about the rater and the moment."""
+        extra = {"served_because": "repeat"} if shown.repeat_of else {}
+        return dict(rater=self.rater, rater_kind=self.rater_kind, guidelines=self.guidelines,
+                    shown_at=shown.shown_at, seconds=round(time.time() - shown.shown_at, 3),
+                    repeat_of=shown.repeat_of, **extra)
+
+    def _keep(self, shown: Shown, answer: Answer, note: str = "") -> Answer:
+        """Store `answer` and its note (if any) in one durable write; update the counts."""
+        note = note.strip()
+        self._check_note(note)
+        records = [answer]
+        if note:
+            records.append(Note(text=note, about=answer.id, item_id=answer.item_id,
+                                prompt=answer.prompt, group=answer.group, rater=self.rater,
+                                rater_kind=self.rater_kind, guidelines=self.guidelines,
+                                shown_at=answer.shown_at, seconds=answer.seconds))
+        self.store.extend(records)
+        if note:
+            self.notes[answer.id] = records[1]
+        self.mine.append(answer)
+        self.done_ids.add(answer.item_id)
+        if answer.repeat_of is None and not answer.skip:
+            self.raters_of[answer.item_id].add(self.rater)
         self.answered_now += 1
-        return c
+        return answer
 
     def revise(self, old_id: str, choice: str, strength: str | None = None,
                comment: str = "", shown_at: float | None = None) -> Comparison:
@@ -224,12 +354,15 @@ class Session:
             label = old.left if choice == "left" else ("b" if old.left == "a" else "a")
         else:
             label, strength = choice, None
+        self._check_note(comment.strip())
         new = Comparison.from_item(
             item, label, left=old.left, strength=strength, rater=self.rater,
             rater_kind=self.rater_kind, guidelines=self.guidelines, shown_at=shown.shown_at,
-            seconds=round(time.time() - shown.shown_at, 3), comment=comment,
+            seconds=round(time.time() - shown.shown_at, 3),
             repeat_of=old.repeat_of, served_because=old.served_because)
         self.store.revise(old_id, new)
+        if comment.strip():
+            self.note(comment.strip(), about=new.id, shown=shown)
         self.refresh()
         return new
 
@@ -239,9 +372,15 @@ class Session:
         seconds = time.time() - self.started
         return {"answers": self.answered_now, "seconds": round(seconds),
                 "per_hour": self.answered_now * 3600 / seconds if seconds > 0 else 0.0,
-                "labels": dict(sorted(Counter(c.label for c in mine).items()))}
+                "labels": dict(sorted(Counter(
+                    c.label if isinstance(c, Comparison) else
+                    ("skip" if c.skip else c.kind) for c in mine).items()))}
 
-    def undo(self) -> Comparison | None:
+    def described(self, c: Answer) -> str:
+        """`describe(c)` with this rater's note about it."""
+        return describe(c, self.notes.get(c.id))
+
+    def undo(self) -> Answer | None:
         """Take back this rater's last answer (a retraction is appended); the item is leased
         back to the rater, who sees it again."""
         c = self.store.undo_last(self.rater, self.lease_seconds)
@@ -298,9 +437,31 @@ def help_text() -> str:
     return "commands (one per line; in a terminal, single keys):" + body.rstrip()
 
 
-def describe(c: Comparison) -> str:
-    """How an answer is confirmed to the rater (in screen terms: A = left, B = right)."""
-    side = {True: "A", False: "B", None: None}[c.chose_left]
-    what = f"{side} better" + (f" ({c.strength})" if c.strength else "") if side else \
-        c.label.replace("_", " ").replace("cant", "can't")
-    return what + (f" # {c.comment}" if c.comment else "")
+def describe(c: Answer, note: Note | None = None) -> str:
+    """How an answer is confirmed to the rater, in screen terms (A = left / top, B = right /
+    the next one down), with its note after `#`."""
+    text = note.text if note else getattr(c, "comment", "")
+    return _what(c) + (f" # {text}" if text else "")
+
+
+def _what(c: Answer) -> str:
+    if c.skip:
+        return "skip"
+    if isinstance(c, Comparison):
+        side = {True: "A", False: "B", None: None}[c.chose_left]
+        return f"{side} better" + (f" ({c.strength})" if c.strength else "") if side else \
+            c.label.replace("_", " ").replace("cant", "can't")
+    if isinstance(c, Ranking):
+        shown = c.shown or list(range(len(c.responses)))
+        letter = {i: chr(ord("A") + j) for j, i in enumerate(shown)}
+        places = sorted(set(c.ranks))
+        return "ranked " + " > ".join("=".join(sorted(letter[i] for i in shown
+                                                       if c.ranks[i] == p)) for p in places)
+    if isinstance(c, Rating):
+        if c.thumbs:
+            return "thumbs " + ("up" if c.value else "down")
+        word = c.anchors.get(str(c.value))
+        return f"rated {c.value} of {c.low}-{c.high}" + (f" ({word})" if word else "")
+    if isinstance(c, Correction):
+        return f"corrected ({len(c.response)} -> {len(c.corrected)} characters)"
+    return c.kind

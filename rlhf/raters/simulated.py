@@ -23,7 +23,7 @@ import math
 import random
 import time
 
-from rlhf.feedback.comparisons import Comparison, Item
+from rlhf.feedback.records import Comparison, Item
 from rlhf.raters.scorers import ScorerError, get_scorer, is_rater_class, resolve, scorer_problem
 
 DEFAULTS = {

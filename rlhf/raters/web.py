@@ -37,8 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rlhf.config import UserError
-from rlhf.feedback.comparisons import Item, RecordError
 from rlhf.feedback.queue import read_queue
+from rlhf.feedback.records import Item, RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
 from rlhf.raters.session import (
@@ -47,7 +47,6 @@ from rlhf.raters.session import (
     STRENGTH_WORDS,
     Session,
     Shown,
-    describe,
     marker,
     read_guidelines,
 )
@@ -132,7 +131,7 @@ def _history(r: Rater) -> dict:
     for c in reversed(r.session.mine[-500:]):
         left, right = (c.a, c.b) if c.left == "a" else (c.b, c.a)
         rows.append({"id": c.id, "prompt": visible(c.prompt), "left": visible(left),
-                     "right": visible(right), "answer": describe(c),
+                     "right": visible(right), "answer": r.session.described(c),
                      "revised": "revises" in c.meta})
     return {"answers": rows}
 
@@ -166,12 +165,12 @@ class RatingServer:
                 c = r.session.answer(r.shown, choice, strength, comment)  # fsynced
                 r.shown = r.nonce = None
                 done, total, _ = r.session.progress()
-                return 200, {"saved": f"saved {done}/{total}: {visible(describe(c))}",
+                return 200, {"saved": f"saved {done}/{total}: {visible(r.session.described(c))}",
                              "id": c.id, "next": _serve_next(r)}
             if action == "undo":
                 c = r.session.undo()
                 r.shown = r.nonce = None
-                return 200, {"undone": visible(describe(c)) if c else None,
+                return 200, {"undone": visible(r.session.described(c)) if c else None,
                              "next": _serve_next(r)}
             if action == "history":
                 return 200, _history(r)
@@ -181,7 +180,7 @@ class RatingServer:
                     c = r.session.revise(str(body.get("id")), choice, strength, comment)
                 except KeyError:
                     return 404, {"error": "no such answer of yours"}
-                return 200, {"saved": f"revised: {visible(describe(c))}", "id": c.id}
+                return 200, {"saved": f"revised: {visible(r.session.described(c))}", "id": c.id}
         return 404, {"error": "unknown action"}
 
 

@@ -11,7 +11,7 @@ import sys
 import torch
 
 from rlhf.config import parse_cli, require
-from rlhf.feedback.comparisons import PreferencePair, to_pairs
+from rlhf.feedback.derive import PreferencePair, to_pairs
 from rlhf.harness.runtime import setup
 from rlhf.preferences.data import read_comparisons, split_by_group
 from rlhf.preferences.metrics import pair_metrics
