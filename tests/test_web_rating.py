@@ -201,7 +201,7 @@ def test_a_rater_in_a_real_browser(served, tmp_path):
     original = next(x for x in lines if x.get("id") == first.meta["revises"])
     assert (original["item_id"], original["strength"]) == ("it0", "much")
     assert original["label"] == original["left"]  # "a" pressed = the left side
-    assert [x["type"] for x in lines].count("retract") == 1 and len(lines) == 7
+    assert [x["type"] for x in lines].count("retract") == 1 and len(lines) == 8  # 1 note
     assert all(c.guidelines.startswith("guidelines") and c.seconds >= 0 for c in comps)
 
 
