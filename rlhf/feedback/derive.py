@@ -123,8 +123,10 @@ def correction_sft(c: Correction) -> list[SFTExample]:
 
 
 def correction_pair(c: Correction) -> list[PreferencePair]:
-    """A correction -> the pair corrected (chosen) over the original (rejected)."""
-    if c.skipped:
+    """A correction -> the pair corrected (chosen) over the original (rejected); a written
+    demonstration (a correction of an empty response, e.g. an imported prompt-completion
+    row) gives no pair: there is nothing to prefer it over."""
+    if c.skipped or not c.response.strip():
         return []
     return [PreferencePair(c.prompt, c.corrected, c.response, 1.0, None, c.group or c.prompt,
                            1.0, "correction")]
