@@ -6,7 +6,8 @@ The packages follow the pipeline, and each imports only from those before it:
     harness      what every trainer shares: the run folder, checkpoints, signals, progress,
                  metrics, seeds and devices, torchrun (DDP/FSDP), the optimiser
     lm           models, tokenizers, generation, log-probs, sampling
-    feedback     the records: comparisons, the store, queues and sample-pairs, formats, stats
+    feedback     the records of every kind (comparison, ranking, rating, correction, note), the
+                 store, queues and sample-pairs, training rows from each kind, formats, stats
     raters       who rates: the rating session, terminal and web page, simulated raters
     preferences  pairs as training data: split, tokens, packing, batches; the preference losses
     reward       the reward model: training, evaluation, export

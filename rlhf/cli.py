@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from rlhf.config import UserError
 from rlhf.dpo import implicit as dpo_eval
 from rlhf.dpo import train as train_dpo
-from rlhf.feedback import formats, pairs, stats
+from rlhf.feedback import export, formats, pairs, stats
 from rlhf.harness import distributed as dist
 from rlhf.harness.folder import Interrupted
 from rlhf.lm import cli as generate
@@ -33,11 +33,12 @@ from rlhf.reward import train as train_reward
 COMMANDS = {
     # name: (the stage's `cli(argv)`, one-line description)
     "generate": (generate.cli, "sample text from a model"),
-    "sample-pairs": (pairs.cli, "draw two responses per prompt into a queue to rate"),
-    "import-pairs": (formats.cli, "import HH/TRL/PandaLM/FineGrained pairs"),
+    "sample-pairs": (pairs.cli, "responses per prompt into a queue: compare, rank, rate, correct"),
+    "import-pairs": (formats.cli, "import HH/TRL/PandaLM/FineGrained data sets"),
+    "export": (export.cli, "write a store as TRL data sets (pairs, KTO, SFT, text) or notes"),
     "rate": (rate.cli, "the pairwise comparison prompt (terminal or piped stdin)"),
     "serve": (web.cli, "the rating page for browsers: one private link per rater"),
-    "stats": (stats.cli, "counts, bias, consistency and agreement of a comparison store"),
+    "stats": (stats.cli, "counts, bias, consistency and agreement of a feedback store, by kind"),
     "train-reward": (train_reward.cli, "train a reward model from comparisons"),
     "eval-reward": (dpo_eval.cli, "accuracy, calibration, length baseline (RM or DPO policy)"),
     "train-dpo": (train_dpo.cli, "fine-tune the policy on comparisons directly (DPO/IPO)"),

@@ -12,8 +12,9 @@ import warnings
 import pytest
 
 from rlhf.feedback.derive import to_pairs
+from rlhf.feedback.items import Item
 from rlhf.feedback.queue import read_queue, write_queue
-from rlhf.feedback.records import Comparison, Item, RecordError
+from rlhf.feedback.records import Comparison, RecordError
 from rlhf.feedback.store import ComparisonStore, StoreWarning
 
 

@@ -24,6 +24,10 @@ def config_class(name: str):
         from rlhf.policy.config import PolicyTrainConfig
 
         return PolicyTrainConfig
+    if name.startswith("pairs"):
+        from rlhf.feedback.config import PairsConfig
+
+        return PairsConfig
     if name.startswith(("demo", "loop")):
         from rlhf.loop.config import LoopConfig
 

@@ -26,11 +26,11 @@ from rlhf.feedback.derive import (
     to_pairs,
     training_data,
 )
+from rlhf.feedback.items import Item
 from rlhf.feedback.records import (
     SCHEMA,
     Comparison,
     Correction,
-    Item,
     Note,
     Ranking,
     Rating,
@@ -173,7 +173,7 @@ def test_the_session_refuses_rather_than_truncates(tmp_path):
 SCHEMA_1 = [  # two lines exactly as version 0.1 (schema 1) wrote them
     {"type": "comparison", "item_id": "it0", "prompt": "Once", "a": "happy", "b": "sad",
      "label": "a", "left": "b", "strength": "clearly", "rater": "ann", "rater_kind": "human",
-     "guidelines": "guidelines-1.0", "shown_at": 1700000000.5, "seconds": 4.25,
+     "guidelines": "guidelines-1.1", "shown_at": 1700000000.5, "seconds": 4.25,
      "comment": "b is gloomy", "source_a": {"model": "m", "sample": 0},
      "source_b": {"model": "m", "sample": 1}, "served_because": "random",
      "selection_prob": None, "gold": None, "repeat_of": None, "group": "g0",

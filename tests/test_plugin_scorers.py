@@ -9,7 +9,7 @@ from conftest import STORIES, need_shared
 
 from rlhf.cli import main
 from rlhf.config import ConfigError, load_config
-from rlhf.feedback.records import Item
+from rlhf.feedback.items import Item
 from rlhf.loop.config import LoopConfig
 from rlhf.policy.config import PolicyTrainConfig
 from rlhf.raters.scorers import ScorerError, get_scorer, scorer_problem

@@ -13,12 +13,14 @@ import threading
 
 import pytest
 
+from rlhf.feedback.items import Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.records import Item, notes
+from rlhf.feedback.records import notes
 from rlhf.feedback.store import ComparisonStore
+from rlhf.raters.commands import parse_command
+from rlhf.raters.page import layout
 from rlhf.raters.rate import run_session
-from rlhf.raters.screen import layout
-from rlhf.raters.session import Session, parse_command
+from rlhf.raters.session import Session
 
 
 def make_queue(path, n=6, gold=None):
@@ -63,10 +65,10 @@ def test_full_session_with_undo_skip_tie_quit_and_resume(tmp_path):
     # the comment is a note about the answer, written with it
     assert [(n.about, n.text, n.rater) for n in notes(store.answers())] == [
         (comps[1].id, "clearer", comps[1].rater)]
-    assert all(c.guidelines == "guidelines-1.0" and c.seconds >= 0 for c in comps)
+    assert all(c.guidelines == "guidelines-1.1" and c.seconds >= 0 for c in comps)
     # resume: the next session starts at the first unanswered item, none shown twice
     summary, out = drive(tmp_path, ["n", "c", "a1"])
-    assert summary["stopped"] == "done" and "All pairs rated" in out
+    assert summary["stopped"] == "done" and "All items rated" in out
     assert "prompt 2" not in out and "prompt 3" in out
     labels = [c.label for c in store.load()]
     assert len(labels) == 6 and labels[3] == "both_bad" and labels[4] == "cant_tell"

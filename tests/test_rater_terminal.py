@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from rlhf.feedback.items import Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.records import Item
 from rlhf.feedback.store import ComparisonStore, StoreError
+from rlhf.raters.page import layout, width_of, wrap
 from rlhf.raters.rate import run_session
-from rlhf.raters.screen import layout, width_of, wrap
 from rlhf.raters.session import Session, Shown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def read_until(p: subprocess.Popen, text: str) -> bool:
         if text in line:
             return True
     rc = p.wait(timeout=30)
-    if rc == 0 and any("All pairs rated" in line for line in seen):
+    if rc == 0 and any("All items rated" in line for line in seen):
         return False
     pytest.fail(f"rlhf rate ended (rc {rc}) before {text!r}; it printed:\n"
                 + "".join(seen[-20:]) + (p.stderr.read() if p.stderr else ""))
@@ -319,7 +319,7 @@ def test_end_screen_shows_a_summary_and_can_undo_the_last_answer(tmp_path, pty_f
     t.send(b"a", b"how much?")
     t.send(b"3", b"item 2 of 2")
     end = t.send(b"t", b"u: undo the last answer")
-    assert b"All pairs rated" in end and b"2 answers" in end and b"tie 1" in end
+    assert b"All items rated" in end and b"2 answers" in end and b"tie 1" in end
     t.send(b"u", b"undone: tie")
     t.send(b"c", b"u: undo the last answer")
     os.write(t.master, b"x")

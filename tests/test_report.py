@@ -46,3 +46,29 @@ def test_report_cli_and_missing_run(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.md")
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_report_shows_the_raters_notes(tmp_path):
+    from rlhf.feedback.records import Comparison, Note, Rating
+    from rlhf.feedback.store import ComparisonStore
+
+    run = make_run(tmp_path, n_rounds=2)
+    assert "## Raters' notes\n\nNo notes." in write_report(run).read_text()
+    (run / "round_02" / "queue.jsonl").write_text(json.dumps({"id": "it7", "prompt": "p",
+                                                              "a": "x", "ask": "rate"}) + "\n")
+    evil = "a <script>x()</script> | **b** \x1b[2J" + " long" * 60 + " END"
+    rating = Rating(item_id="it7", prompt="p", response="x", value=1, rater="ann")
+    ComparisonStore(run / "comparisons.jsonl").extend([
+        Comparison(item_id="it0", prompt="p", a="x", b="y", label="a", rater="bob",
+                   comment="first"),
+        rating, Note(text=evil, about=rating.id, item_id="it7", prompt="p", rater="ann"),
+        Note(text="the prompts repeat", rater="ann")])
+    text = write_report(run).read_text()
+    section = text[text.index("## Raters' notes"):]
+    assert "3 notes (ann 2, bob 1); the latest 3, newest first" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert rows[0] == "|  | ann | (alone) | the prompts repeat |"
+    assert rows[1].startswith("| 2 | ann | rating | a \\<script\\>x()\\</script\\> \\| "
+                              "\\*\\*b\\*\\* \\\\x1b\\[2J long")
+    assert rows[1].endswith("… |") and "END" not in rows[1] and "\x1b" not in section
+    assert rows[2] == "|  | bob | comparison | first |"

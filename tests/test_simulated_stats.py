@@ -8,8 +8,9 @@ import math
 
 import pytest
 
+from rlhf.feedback.items import Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.records import Comparison, Item
+from rlhf.feedback.records import Comparison
 from rlhf.feedback.stats import agreement, cohen_kappa, compute, position_bias, self_consistency
 from rlhf.feedback.store import ComparisonStore
 from rlhf.raters.rate import run_simulated
@@ -125,3 +126,39 @@ def test_rate_cli_with_a_simulated_rater_and_stats_on_a_damaged_store(tmp_path, 
     captured = capsys.readouterr()
     assert json.loads(captured.out)["n"] == 10
     assert f"{store}:11:" in captured.err
+
+
+def test_simulated_raters_of_every_kind_measured_by_stats(tmp_path, capsys):
+    """Two seeded raters of one scorer over a queue of every kind: `rlhf stats` finds their
+    ratings and rankings agreeing above chance, the hidden repeats, and the corrections."""
+    from rlhf.cli import main
+
+    texts = [HAPPY, SAD, PLAIN, "It was fine. The food was cold and awful.", "A nice walk."]
+    likert = {"name": "likert", "low": 1, "high": 7, "anchors": {"1": "bad", "7": "good"}}
+    queue = []
+    for i in range(40):
+        ask = ("compare", "rank", "rate", "correct")[i % 4]
+        a, b, c = (texts[(i + j) % 5] for j in range(3))
+        queue.append(Item(f"Story {i}:", a, b if ask in ("compare", "rank") else "",
+                          id=f"it{i}", ask=ask, others=[c] if ask == "rank" else [],
+                          scale=likert if ask == "rate" else None))
+    write_queue(tmp_path / "q.jsonl", queue)
+    store = tmp_path / "s.jsonl"
+    run_simulated(tmp_path / "q.jsonl", store, "vader", seed=3, repeat_rate=0.5, overlap=2)
+    run_simulated(tmp_path / "q.jsonl", store, "vader", seed=4, repeat_rate=0.0, overlap=2)
+    assert main(["stats", str(store), "--json"]) == 0
+    k = json.loads(capsys.readouterr().out)["kinds"]
+    assert {kind: k["counts"]["raters"]["sim-vader-4"][kind]
+            for kind in ("comparison", "ranking", "rating", "correction")} == {
+        "comparison": 10, "ranking": 10, "rating": 10, "correction": 10}
+    (ratings,) = k["ratings"]
+    assert ratings["items"] == 10 and ratings["raters"] == 2
+    assert ratings["alpha"]["ordinal"] > ratings["alpha"]["nominal"]  # near misses count
+    assert ratings["alpha"]["ordinal"] > 0.3 and k["rankings"]["tau"] > 0.3
+    assert k["rankings"]["n"] == 10
+    rep = k["repeats"]["raters"]["sim-vader-3"]
+    assert rep["ratings"]["n"] > 0 and rep["rankings"]["n"] > 0
+    assert k["corrections"]["n"] > 0 and 0 < k["corrections"]["changed_median"] <= 1
+    assert main(["stats", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "ratings on likert (1-7): items rated by 2+ raters: 10 (2 raters, 20 values)" in out

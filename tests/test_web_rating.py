@@ -8,27 +8,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from web_helpers import HOSTILE, ROOT, Client, Server, free_port, make_queue
+from web_helpers import (
+    HOSTILE,
+    ROOT,
+    Client,
+    Server,
+    browser,
+    free_port,
+    make_queue,
+    screenshot,
+    wait_for,
+)
 
 from rlhf.feedback.records import notes
 from rlhf.feedback.store import ComparisonStore
-
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def screenshot(d, name):
-    """Save the page as RLHF_SCREENSHOTS/NAME.png when that variable names a folder."""
-    folder = os.environ.get("RLHF_SCREENSHOTS")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        d.save_screenshot(os.path.join(folder, name + ".png"))
+from rlhf.raters.web import MAX_BODY
 
 
 @pytest.fixture
@@ -63,7 +63,9 @@ def test_one_rater_cannot_read_or_answer_anothers_items(served, tmp_path):
     assert bob.call("/api/history")[1] == {"answers": []}
     assert [r["id"] for r in ann.call("/api/history")[1]["answers"]] == [saved["id"]]
     # the page payload names neither the item, nor the side drawn, nor gold / repeat flags
-    assert set(pair2) == {"done", "nonce", "prompt", "left", "right", "notes", "progress"}
+    assert set(pair2) == {"done", "nonce", "ask", "prompt", "responses", "notes", "progress",
+                          "limits"}
+    assert pair2["ask"] == "compare" and pair2["limits"] == {"note": 2000, "correction": 20000}
     comps = ComparisonStore(tmp_path / "s.jsonl").load()
     assert [(c.rater, c.label) for c in comps] == [("ann", comps[0].left)]
 
@@ -71,7 +73,7 @@ def test_one_rater_cannot_read_or_answer_anothers_items(served, tmp_path):
 def test_oversized_and_malformed_requests_are_refused(served, tmp_path):
     ann = Client(served.port, served.links["ann"])
     _, pair = ann.call("/api/next")
-    big = json.dumps({"nonce": pair["nonce"], "choice": "left", "comment": "x" * 20000})
+    big = json.dumps({"nonce": pair["nonce"], "choice": "left", "comment": "x" * MAX_BODY})
     assert ann.call("/api/answer", raw=big.encode())[0] == 413
     assert ann.call("/api/answer", raw=b"[1, 2]")[0] == 400
     form = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -86,7 +88,7 @@ def test_oversized_and_malformed_requests_are_refused(served, tmp_path):
 def test_hostile_text_reaches_the_page_as_inert_text(served):
     ann = Client(served.port, served.links["ann"])
     _, pair = ann.call("/api/next")
-    shown = pair["prompt"] + pair["left"] + pair["right"]
+    shown = pair["prompt"][0]["text"] + "".join(pair["responses"])
     assert HOSTILE[0] in shown and HOSTILE[1] in shown  # as text (the page uses textContent)
     assert "\x1b" not in shown and "\\x1b[2J\\x1b]0;TITLE\\x07" in shown
     c = Client(served.port, "")
@@ -95,38 +97,6 @@ def test_hostile_text_reaches_the_page_as_inert_text(served):
     r.read()
     csp = r.getheader("Content-Security-Policy")
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-
-
-def browser(width, height):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    if not (os.access(CHROMIUM, os.X_OK) and shutil.which(DRIVER)):
-        pytest.skip("Debian's chromium and chromium-driver are not installed "
-                    "(scripts/install.sh installs them as root)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run",
-              "--disable-dev-shm-usage", f"--window-size={width},{height}"):
-        opts.add_argument(a)
-    d = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700})
-    return d
-
-
-def wait_for(d, cond, what, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - an element between two renders
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; status: "
-                         f"{d.find_element('id', 'status').text!r}")
 
 
 def test_a_rater_in_a_real_browser(served, tmp_path):
@@ -144,7 +114,7 @@ def test_a_rater_in_a_real_browser(served, tmp_path):
         keys("x")  # any key starts
         wait_for(d, lambda: el("rate").is_displayed(), "the first pair")
         # hostile text is shown as text: nothing ran, no element was made from it
-        assert HOSTILE[0] in el("prompt").text and d.title == "rlhf: rate pairs"
+        assert HOSTILE[0] in el("prompt").text and d.title == "rlhf rating"
         assert d.find_elements("css selector", "#left img, #right img, main script") == []
         assert "\\x1b[2J" in el("left").text + el("right").text
         assert not el("strength").is_displayed()  # asked only after a or b
@@ -299,21 +269,21 @@ def test_a_terminal_and_the_web_page_share_one_assignment_rule(tmp_path):
     try:
         ann = Client(server.port, server.links["ann"])
         _, pair = ann.call("/api/next")  # it0 is on ann's screen: leased to her
-        assert pair["prompt"] == "prompt 0"
+        assert pair["prompt"] == [{"role": "", "text": "prompt 0"}]
         out = io.StringIO()
         run_session(tmp_path / "q.jsonl", tmp_path / "s.jsonl", "bob",
                     io.StringIO("s\nq\n"), out, width=80, repeat_rate=0)
         # bob's terminal skips it0, gets it1, skips it; it1 goes back to the others
         assert "prompt 0" not in out.getvalue() and "prompt 1" in out.getvalue()
         _, r = ann.call("/api/answer", {"nonce": pair["nonce"], "choice": "left"})
-        assert r["next"]["prompt"] == "prompt 1"  # bob's skip handed it to ann
+        assert r["next"]["prompt"][0]["text"] == "prompt 1"  # bob's skip handed it to ann
     finally:
         server.stop()
 
 
 def test_two_server_processes_one_store_hidden_repeats_and_gold(tmp_path):
+    from rlhf.feedback.items import Item
     from rlhf.feedback.queue import write_queue
-    from rlhf.feedback.records import Item
 
     write_queue(tmp_path / "q.jsonl", [Item(f"prompt {i}", f"a{i}", f"b{i}", id=f"it{i}",
                                             gold="a" if i == 0 else None) for i in range(4)])

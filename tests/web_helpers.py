@@ -1,11 +1,13 @@
-"""Helpers for the rating-page tests: a real `rlhf serve` process on loopback and a small
-HTTP client (the standard library's, one keep-alive connection per rater)."""
+"""Helpers for the rating-page tests: a real `rlhf serve` process on loopback, a small HTTP
+client (the standard library's, one keep-alive connection per rater), queues mixing every kind
+of item with a client's answer to each, and headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,10 +15,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from rlhf.feedback.items import Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.records import Item
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOSTILE = ('<script>document.title="pwned"</script>',
            '"><img src=x onerror="document.title=\'pwned\'">',
            "\x1b[2J\x1b]0;TITLE\x07erased?")
@@ -32,6 +37,51 @@ def make_queue(path, n, hostile=False) -> list[Item]:
                           id=f"it{i}"))
     write_queue(path, items)
     return items
+
+
+LIKERT7 = {"name": "likert7", "low": 1, "high": 7,
+           "anchors": {"1": "very bad", "4": "acceptable", "7": "excellent"}}
+
+
+def mixed_item(i: int) -> Item:
+    """Item i of a queue mixing every kind, by i % 5: compare, rank 3, rate (thumbs), rate
+    (1-7), correct."""
+    prompt, kind = f"prompt {i}", i % 5
+    if kind == 0:
+        return Item(prompt, f"a{i}", f"b{i}", id=f"it{i}")
+    if kind == 1:
+        return Item(prompt, f"a{i}", f"b{i}", id=f"it{i}", ask="rank", others=[f"c{i}"])
+    if kind in (2, 3):
+        return Item(prompt, f"r{i}", id=f"it{i}", ask="rate", scale=LIKERT7 if kind == 3 else None)
+    return Item(prompt, f"draft {i}", id=f"it{i}", ask="correct")
+
+
+def make_mixed_queue(path, n) -> list[Item]:
+    items = [mixed_item(i) for i in range(n)]
+    write_queue(path, items)
+    return items
+
+
+def answer_for(shown: dict, n: int, name: str) -> dict:
+    """A client's n-th answer to the item `shown` (the page's payload), whatever it asks: every
+    seventh a skip, every third with a note."""
+    body: dict = {"nonce": shown["nonce"]}
+    if n % 3 == 2:
+        body["note"] = f"note {name} {n}"
+    ask = shown["ask"]
+    if n % 7 == 6:
+        body["choice"] = "skip"
+    elif ask == "compare":
+        body["choice"] = ("left", "right", "tie")[n % 3]
+    elif ask == "rank":
+        k = len(shown["responses"])
+        body["places"] = [(j + n) % k + 1 for j in range(k)]
+    elif ask == "rate":
+        low, high = shown["scale"]["low"], shown["scale"]["high"]
+        body["value"] = low + n % (high - low + 1)
+    else:
+        body["text"] = f"{shown['prefill']} (fixed by {name})"
+    return body
 
 
 def free_port() -> int:
@@ -113,3 +163,47 @@ class Client:
             return r.status, json.loads(text)
         except ValueError:
             return r.status, text
+
+
+# ---------------------------------------------------------------------- the browser
+
+
+def screenshot(d, name):
+    """Save the page as RLHF_SCREENSHOTS/NAME.png when that variable names a folder."""
+    folder = os.environ.get("RLHF_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        d.save_screenshot(os.path.join(folder, name + ".png"))
+
+
+def browser(width, height):
+    """Headless Chromium at width x height (skips the test when it is not installed)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    if not (os.access(CHROMIUM, os.X_OK) and shutil.which(DRIVER)):
+        pytest.skip("Debian's chromium and chromium-driver are not installed "
+                    "(scripts/install.sh installs them as root)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run",
+              "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700})
+    return d
+
+
+def wait_for(d, cond, what, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - an element between two renders
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; status: "
+                         f"{d.find_element('id', 'status').text!r}")

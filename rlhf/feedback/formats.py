@@ -1,48 +1,61 @@
-"""Preference data sets in and out: importers to `Comparison`s, exporters for other tools.
+"""Preference data sets and TRL's data sets in: importers to feedback records.
 
-In (each -> list[Comparison], rater_kind "human", served_because "import", `group` a stable
-prompt id so a split never puts one prompt on both sides):
+In (rater_kind "human", served_because "import", `group` a stable prompt id so a split never
+puts one prompt on both sides):
 - `read_hh`: Anthropic HH-RLHF transcripts `{"chosen", "rejected"}`; the prompt is the shared
   conversation up to the last "\\n\\nAssistant:", the responses what follows it.
 - `read_trl`: TRL preference rows `{"prompt", "chosen", "rejected"}` (explicit prompt) or
-  `{"chosen", "rejected"}` (implicit prompt: their longest common prefix, as TRL's
-  `extract_prompt`); conversational rows (lists of {"role", "content"}) are rendered as text.
+  `{"chosen", "rejected"}` (implicit prompt), standard or conversational -> comparisons;
+  `read_trl_kind` reads TRL's other types too: unpaired preference (KTO) -> thumbs ratings,
+  prompt-completion and language modelling -> demonstrations (`rlhf.feedback.trl_formats`
+  says how, and how a row is kept to be written back as it was).
 - `read_pandalm`: PandaLM items, three annotators (0 tie, 1, 2): majority vote, ties kept as
   ties, no majority -> "cant_tell"; or one comparison per annotator (`per_annotator=True`).
 - `read_finegrained`: FineGrained-RLHF QA feedback, 4 ranked predictions with 6 pairwise votes
   -> 6 pairs per question (0 = no preference -> tie).
-- `read_any`: detects which of these a file is (also reads a comparison store).
+- `read_notes`: notes as `rlhf export --to notes` writes them.
+- `read_any`: detects which preference format a file is (also reads a store's comparisons);
+  `read_records`: the same for every kind of record.
+Every format is read from JSON, JSON lines (.gz), parquet or a `datasets` folder
+(`rlhf.feedback.datafiles`).
 
 Rule for a pair whose two sides are the same text (after stripping surrounding whitespace):
 it carries no preference, so every importer leaves it out and counts it; `read_any` (and so
 `rlhf import-pairs` and training on such a file) prints one line with the count and the first
 rows (file:line). A truncated .gz, a byte that is not UTF-8 or a bad row is a `RecordError`
-naming the file and line; nothing is written unless the whole file reads (imports are atomic).
-Out: `to_trl` (prompt/chosen/rejected dicts; ties dropped), `to_dataset` (a `datasets.Dataset`).
+naming the file, the line or row, and the key; nothing is written unless the whole file reads
+(imports are atomic).
+Out: `to_trl` (prompt/chosen/rejected dicts; ties dropped), `to_dataset` (a `datasets.Dataset`
+of comparison records); every kind to TRL's types and notes: `rlhf export`
+(`rlhf.feedback.export`).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import gzip
-import hashlib
 import json
 import os
 import sys
-import zlib
 from pathlib import Path
 
+from rlhf.feedback import trl_formats
+from rlhf.feedback.datafiles import first_row, read_rows
 from rlhf.feedback.derive import to_pairs
-from rlhf.feedback.records import Comparison, RecordError
+from rlhf.feedback.records import KINDS, Comparison, Note, RecordError, Unknown
 from rlhf.feedback.store import ComparisonStore
+from rlhf.feedback.trl_formats import (
+    common_prefix,  # noqa: F401 (where callers found it)
+    group_id,
+)
 
-FORMATS = ("hh", "trl", "pandalm", "finegrained", "store")
-
-
-def group_id(prefix: str, prompt: str) -> str:
-    """A stable prompt id: the same prompt text always lands in the same split."""
-    return f"{prefix}:{hashlib.sha1(prompt.encode('utf-8')).hexdigest()[:12]}"
+TRL_KINDS = {"trl": "preference", "trl-preference": "preference", "trl-unpaired": "unpaired",
+             "trl-prompt-completion": "prompt-completion", "trl-lm": "lm"}
+"""`--format` names of TRL's types (`trl` is the preference type, as before)."""
+FORMATS = ("hh", "trl", "pandalm", "finegrained", "store", "trl-preference", "trl-unpaired",
+           "trl-prompt-completion", "trl-lm", "notes")
+NOTE_COLUMNS = ("id", "about", "rater", "text", "prompt")
+"""The columns of a notes file (`rlhf export --to notes`)."""
 
 
 def text(x) -> str:
@@ -81,6 +94,12 @@ def report_identical(comps, path) -> int:
     return len(where)
 
 
+def _need(row: dict, keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise RecordError(f"{where}: missing key(s) {missing}")
+
+
 def _imported(dataset: str, prompt, a, b, label: str, index, **kw) -> Comparison:
     meta = {"dataset": dataset, "index": index, **kw.pop("meta", {})}
     prompt, a, b = text(prompt), text(a), text(b)
@@ -88,66 +107,6 @@ def _imported(dataset: str, prompt, a, b, label: str, index, **kw) -> Comparison
                       rater=kw.pop("rater", dataset), rater_kind="human",
                       served_because="import", shown_at=0.0,
                       group=group_id(dataset, prompt), meta=meta, **kw)
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-def _decode(raw: bytes, p: Path, first_line: int = 1) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = first_line + raw[:e.start].count(b"\n")
-        raise RecordError(f"{p}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
-
-
-def _bytes(p: Path, first_line_only: bool = False) -> tuple[int, bytes]:
-    """The file's bytes (.gz unpacked), or (line number, its first non-blank line); a
-    truncated or damaged .gz -> RecordError."""
-    if not p.is_file():
-        raise FileNotFoundError(f"data file not found: {p}")
-    try:
-        with (gzip.open if p.suffix == ".gz" else open)(p, "rb") as f:
-            if not first_line_only:
-                return 1, f.read()
-            for n, line in enumerate(f, 1):  # a whole line, however long
-                if line.strip():
-                    return n, line
-            return 1, b""
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise RecordError(f"{p}: truncated or damaged gzip file ({e})") from None
-
-
-def _read_rows(path: str | os.PathLike) -> list[dict]:
-    """JSON list or JSON lines (optionally .gz) -> rows; bad lines raise with file:line."""
-    p = Path(path)
-    text = _decode(_bytes(p)[1], p)
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except ValueError as e:
-            raise RecordError(f"{p}: not valid JSON: {e}") from None
-        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
-        if bad is not None:
-            raise RecordError(f"{p}: item {bad} is not a JSON object")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise RecordError(f"{p}:{n}: not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise RecordError(f"{p}:{n}: expected a JSON object")
-            rows.append(row)
-    return rows
-
-
-def _need(row: dict, keys: tuple[str, ...], where: str) -> None:
-    missing = [k for k in keys if k not in row]
-    if missing:
-        raise RecordError(f"{where}: missing key(s) {missing}")
 
 
 # ----------------------------------------------------------------------------- importers
@@ -169,11 +128,10 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
     return prompt, chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
 
 
-def read_hh(path: str | os.PathLike) -> list[Comparison]:
+def read_hh(path: str | os.PathLike, split: str | None = None) -> list[Comparison]:
     """Anthropic HH-RLHF JSONL(.gz) of {"chosen", "rejected"} transcripts."""
     out = Imported()
-    for i, row in enumerate(_read_rows(path)):
-        where = f"{path}:{i + 1}"
+    for i, (where, row) in enumerate(read_rows(path, split)):
         _need(row, ("chosen", "rejected"), where)
         try:
             prompt, chosen, rejected = split_hh(row["chosen"], row["rejected"])
@@ -183,48 +141,49 @@ def read_hh(path: str | os.PathLike) -> list[Comparison]:
     return out
 
 
-def _as_text(x) -> str:
-    """A TRL field: a string, or a conversation (list of {"role", "content"})."""
-    if isinstance(x, str):
-        return x
-    if isinstance(x, list) and all(isinstance(m, dict) and "content" in m for m in x):
-        return "".join(f"\n\n{m.get('role', 'user').capitalize()}: {m['content']}" for m in x)
-    raise RecordError(f"expected text or a list of messages, got {type(x).__name__}")
-
-
-def common_prefix(a: str, b: str) -> str:
-    """Longest common prefix, cut back to a word or turn boundary when the texts diverge."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    prefix = a[:n]
-    if n < min(len(a), len(b)) and prefix and not prefix[-1].isspace():
-        cut = max(prefix.rfind(" "), prefix.rfind("\n"), prefix.rfind(":"))
-        prefix = prefix[:cut + 1] if cut >= 0 else ""
-    return prefix
-
-
-def read_trl(path_or_rows, name: str = "trl") -> list[Comparison]:
-    """TRL preference rows (a file or a list of dicts); the prompt is explicit or implicit."""
-    rows = _read_rows(path_or_rows) if isinstance(path_or_rows, (str, os.PathLike)) \
-        else list(path_or_rows)
+def read_trl_kind(kind: str, path_or_rows, name: str = "trl", split: str | None = None):
+    """TRL rows of one type (a file, or a list of dicts) -> records (`trl_formats.record`);
+    preference pairs with identical sides are left out and counted (`Imported`)."""
+    if isinstance(path_or_rows, (str, os.PathLike)):
+        rows = read_rows(path_or_rows, split)
+    else:
+        rows = [(f"row:{i}", r) for i, r in enumerate(path_or_rows, 1)]
     out = Imported()
-    for i, row in enumerate(rows):
-        where = f"{path_or_rows if isinstance(path_or_rows, (str, os.PathLike)) else 'row'}" \
-                f":{i + 1}"
-        _need(row, ("chosen", "rejected"), where)
+    for i, (where, row) in enumerate(rows):
         try:
-            chosen, rejected = _as_text(row["chosen"]), _as_text(row["rejected"])
-            if "prompt" in row:
-                prompt = _as_text(row["prompt"])
-            else:
-                prompt = common_prefix(chosen, rejected)
-                chosen, rejected = chosen[len(prompt):], rejected[len(prompt):]
+            if not isinstance(row, dict):
+                raise RecordError("expected an object")
+            r = trl_formats.record(kind, row, i, name)
         except RecordError as e:
             raise RecordError(f"{where}: {e}") from None
-        out.add(_imported(name, prompt, chosen.strip(), rejected.strip(), "a", i), where)
+        if kind == "preference":
+            out.add(r, where)
+        else:
+            out.append(r)
+    return out
+
+
+def read_trl(path_or_rows, name: str = "trl", split: str | None = None) -> list[Comparison]:
+    """TRL preference rows (a file or a list of dicts); the prompt is explicit or implicit."""
+    return read_trl_kind("preference", path_or_rows, name, split)
+
+
+def read_notes(path: str | os.PathLike, split: str | None = None) -> list[Note]:
+    """Notes as `rlhf export --to notes` writes them (`NOTE_COLUMNS`); ids and `about` kept."""
+    out = []
+    for where, row in read_rows(path, split):
+        _need(row, ("text",), where)
+        try:
+            about = row.get("about")
+            if about is not None and not isinstance(about, str):
+                raise RecordError(f"about: expected an answer id or null, got {about!r}")
+            n = Note(text=row["text"], about=about, prompt=row.get("prompt") or "",
+                     rater=row.get("rater") or "anonymous", served_because="import",
+                     shown_at=0.0, **({"id": str(row["id"])} if row.get("id") else {}))
+            n.check()
+        except RecordError as e:
+            raise RecordError(f"{where}: {e}") from None
+        out.append(n)
     return out
 
 
@@ -239,11 +198,11 @@ def majority(votes: list[int]) -> str:
     return "cant_tell"
 
 
-def read_pandalm(path: str | os.PathLike, per_annotator: bool = False) -> list[Comparison]:
+def read_pandalm(path: str | os.PathLike, per_annotator: bool = False,
+                 split: str | None = None) -> list[Comparison]:
     """PandaLM test set: majority of the annotators (or one comparison per annotator)."""
     out = Imported()
-    for i, row in enumerate(_read_rows(path)):
-        where = f"{path}: item {i}"
+    for i, (where, row) in enumerate(read_rows(path, split)):
         _need(row, ("instruction", "response1", "response2"), where)
         keys = sorted(k for k in row if k.startswith("annotator"))
         votes = [row[k] for k in keys]
@@ -265,11 +224,10 @@ def read_pandalm(path: str | os.PathLike, per_annotator: bool = False) -> list[C
 FINEGRAINED_PAIRS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
 
 
-def read_finegrained(path: str | os.PathLike) -> list[Comparison]:
+def read_finegrained(path: str | os.PathLike, split: str | None = None) -> list[Comparison]:
     """FineGrained-RLHF QA feedback: 4 predictions per question, 6 pairwise votes -> 6 pairs."""
     out = Imported()
-    for i, row in enumerate(_read_rows(path)):
-        where = f"{path}: item {i}"
+    for i, (where, row) in enumerate(read_rows(path, split)):
         _need(row, ("question", "preference"), where)
         prefs = row["preference"]
         if isinstance(prefs, str):
@@ -284,52 +242,73 @@ def read_finegrained(path: str | os.PathLike) -> list[Comparison]:
     return out
 
 
-def detect_format(path: str | os.PathLike) -> str:
-    """Which importer fits a file, from the keys of its first row (read whole, however long)."""
-    p = Path(path)
-    n, line = _bytes(p, first_line_only=True)
-    head = _decode(line, p, n).strip()
-    if not head:
-        raise RecordError(f"{p}: the file is empty")
-    if head.startswith("["):
-        rows = _read_rows(p)
-        if not rows:
-            raise RecordError(f"{p}: the JSON list is empty")
-        row = rows[0]
-    else:
-        try:
-            row = json.loads(head)
-        except ValueError as e:
-            raise RecordError(f"{p}:{n}: not valid JSON: {e}") from None
-        if not isinstance(row, dict):
-            raise RecordError(f"{p}:{n}: expected a JSON object")
+def format_of_row(row: dict) -> str | None:
+    """Which format a file is, from the keys of its first row (None: none known)."""
     keys = set(row)
-    if row.get("type") in ("comparison", "retract"):
+    if row.get("type") in (*KINDS, "retract"):
         return "store"
     if "response1" in keys and any(k.startswith("annotator") for k in keys):
         return "pandalm"
     if "prediction 1" in keys and "preference" in keys:
         return "finegrained"
-    if {"chosen", "rejected"} <= keys:
+    if {"text", "about"} <= keys:
+        return "notes"
+    kind = trl_formats.kind_of_row(row)
+    if kind == "preference":
         if "prompt" not in keys and isinstance(row["chosen"], str) and HH_TURN in row["chosen"]:
             return "hh"
         return "trl"
-    raise RecordError(f"{p}: unknown preference format (first row keys: {sorted(keys)})")
+    return {v: k for k, v in TRL_KINDS.items() if k != "trl"}.get(kind)
 
 
-def read_any(path: str | os.PathLike, fmt: str | None = None) -> list[Comparison]:
+def detect_format(path: str | os.PathLike, split: str | None = None) -> str:
+    """Which importer fits a file, from the keys of its first row (read whole, however long)."""
+    where, row = first_row(path, split)
+    fmt = format_of_row(row)
+    if fmt is None and set(row) == {"prompt"}:
+        raise RecordError(f"{where}: prompt-only rows carry no feedback (use the file as "
+                          "prompts: rlhf sample-pairs --prompts FILE)")
+    if fmt is None:
+        raise RecordError(f"{path}: unknown preference format (first row keys: "
+                          f"{sorted(row)})")
+    return fmt
+
+
+def read_any(path: str | os.PathLike, fmt: str | None = None,
+             split: str | None = None) -> list[Comparison]:
     """Read a preference file in any known format (detected unless `fmt` is given)."""
-    fmt = fmt or detect_format(path)
+    fmt = fmt or detect_format(path, split)
     if fmt == "store":
-
         return ComparisonStore(path).load()
-    readers = {"hh": read_hh, "trl": read_trl, "pandalm": read_pandalm,
-               "finegrained": read_finegrained}
+    readers = {"hh": read_hh, "trl": read_trl, "trl-preference": read_trl,
+               "pandalm": read_pandalm, "finegrained": read_finegrained}
+    if fmt in FORMATS and fmt not in readers:
+        raise RecordError(f"{path}: {fmt} rows are not pairs; `rlhf import-pairs` imports them "
+                          "into a store and `rlhf export --to trl-preference` writes the pairs "
+                          "they give")
     if fmt not in readers:
         raise RecordError(f"unknown format {fmt!r}; known: {list(FORMATS)}")
-    comps = readers[fmt](path)
+    comps = readers[fmt](path, split=split)
     report_identical(comps, path)
     return comps
+
+
+def read_records(path: str | os.PathLike, fmt: str | None = None, split: str | None = None,
+                 per_annotator: bool = False) -> list:
+    """Records of every kind from a store (its live answers; unknown kinds left out) or from
+    a file in any format here (detected unless `fmt` is given)."""
+    fmt = fmt or detect_format(path, split)
+    if fmt == "store":
+        return [a for a in ComparisonStore(path).answers() if not isinstance(a, Unknown)]
+    if fmt == "notes":
+        return read_notes(path, split)
+    if fmt in TRL_KINDS and TRL_KINDS[fmt] != "preference":
+        return read_trl_kind(TRL_KINDS[fmt], path, split=split)
+    if fmt == "pandalm" and per_annotator:
+        comps = read_pandalm(path, per_annotator=True, split=split)
+        report_identical(comps, path)
+        return comps
+    return read_any(path, fmt, split)
 
 
 # ----------------------------------------------------------------------------- exporters
@@ -357,12 +336,16 @@ def to_dataset(comparisons: list[Comparison]):
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rlhf import-pairs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="preference data file (.json, .jsonl, .jsonl.gz)")
+    p.add_argument("file", help="data file (.json, .jsonl, .jsonl.gz, .parquet) or a "
+                                "datasets save_to_disk folder")
     p.add_argument("--format", choices=FORMATS, help="detected from the file if not given")
+    p.add_argument("--split", help="of a datasets folder holding a DatasetDict (default: its "
+                                   "only split, or train)")
     p.add_argument("--out", required=True, help="where to write (see --to)")
     p.add_argument("--to", choices=("store", "trl", "dataset"), default="store",
-                   help="store: append to a comparison store (default); trl: write TRL "
-                        "prompt/chosen/rejected JSONL; dataset: datasets.Dataset.save_to_disk")
+                   help="store: append to a feedback store (default); trl: write TRL "
+                        "prompt/chosen/rejected JSONL; dataset: datasets.Dataset.save_to_disk "
+                        "(trl and dataset take pairs; `rlhf export` writes every kind)")
     p.add_argument("--per-annotator", action="store_true",
                    help="pandalm: one comparison per annotator instead of the majority")
     a = p.parse_args(argv)
@@ -373,14 +356,22 @@ def cli(argv: list[str]) -> int:
         return 2
 
 
+def counts(records) -> str:
+    """'3 comparisons, 2 ratings': how many records of each kind, in order of first sight."""
+    n: dict[str, int] = {}
+    for r in records:
+        n[r.kind] = n.get(r.kind, 0) + 1
+    return ", ".join(f"{v} {k}s" for k, v in n.items()) or "0 records"
+
+
 def _import(a: argparse.Namespace) -> int:
-    fmt = a.format or detect_format(a.file)
-    if fmt == "pandalm" and a.per_annotator:
-        comps = read_pandalm(a.file, per_annotator=True)
-        report_identical(comps, a.file)
-    else:
-        comps = read_any(a.file, fmt)
-    labels = {k: sum(c.label == k for c in comps) for k in sorted({c.label for c in comps})}
+    fmt = a.format or detect_format(a.file, a.split)
+    records = read_records(a.file, fmt, a.split, a.per_annotator)
+    comps = [r for r in records if isinstance(r, Comparison)]
+    if a.to != "store" and len(comps) != len(records):
+        raise RecordError(f"{a.file}: --to {a.to} takes pairs, and this {fmt} file holds "
+                          f"{counts(records)}; import it into a store (--to store), then "
+                          "`rlhf export` it")
     if a.to == "trl":
         rows = to_trl(comps)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -390,7 +381,11 @@ def _import(a: argparse.Namespace) -> int:
     elif a.to == "dataset":
         to_dataset(comps).save_to_disk(a.out)
         print(f"saved a datasets.Dataset of {len(comps)} comparisons ({fmt}) to {a.out}")
-    else:
+    elif len(comps) == len(records):
+        labels = {k: sum(c.label == k for c in comps) for k in sorted({c.label for c in comps})}
         ComparisonStore(a.out).extend(comps)
         print(f"imported {len(comps)} comparisons ({fmt}) into {a.out}: {labels}")
+    else:
+        ComparisonStore(a.out).extend(records)
+        print(f"imported {counts(records)} ({fmt}) into {a.out}")
     return 0

@@ -1,24 +1,35 @@
-"""`rlhf sample-pairs`: fill a queue (`rlhf.feedback.queue`) with pairs to rate.
+"""`rlhf sample-pairs`: fill a queue (`rlhf.feedback.queue`) with items to rate.
 
-`sample_pairs` draws two responses per prompt from a policy and records where each came from
-(model, checkpoint file, sampling settings, seed) in `source_a` / `source_b`; `--from-pairs`
-makes the queue from a file of ready-made pairs instead. Prompts are read by the project's
-one prompt reader (`rlhf.prompts.load_prompts`, whose docstring states the rule).
+Each prompt gets one ask (`PairsConfig.mix`): compare two responses, rank K (`rank_k`), rate
+one (on `scale`) or correct one. `ask_counts` turns the weights into counts (each ask's share
+of the prompts, rounded by largest remainder, so 20 prompts at compare 0.7, correct 0.3 are
+exactly 14 and 6), and `draw_asks` shuffles them over the prompts with the seed: the same
+seed, weights and prompts give the same queue. `sample_pairs` then draws the responses from a
+policy in one batched call per ask (2, K or 1 per prompt) and records where each came from
+(model, checkpoint file, sampling settings, seed, sample index, whether it ended) in
+`source_a` / `source_b` / `source_others`. With the default mix (all compare) the draws are
+those of earlier versions. `--from-pairs` makes the queue from a file of ready-made pairs
+instead. Prompts are read by the project's one prompt reader (`rlhf.prompts.load_prompts`,
+whose docstring states the rule).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from rlhf.config import RuntimeConfig, load_config
 from rlhf.feedback.config import PairsConfig
+from rlhf.feedback.items import Item
 from rlhf.feedback.queue import items_from_pairs_file, write_queue
-from rlhf.feedback.records import Item, RecordError
+from rlhf.feedback.records import ASKS, RecordError
 from rlhf.harness.runtime import setup
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.folders import load_model
@@ -26,20 +37,68 @@ from rlhf.lm.sampling import sample
 from rlhf.prompts import load_prompts
 
 
+def ask_counts(n: int, weights: dict[str, float]) -> dict[str, int]:
+    """How many of `n` items ask each thing: n * weight / total, rounded down, and the
+    items left over given to the largest remainders (ties: in the order of `weights`)."""
+    total = sum(weights.values())
+    exact = {ask: n * w / total for ask, w in weights.items()}
+    counts = {ask: math.floor(x) for ask, x in exact.items()}
+    left = n - sum(counts.values())
+    by_remainder = sorted(weights, key=lambda a: -(exact[a] - counts[a]))  # stable
+    for ask in by_remainder[:left]:
+        counts[ask] += 1
+    return counts
+
+
+def draw_asks(n: int, weights: dict[str, float], seed: int) -> list[str]:
+    """The ask of each of `n` prompts: `ask_counts` of each, in an order shuffled by `seed`."""
+    asks = [ask for ask, k in ask_counts(n, weights).items() for _ in range(k)]
+    random.Random(seed).shuffle(asks)
+    return asks
+
+
+def responses_per_item(ask: str, rank_k: int) -> int:
+    return {"compare": 2, "rank": rank_k, "rate": 1, "correct": 1}[ask]
+
+
 def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
                  generator: torch.Generator | None = None, source: dict | None = None,
-                 runtime: RuntimeConfig | None = None) -> list[Item]:
-    """Two sampled responses per prompt -> items; `source` (model, checkpoint...) is recorded
-    in source_a / source_b together with the sampling settings and the sample index."""
+                 runtime: RuntimeConfig | None = None, asks: list[str] | None = None,
+                 rank_k: int = 4, scale: dict | None = None) -> list[Item]:
+    """Items for `prompts` (one each, in order): `asks[i]` says what item i asks (default:
+    all compare). Responses are sampled in one batched call per ask, in the order of ASKS;
+    `source` (model, checkpoint...) is recorded for each response with the sampling settings,
+    the sample index and whether it ended. `scale` is put on rate items (None = thumbs)."""
+    asks = asks or ["compare"] * len(prompts)
+    if len(asks) != len(prompts) or not set(asks) <= set(ASKS):
+        raise ValueError(f"need one ask of {ASKS} per prompt")
     base = {**(source or {}), "sampling": dataclasses.asdict(sampling)}
-    s = sample(model, tokenizer, prompts, sampling, generator, runtime, n=2)
-    texts, ended = s.responses, s.ended
-    items = []
-    for i, prompt in enumerate(prompts):
-        srcs = [{**base, "sample": k, "ended": bool(ended[2 * i + k])} for k in (0, 1)]
-        items.append(Item(prompt=prompt, a=texts[2 * i], b=texts[2 * i + 1],
-                          source_a=srcs[0], source_b=srcs[1], group=prompt))
-    return items
+    drawn: dict[int, tuple[list[str], list[dict]]] = {}
+    for ask in ASKS:
+        idx = [i for i, a in enumerate(asks) if a == ask]
+        if not idx:
+            continue
+        n = responses_per_item(ask, rank_k)
+        s = sample(model, tokenizer, [prompts[i] for i in idx], sampling, generator, runtime,
+                   n=n)
+        for j, i in enumerate(idx):
+            rows = range(n * j, n * (j + 1))
+            drawn[i] = ([s.responses[r] for r in rows],
+                        [{**base, "sample": k, "ended": bool(s.ended[r])}
+                         for k, r in enumerate(rows)])
+    return [make_item(prompt, ask, *drawn[i], scale) for i, (prompt, ask)
+            in enumerate(zip(prompts, asks))]
+
+
+def make_item(prompt: str, ask: str, texts: list[str], sources: list[dict],
+              scale: dict | None = None) -> Item:
+    """One queue item asking `ask` about `texts` (2 to compare, K to rank, 1 otherwise)."""
+    if ask in ("compare", "rank"):
+        return Item(prompt=prompt, a=texts[0], b=texts[1], ask=ask, others=texts[2:],
+                    source_a=sources[0], source_b=sources[1], source_others=sources[2:],
+                    group=prompt)
+    return Item(prompt=prompt, a=texts[0], ask=ask, source_a=sources[0], group=prompt,
+                scale=scale if ask == "rate" else None)
 
 
 def cli(argv: list[str]) -> int:
@@ -55,7 +114,7 @@ def cli(argv: list[str]) -> int:
                    help="make the queue from ready-made pairs instead of sampling")
     p.add_argument("--as-gold", action="store_true",
                    help="with --from-pairs: keep the file's labels as gold answers")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides (mix.rank=0.2)")
     a = p.parse_args(argv)
     flags = {"model": a.model, "prompts": a.prompts, "out": a.out, "n_prompts": a.n_prompts,
              "runtime.seed": a.seed}
@@ -76,7 +135,11 @@ def cli(argv: list[str]) -> int:
         gen = torch.Generator(device=device).manual_seed(cfg.runtime.seed)
         source = {"model": str(cfg.model), "checkpoint": str(Path(cfg.model).resolve()),
                   "seed": cfg.runtime.seed}
-        items = sample_pairs(model, tok, prompts, cfg.sampling, gen, source, cfg.runtime)
+        asks = draw_asks(len(prompts), cfg.mix.weights(), cfg.runtime.seed)
+        items = sample_pairs(model, tok, prompts, cfg.sampling, gen, source, cfg.runtime,
+                             asks, cfg.rank_k, cfg.scale.as_item_scale())
     write_queue(cfg.out, items)
-    print(f"wrote {len(items)} pairs to {cfg.out}")
+    kinds = Counter(it.ask for it in items)
+    mix = ", ".join(f"{kinds[a]} {a}" for a in ASKS if kinds[a])
+    print(f"wrote {len(items)} items to {cfg.out}" + (f" ({mix})" if mix else ""))
     return 0

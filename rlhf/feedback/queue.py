@@ -1,6 +1,7 @@
-"""The queue of pairs to rate: a JSON-lines file of `Item`s (one per line), written atomically
-(temporary file, then rename). A queue can also be made from a file of ready-made pairs: JSONL
-rows `{"prompt", "a", "b"}` or any preference format `rlhf.feedback.formats.read_any` knows
+"""The queue of items to rate: a JSON-lines file of `Item`s (one per line; each says what it
+asks: compare two, rank K, rate one, correct one), written atomically (temporary file, then
+rename). A queue can also be made from a file of ready-made pairs: JSONL rows
+`{"prompt", "a", "b"}` or any preference format `rlhf.feedback.formats.read_any` knows
 (their labels are dropped, or kept as gold)."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 from pathlib import Path
 
 from rlhf.feedback.formats import read_any
-from rlhf.feedback.records import Item, RecordError
+from rlhf.feedback.items import Item
+from rlhf.feedback.records import RecordError
 
 
 def write_queue(path: str | os.PathLike, items: list[Item]) -> None:

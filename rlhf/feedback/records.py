@@ -22,8 +22,7 @@ Each line the store writes carries `schema` (`SCHEMA`); lines without it are sch
 (comparisons and retractions of earlier versions, read unchanged). A line of a type this
 version does not know is kept as an `Unknown` record, never dropped.
 
-`Item` is a question waiting for an answer (a queue entry): `ask` says what it asks
-(compare two, rank K, rate one, correct one).
+A question waiting for an answer is an `Item` (`rlhf.feedback.items`).
 """
 
 from __future__ import annotations
@@ -60,70 +59,6 @@ def new_id() -> str:
 
 class RecordError(UserError, ValueError):
     """A record that does not fit the schema (the message names the key)."""
-
-
-@dataclass
-class Item:
-    """A question to be answered: compare a/b, rank a, b and `others`, rate a, correct a."""
-
-    prompt: str
-    a: str
-    b: str = ""
-    id: str = field(default_factory=new_id)
-    ask: str = "compare"
-    """What the item asks: one of ASKS."""
-    others: list = field(default_factory=list)
-    """For `rank`: the responses after a and b (K = 2 + len(others))."""
-    source_a: dict = field(default_factory=dict)
-    """Where response a came from: {"model": ..., "checkpoint": ..., "sampling": {...}}."""
-    source_b: dict = field(default_factory=dict)
-    source_others: list = field(default_factory=list)
-    """Provenance of `others`, one dict each."""
-    scale: dict | None = None
-    """For `rate`: {"name", "low", "high", "anchors": {value: word}}; None = thumbs."""
-    served_because: str = "random"
-    selection_prob: float | None = None
-    """For active selection: the probability this item had of being chosen."""
-    gold: str | None = None
-    """For gold items: the known right answer (a label)."""
-    group: str | None = None
-    """Prompt identity for train/validation splits (defaults to the prompt text)."""
-    meta: dict = field(default_factory=dict)
-    """Anything else the producer wants to keep (round number, data set, index...)."""
-
-    @property
-    def responses(self) -> list[str]:
-        """The responses the item shows: [a, b] to compare, K to rank, [a] to rate/correct."""
-        if self.ask in ("rate", "correct"):
-            return [self.a]
-        return [self.a, self.b, *self.others]
-
-    @property
-    def sources(self) -> list[dict]:
-        return [self.source_a, self.source_b, *self.source_others][:len(self.responses)]
-
-    @property
-    def rating_scale(self) -> dict:
-        return self.scale or THUMBS
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Item:
-        """Validated construction; raises RecordError naming the missing or bad key.
-        Keys this version does not know are kept in `meta["extra"]`."""
-        ask = d.get("ask", "compare") if isinstance(d, dict) else "compare"
-        _one_of("ask", ask, ASKS)
-        it = _build(cls, d, required=("prompt", "a", "b") if ask == "compare" else
-                    ("prompt", "a"))
-        if not all(isinstance(x, str) for x in it.others):
-            raise RecordError("others: expected a list of strings")
-        if ask == "rank" and len(it.responses) < 2:
-            raise RecordError("a ranking item needs at least 2 responses")
-        if ask == "rate":
-            check_scale(it.rating_scale)
-        return it
 
 
 def check_scale(scale: dict) -> None:
@@ -168,7 +103,7 @@ class Answer:
     def from_dict(cls, d: dict):
         """Validated construction; raises RecordError naming the missing or bad key.
         Keys this version does not know are kept in `meta["extra"]`."""
-        r = _build(cls, d, required=cls.REQUIRED)
+        r = build_record(cls, d, required=cls.REQUIRED)
         r.check()
         return r
 
@@ -181,8 +116,8 @@ class Answer:
         """Raise RecordError unless texts are text and rater kind and reason are known."""
         for key in ("item_id", "prompt", "rater"):
             _text(key, getattr(self, key))
-        _one_of("rater_kind", self.rater_kind, RATER_KINDS)
-        _one_of("served_because", self.served_because, SERVED_BECAUSE)
+        one_of("rater_kind", self.rater_kind, RATER_KINDS)
+        one_of("served_because", self.served_because, SERVED_BECAUSE)
 
 
 @dataclass(kw_only=True)
@@ -205,7 +140,7 @@ class Comparison(Answer):
     gold: str | None = None
 
     @classmethod
-    def from_item(cls, item: Item, label: str, **kw) -> Comparison:
+    def from_item(cls, item, label: str, **kw) -> Comparison:
         """An answer to `item`: copies prompt, responses and provenance."""
         c = cls(label=label, **{**_from_item(item), "a": item.a, "b": item.b,
                                 "source_a": item.source_a, "source_b": item.source_b,
@@ -222,12 +157,12 @@ class Comparison(Answer):
         super().check()
         _text("a", self.a)
         _text("b", self.b)
-        _one_of("label", self.label, LABELS)
-        _one_of("left", self.left, ("a", "b"))
+        one_of("label", self.label, LABELS)
+        one_of("left", self.left, ("a", "b"))
         if self.strength is not None:
-            _one_of("strength", self.strength, STRENGTHS)
+            one_of("strength", self.strength, STRENGTHS)
         if self.gold is not None:
-            _one_of("gold", self.gold, LABELS)
+            one_of("gold", self.gold, LABELS)
 
     @property
     def chose_left(self) -> bool | None:
@@ -252,7 +187,7 @@ class Ranking(Answer):
     skipped: bool = False
 
     @classmethod
-    def from_item(cls, item: Item, ranks: list[int], **kw) -> Ranking:
+    def from_item(cls, item, ranks: list[int], **kw) -> Ranking:
         r = cls(responses=list(item.responses), sources=list(item.sources), ranks=list(ranks),
                 **{**_from_item(item), **kw})
         r.check()
@@ -292,7 +227,7 @@ class Rating(Answer):
     skipped: bool = False
 
     @classmethod
-    def from_item(cls, item: Item, value: int | None, **kw) -> Rating:
+    def from_item(cls, item, value: int | None, **kw) -> Rating:
         s = item.rating_scale
         r = cls(response=item.a, source=item.source_a, value=value, scale=s["name"],
                 low=s["low"], high=s["high"], anchors=dict(s.get("anchors", {})),
@@ -331,7 +266,7 @@ class Correction(Answer):
     skipped: bool = False
 
     @classmethod
-    def from_item(cls, item: Item, corrected: str, **kw) -> Correction:
+    def from_item(cls, item, corrected: str, **kw) -> Correction:
         r = cls(response=item.a, source=item.source_a, corrected=corrected,
                 **{**_from_item(item), **kw})
         r.check()
@@ -422,7 +357,8 @@ def notes(records) -> list[Note]:
     return out
 
 
-def _from_item(item: Item) -> dict:
+def _from_item(item) -> dict:
+    """The fields an answer copies from the item it answers (an `rlhf.feedback.items.Item`)."""
     return dict(item_id=item.id, prompt=item.prompt, served_because=item.served_because,
                 selection_prob=item.selection_prob, group=item.group, meta=dict(item.meta))
 
@@ -432,12 +368,12 @@ def _text(key: str, value: Any) -> None:
         raise RecordError(f"{key}: expected a string, got {type(value).__name__}")
 
 
-def _one_of(key: str, value: Any, allowed: tuple) -> None:
+def one_of(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise RecordError(f"{key}: must be one of {list(allowed)}, got {value!r}")
 
 
-def _build(cls, d: dict, required: tuple[str, ...]):
+def build_record(cls, d: dict, required: tuple[str, ...]):
     if not isinstance(d, dict):
         raise RecordError(f"expected a JSON object, got {type(d).__name__}")
     missing = [k for k in required if k not in d]

@@ -12,6 +12,10 @@
 - median seconds per item;
 - labels as a table, the strength breakdown of preferences, the overall left share, a warning
   where a share rests on few answers, and the items raters disagreed on.
+For a store with rankings, ratings, corrections or notes, also (`rlhf.feedback.kind_stats`):
+counts by kind and rater, median seconds per item by kind, Krippendorff's alpha of ratings,
+Kendall's tau-b of rankings between raters, self-consistency of ratings and rankings on hidden
+repeats, the share of words corrections changed, and the notes (the latest few shown).
 Every name and text from the store is shown through `text.visible` (escapes shown, inert).
 """
 
@@ -26,6 +30,7 @@ import warnings
 from collections import Counter, defaultdict
 
 from rlhf.feedback.formats import detect_format, read_any
+from rlhf.feedback.kind_stats import kind_stats, render_kinds
 from rlhf.feedback.records import Comparison, RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
@@ -132,8 +137,10 @@ def rater_stats(comps: list[Comparison]) -> dict:
             "median_seconds": statistics.median(times) if times else None}
 
 
-def compute(comps: list[Comparison]) -> dict:
-    """Every statistic of a list of comparisons, as a JSON-ready dict."""
+def compute(records: list) -> dict:
+    """Every statistic of a list of records, as a JSON-ready dict: the comparisons' at the top
+    level, every kind's under "kinds" (`kind_stats.kind_stats`)."""
+    comps = [r for r in records if isinstance(r, Comparison)]
     by_rater: dict[str, list[Comparison]] = defaultdict(list)
     for c in comps:
         by_rater[c.rater].append(c)
@@ -142,7 +149,7 @@ def compute(comps: list[Comparison]) -> dict:
             "labels": dict(Counter(c.label for c in comps)), "overall": overall,
             "raters": {r: rater_stats(cs) for r, cs in sorted(by_rater.items())},
             "strengths": strengths(comps), "agreement": agreement(comps),
-            "disagreements": disagreements(comps)}
+            "disagreements": disagreements(comps), "kinds": kind_stats(records)}
 
 
 def _pct(x: float | None) -> str:
@@ -174,7 +181,15 @@ def _warnings(s: dict) -> list[str]:
 
 
 def render(s: dict) -> str:
-    """A human-readable table of `compute`'s result."""
+    """A human-readable table of `compute`'s result (the comparisons' part left out when
+    there are none but there are other kinds)."""
+    kinds = render_kinds(s["kinds"])
+    if s["n"] == 0 and kinds:
+        return "\n".join(kinds[1:])
+    return "\n".join([render_comparisons(s), *kinds])
+
+
+def render_comparisons(s: dict) -> str:
     o = s["overall"]
     lines = [f"{s['n']} comparisons of {s['items']} items", "", *_label_table(s), "",
              f"overall left share: {_pct(o.get('left_share'))} of {o.get('n_sided', 0)} "
@@ -208,7 +223,7 @@ def render(s: dict) -> str:
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rlhf stats", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("store", help="comparison store (JSONL) or any preference file")
+    p.add_argument("store", help="feedback store (JSONL) or any preference file")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON line")
     a = p.parse_args(argv)
 
@@ -217,14 +232,14 @@ def cli(argv: list[str]) -> int:
             store = ComparisonStore(a.store)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                comps = store.load()
+                records = store.answers()
             for e in store.errors:
                 print(f"rlhf stats: skipped malformed line: {e}", file=sys.stderr)
         else:
-            comps = read_any(a.store)
+            records = read_any(a.store)
     except RecordError as e:
         print(f"rlhf stats: error: {e}", file=sys.stderr)
         return 2
-    s = compute(comps)
+    s = compute(records)
     print(json.dumps(s) if a.json else render(s))
     return 0

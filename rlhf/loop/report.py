@@ -13,20 +13,26 @@ It reads what the loop wrote (layout: see rlhf/loop/cycle.py) and writes, inside
 - `signals.png`: the over-optimisation signals that need no gold, per policy step (length,
   share of empty responses, KL per token, the reward-model ensemble's disagreement), with the
   steps where the rule (rlhf.policy.signals) warned marked; a section lists every warning;
-- a table of sample texts from each round side by side (same held-out prompts, same seed).
+- a table of sample texts from each round side by side (same held-out prompts, same seed);
+- the raters' notes in the run's store (`comparisons.jsonl`): count per rater and the latest
+  few, with the round whose queue held the item (escaped; cut for display only).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import warnings
 from pathlib import Path
 
 import matplotlib
 import yaml
 
 from rlhf.feedback.intervals import show_share
-from rlhf.loop.folder import judge_of
+from rlhf.feedback.kind_stats import notes_summary, shorten
+from rlhf.feedback.store import ComparisonStore
+from rlhf.loop.folder import judge_of, round_name
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -297,6 +303,37 @@ def samples_table(rounds: list[dict], n: int = 4) -> list[str]:
     return lines
 
 
+def md_text(text: str, width: int = 200) -> str:
+    """Rater text for a Markdown table cell: one line, escaped (`visible`), cut to `width`
+    with a visible "…", and Markdown's inline marks and HTML written as literal characters."""
+    return re.sub(r"([\\`*_\[\]<>&|~])", r"\\\1", shorten(text, width))
+
+
+def notes_section(run: Path, rounds: list[dict]) -> list[str]:
+    """The notes in the run's store: how many per rater and the latest few, with the round
+    whose queue held the item each is about."""
+    store = ComparisonStore(run / "comparisons.jsonl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a damaged line is `rlhf stats`'s to report
+        n = notes_summary(store.answers())
+    if not n["n"]:
+        return ["No notes."]
+    round_of = {}
+    for r in rounds:
+        for item in read_jsonl(run / round_name(r["round"]) / "queue.jsonl"):
+            if isinstance(item, dict):
+                round_of.setdefault(item.get("id"), r["round"])
+    who = ", ".join(f"{md_text(r, 40)} {c}" for r, c in n["raters"].items())
+    lines = [f"{n['n']} notes ({who}); the latest {len(n['latest'])}, newest first (cut at 200 "
+             "characters here; `rlhf stats --json` and the store keep them whole).", "",
+             "| round | rater | about | note |", "|---|---|---|---|"]
+    for x in n["latest"]:
+        about = "(alone)" if x["about_kind"] is None else x["about_kind"]
+        lines.append(f"| {round_of.get(x['item_id'], '')} | {md_text(x['rater'], 40)} | "
+                     f"{md_text(about, 20)} | {md_text(x['text'])} |")
+    return lines
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write `run_dir/report/report.md` and its PNG plots; return the Markdown path."""
     run = Path(run_dir)
@@ -332,7 +369,8 @@ def write_report(run_dir: str | Path) -> Path:
               "## Per training step (policy; reward model)", "", "![per step](steps.png)", "",
               "## KL-vs-reward frontier", "", "![frontier](frontier.png)", "",
               "## Samples, round by round (held-out prompts, same seed)", "",
-              *samples_table(rounds), ""]
+              *samples_table(rounds), "",
+              "## Raters' notes", "", *notes_section(run, rounds), ""]
     md = out / "report.md"
     tmp = md.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))

@@ -1,6 +1,7 @@
-"""`rlhf rate QUEUE --rater NAME`: the pairwise comparison prompt, in a terminal (single keys,
-`rlhf.raters.screen`), in line mode on piped stdin (`run_session`), or answered by a
-simulated rater (`run_simulated`). The commands and quality control are those of
+"""`rlhf rate QUEUE --rater NAME`: items of every kind (compare two, rank K, rate one, correct
+one) in a terminal (single keys, `rlhf.raters.screen`), in line mode on piped stdin
+(`run_session`), or answered by a simulated rater (`run_simulated`). The commands are those
+of `rlhf.raters.commands`, the pages those of `rlhf.raters.page`, quality control that of
 `rlhf.raters.session`."""
 
 from __future__ import annotations
@@ -14,15 +15,162 @@ from rlhf.feedback.queue import read_queue
 from rlhf.feedback.records import RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
+from rlhf.raters import commands as commands_module
 from rlhf.raters import session as session_module
-from rlhf.raters.screen import end_summary, layout, open_session, run_screen, wrap
+from rlhf.raters.commands import Command, act, help_text, parse_command
+from rlhf.raters.editing import EditorError, diff_lines, editor_command, read_lines, run_editor
+from rlhf.raters.page import layout, wrap
+from rlhf.raters.screen import end_summary, open_session, run_screen
 from rlhf.raters.session import (
     GUIDELINES,
+    MAX_CORRECTION,
+    MAX_NOTE,
+    Refused,
     Session,
-    help_text,
-    parse_command,
+    Shown,
 )
 from rlhf.raters.simulated import make_rater
+
+
+class LineMode:
+    """Line mode: commands from `inp`, one per line; pages and confirmations through `say`.
+    A correction is written in $VISUAL / $EDITOR when `inp` is a terminal and one is set,
+    else with the line editor on `inp`."""
+
+    def __init__(self, session: Session, inp, out, width: int):
+        self.session, self.inp, self.out, self.width = session, inp, out, width
+        self.ended = False
+
+    def say(self, s: str = "") -> None:
+        self.out.write(s + "\n")
+        self.out.flush()
+
+    def ask(self, prompt: str) -> str | None:
+        """One line of input after `prompt`; None (and `ended`) at end of input."""
+        self.out.write(prompt)
+        self.out.flush()
+        line = self.inp.readline()
+        self.ended = not line
+        return line or None
+
+    def run(self) -> str:
+        """Work through the queue: 'done', 'quit' or 'eof'."""
+        shown = None
+        while True:
+            if shown is None:
+                shown = self.session.next()
+                if shown is None:
+                    self.say(end_summary(self.session))
+                    return "done"
+                self.say(layout(shown, self.session.progress(), self.width))
+            line = self.ask("> ")
+            if line is None:
+                self.say("\n[end of input: stopping; run again to resume]")
+                return "eof"
+            cmd = parse_command(line, shown.item)
+            if cmd.kind == "quit":
+                self.say("[stopped; run again to resume where you left off]")
+                return "quit"
+            if self.command(shown, cmd):
+                shown = None
+            if self.ended:
+                self.say("\n[end of input: stopping; run again to resume]")
+                return "eof"
+
+    def command(self, shown: Shown, cmd: Command) -> bool:
+        """Act on one command; True when the item is done with (answered or undone)."""
+        s = self.session
+        if cmd.kind == "help":
+            self.say(help_text())
+        elif cmd.kind == "error":
+            self.say(f"? {cmd.error}")
+        elif cmd.kind == "undo":
+            c = s.undo()
+            self.say(f"undone: {visible(s.described(c))}" if c else "nothing to undo")
+            return True
+        elif cmd.kind == "note":
+            try:
+                self.say(f"noted: {visible(s.note(cmd.comment, shown=shown).text)}")
+            except Refused as e:
+                self.say(f"? {e}")
+        elif cmd.kind == "edit":
+            return self.correct(shown, cmd.comment)
+        else:
+            try:
+                self.saved(act(s, shown, cmd))
+            except Refused as e:
+                self.say(f"? {e}")
+                return False
+            return True
+        return False
+
+    def saved(self, c) -> None:
+        done, total, _ = self.session.progress()
+        self.say(f"saved {done}/{total}: {visible(self.session.described(c))}")
+
+    def edit(self, text: str) -> str | None:
+        """The rater's text, from their editor or the line editor (None: cancelled)."""
+        command = editor_command()
+        if command and getattr(self.inp, "isatty", lambda: False)():
+            try:
+                return run_editor(command, text, self.session.max_correction)
+            except EditorError as e:
+                self.say(f"? {e}")
+                return None
+        self.say("type the corrected response; end it with a line holding only `.` "
+                 "(`..` for a line that is one dot)")
+        return read_lines(self._line)
+
+    def _line(self) -> str:
+        line = self.inp.readline()
+        self.ended = not line
+        return line
+
+    def confirm(self) -> tuple[str, str] | None:
+        """Ask until y, e or n (a note may follow after `#`): (the letter, the note); None
+        at end of input."""
+        words = {"y": "y", "yes": "y", "e": "e", "edit": "e", "n": "n", "no": "n",
+                 "cancel": "n"}
+        while True:
+            reply = self.ask("save this correction? y: save, e: edit again, n: cancel > ")
+            if reply is None:
+                return None
+            word, _, extra = reply.partition("#")
+            if word.strip().lower() in words:
+                return words[word.strip().lower()], extra.strip()
+            self.say("? y saves, e edits again, n cancels")
+
+    def correct(self, shown: Shown, note: str) -> bool:
+        """Edit, show the change, confirm (y saves, e edits again, n cancels); an empty,
+        unchanged or too long text is refused with the reason. True when saved."""
+        s, text = self.session, shown.item.a
+        while True:
+            edited = self.edit(text)
+            if edited is None:
+                self.say("correction cancelled: nothing was saved")
+                return False
+            try:
+                s.check_correction(shown, edited)
+            except Refused as e:
+                self.say(f"? {e}")
+                return False
+            self.say("\n".join(diff_lines(shown.item.a, edited, self.width)))
+            reply = self.confirm()
+            if reply is None:
+                return False
+            word, extra = reply
+            if word == "e":
+                text = edited
+                continue
+            if word == "n":
+                self.say("correction cancelled: nothing was saved")
+                return False
+            try:
+                self.saved(s.correct(shown, edited, extra or note))
+            except Refused as e:
+                self.say(f"? {e}")
+                return False
+            return True
 
 
 def run_session(queue_path, store_path, rater: str, input_stream=None, output_stream=None,
@@ -40,64 +188,48 @@ def run_session(queue_path, store_path, rater: str, input_stream=None, output_st
     session, version, text = open_session(queue_path, store_path, rater, guidelines_path,
                                           say, **session_kw)
     width = width or shutil.get_terminal_size((80, 24)).columns
-
     say("\n".join(wrap(text, width - 1)) + f"\n\n[guidelines {version}; h for help]\n"
         if text else "[no guidelines file; h for help]\n")
-    shown, reason = None, "done"
-    while True:
-        if shown is None:
-            shown = session.next()
-            if shown is None:
-                say(end_summary(session))
-                break
-            say(layout(shown, session.progress(), width))
-        out.write("> ")
-        out.flush()
-        line = inp.readline()
-        if not line:
-            say("\n[end of input: stopping; run again to resume]")
-            reason = "eof"
-            break
-        cmd = parse_command(line)
-        if cmd.kind == "quit":
-            say("[stopped; run again to resume where you left off]")
-            reason = "quit"
-            break
-        if cmd.kind == "help":
-            say(help_text())
-        elif cmd.kind == "error":
-            say(f"? {cmd.error}")
-        elif cmd.kind == "undo":
-            c = session.undo()
-            say(f"undone: {visible(session.described(c))}" if c else "nothing to undo")
-            shown = None
-        else:
-            c = session.answer(shown, cmd.choice, cmd.strength, cmd.comment)
-            done, total, _ = session.progress()
-            say(f"saved {done}/{total}: {visible(session.described(c))}")
-            shown = None
-    done, total, rate = session.progress()
+    reason = LineMode(session, inp, out, width).run()
+    done, total, _ = session.progress()
     return {"answered": session.answered_now, "done": done, "total": total, "stopped": reason}
 
 
 def run_simulated(queue_path, store_path, name: str, seed: int = 0, rater: str | None = None,
-                  **session_kw) -> int:
+                  rater_kw: dict | None = None, **session_kw) -> int:
     """Let a simulated rater (`rlhf.raters.simulated`) work through a queue like a person would,
-    hidden repeats included. Returns the number of answers."""
-    sim = make_rater(name, seed)
+    hidden repeats included, answering each item as it asks (compare, rank, rate, correct)
+    through the session; a correction no edit can make (or one the session refuses) is a
+    skip. `rater_kw` goes to the rater (temperature, tie_band, calibration). Returns the
+    number of answers."""
+    sim = make_rater(name, seed, **(rater_kw or {}))
     session = Session(read_queue(queue_path), ComparisonStore(store_path), rater or sim.name,
                       guidelines=sim.guidelines, rater_kind="simulated", seed=seed, **session_kw)
     n = 0
     while (shown := session.next()) is not None:
-        c = sim.rate(shown.item)
-        session.record(shown, c.label, meta={**shown.item.meta, **{
-            k: c.meta[k] for k in ("score_a", "score_b", "scorer")}})
+        it = shown.item
+        j = sim.judge(it)
+        meta = {**it.meta, **j.meta}
+        if it.ask == "compare":
+            session.record(shown, j.label, meta=meta)
+        elif it.ask == "rank":  # the session's order shown; places by response index
+            session.rank(shown, [j.ranks[i] for i in shown.order], meta=meta)
+        elif it.ask == "rate":
+            session.rate(shown, j.value, meta=meta)
+        elif j.corrected is None:
+            session.skip(shown)
+        else:
+            try:
+                session.correct(shown, j.corrected, meta=meta)
+            except RecordError:  # refused (e.g. longer than the limit): nothing saved
+                session.skip(shown)
         n += 1
     return n
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="rlhf rate", description=session_module.__doc__,
+    p = argparse.ArgumentParser(prog="rlhf rate", description=commands_module.__doc__ +
+                                "\n" + session_module.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("queue", help="queue file (from `rlhf sample-pairs`)")
     p.add_argument("--rater", help="your name (answers are kept under it; required)")
@@ -108,7 +240,12 @@ def cli(argv: list[str]) -> int:
                    "raters share the queue out; 2 or more: shared items for agreement)")
     p.add_argument("--seed", type=int, default=0, help="seed of side and repeat draws")
     p.add_argument("--lease-seconds", type=float, default=900,
-                   help="how long the pair on screen stays reserved for you")
+                   help="how long the item on screen stays reserved for you")
+    p.add_argument("--max-note-chars", type=int, default=MAX_NOTE, metavar="N",
+                   help=f"longest note accepted (default {MAX_NOTE:,}); a longer one is "
+                   "refused with a message, never cut")
+    p.add_argument("--max-correction-chars", type=int, default=MAX_CORRECTION, metavar="N",
+                   help=f"longest correction accepted (default {MAX_CORRECTION:,})")
     p.add_argument("--line", action="store_true", help="line mode even in a terminal")
     p.add_argument("--kind", choices=("human", "script"), default="human",
                    help="who answers: a person, or a script feeding stdin")
@@ -118,7 +255,10 @@ def cli(argv: list[str]) -> int:
     store = a.store or str(Path(a.queue).with_suffix("")) + ".comparisons.jsonl"
     kw = {"repeat_rate": a.repeat_rate, "overlap": a.overlap,
           "lease_seconds": a.lease_seconds}
-    human = {"rater_kind": a.kind, "seed": a.seed}
+    if a.max_note_chars < 1 or a.max_correction_chars < 1:
+        p.error("--max-note-chars and --max-correction-chars must be at least 1")
+    human = {"rater_kind": a.kind, "seed": a.seed, "max_note": a.max_note_chars,
+             "max_correction": a.max_correction_chars}
     try:
         if a.simulated:
             n = run_simulated(a.queue, store, a.simulated, a.seed, a.rater, **kw)

@@ -12,12 +12,18 @@ functions (made with no arguments). For `rater.scorer` it may also be a rater cl
 `rate_many(items) -> comparisons`, made as `cls(seed=..., name=...)`. The module is imported
 and the name checked when the config loads (`scorer_problem`); a wrong name, a failed import
 or a scorer returning the wrong number of scores is one line (`ScorerError`).
+
+Edits that raise a score, for simulated corrections (`rlhf.raters.simulated`): `sentences`
+splits a text into its sentences (any scorer: the corrector drops the lowest-scoring one), and
+`REWRITERS` names a scorer's rewrite of one sentence: for "vader", `vader_rewrite` replaces the
+words VADER's lexicon scores negative by their plain opposites (`OPPOSITES`).
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import re
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -116,3 +122,55 @@ def get_scorer(name: str) -> Callable[[list[str]], list[float]]:
     if problem:
         raise ScorerError(problem)
     return checked(obj() if isinstance(obj, type) else obj, name)
+
+
+# ----------------------------------------------------------------------------- edits
+
+OPPOSITES = {
+    "sad": "happy", "sadly": "happily", "scared": "brave", "scary": "fun", "scare": "cheer",
+    "cry": "smile", "cried": "smiled", "crying": "smiling", "cries": "smiles", "bad": "good",
+    "wrong": "right", "angry": "calm", "mad": "glad", "lost": "found", "tired": "rested",
+    "worried": "calm", "lonely": "loved", "alone": "together", "broken": "fixed",
+    "broke": "fixed", "upset": "glad", "ugly": "pretty", "stuck": "free",
+    "frustrated": "pleased", "confused": "curious", "poor": "lucky", "terrible": "wonderful",
+    "awful": "wonderful", "hate": "love", "hated": "loved", "fight": "play",
+    "fought": "played", "strange": "special", "difficult": "easy", "screamed": "laughed",
+    "scream": "laugh", "selfish": "kind", "weak": "strong", "sick": "well", "bored": "busy",
+    "rude": "polite", "shy": "brave", "nervous": "calm", "boring": "exciting",
+}
+"""Plain opposites of negative words (by VADER's lexicon) that children's stories use, each
+scored higher by VADER (tests/test_simulated_kinds.py checks it). Words with more than one
+sense whose opposite depends on it ("hurt", "no", "stop") are left out."""
+
+_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*\s+")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def sentences(text: str) -> list[str]:
+    """`text` cut after each sentence end (. ! ? then closing quotes, then white space, kept
+    with its sentence), never inside an open double quote; "".join(result) == text."""
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        piece = text[start:m.end()]
+        if piece.count('"') % 2 == 0 and piece.count("\u201c") == piece.count("\u201d"):
+            out.append(piece)
+            start = m.end()
+    if start < len(text):
+        out.append(text[start:])
+    return out
+
+
+def vader_rewrite(sentence: str) -> str:
+    """`sentence` with each lowercase word VADER's lexicon scores negative replaced by its
+    opposite (`OPPOSITES`); capitalised words (names: "Mia" is in the lexicon) and words
+    without a known opposite stay."""
+    lexicon = _vader().lexicon
+
+    def swap(m: re.Match) -> str:
+        w = m.group(0)
+        return OPPOSITES.get(w, w) if lexicon.get(w, 0.0) < 0 else w
+    return _WORD.sub(swap, sentence)
+
+
+REWRITERS: dict[str, Callable[[str], str]] = {"vader": vader_rewrite}
+"""A scorer's rewrite of one sentence to raise its score (none for the others)."""

@@ -1,253 +1,73 @@
-"""The rater's screen: page layout (shared with line mode) and the single-key terminal UI.
+"""The rater's screen: the single-key terminal UI for items of every kind.
 
-Standard library (termios, tty, shutil, textwrap) and `wcwidth`, which tells the columns a
-character takes (2 for CJK and most emoji, 0 for combining marks), so wrapping and the
-side-by-side divider hold for any script. The page shows the prompt, then responses A and B
-side by side when the terminal is at least `SIDE_BY_SIDE` columns wide, stacked (A above B)
-when it is narrower. Every text passes through `rlhf.feedback.text.visible` (an escape in a
-response is shown as `\\x1b[2J`, never acted on), and empty or identical responses are marked.
+The pages are `rlhf.raters.page`'s, the terminal under them `rlhf.raters.terminal`. Keys act at
+once (no Enter), the same as line mode's commands (`rlhf.raters.commands`): a and b (then a
+strength) for a comparison; a ranking's letters best first with = for ties, then Enter; a
+rating's number (one key on a 0-9 scale, `+` / `-` for thumbs); e to correct a response in
+$VISUAL / $EDITOR, or typed line by line where neither is set, after which the change is shown
+word by word for y (save), e (edit again) or n (cancel); m (or #) a note for the next
+answer, w a note standing alone, s skip, u undo. The legend under each item lists its keys.
 
-In the terminal the header stays put and a pair taller than the screen is paged (space or
+In the terminal the header stays put and an item taller than the screen is paged (space or
 PgDn for more, PgUp back); the page is redrawn on a resize (SIGWINCH) and on Ctrl-L; after
-Ctrl-Z and `fg` the single-key mode is restored. Keys act at once (no Enter), see `KEYS`.
+Ctrl-Z and `fg` the single-key mode is restored. A typed note, the line editor and the
+rater's editor get the terminal as the shell had it, and single keys come back after.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import select
 import shutil
-import signal
 import sys
-import termios
-import textwrap
-import tty
 
-from wcwidth import wcswidth, wcwidth
-
+from rlhf.feedback.items import Item
 from rlhf.feedback.queue import read_queue
+from rlhf.feedback.records import Answer
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
-from rlhf.raters.session import Session, Shown, marker, read_guidelines
+from rlhf.raters.commands import Command, act, parse_ranking, parse_rating
+from rlhf.raters.editing import EditorError, diff_lines, editor_command, read_lines, run_editor
+from rlhf.raters.page import LETTERS, layout, prompt_lines, thumbs, wrap
+from rlhf.raters.session import Refused, Session, Shown, read_guidelines
+from rlhf.raters.terminal import Keys, draw, pager, window
 
-SIDE_BY_SIDE = 120
-"""Narrowest terminal (columns) that shows A and B side by side."""
-RESERVED = 7
-"""Screen rows kept for the header, key legend and status line."""
-KEYS = ("[a] A better", "[b] B better", "[t] tie", "[n] both bad", "[c] can't tell", "[s] skip",
-        "[u] undo", "[m] comment", "[p] prompt", "[h] help", "[q] quit")
+COMPARE_KEYS = ("[a] A better", "[b] B better", "[t] tie", "[n] both bad", "[c] can't tell")
+COMMON_KEYS = (("s", "[s] skip"), ("u", "[u] undo"), ("m", "[m] note"),
+               ("w", "[w] note alone"), ("p", "[p] prompt"), ("h", "[h] help"),
+               ("q", "[q] quit"))
 STRENGTH_KEYS = {"1": "slightly", "2": "clearly", "3": "much"}
-SEQUENCES = {b"\x1b[6~": "pgdn", b"\x1b[5~": "pgup"}
+ENTER = ("\n", "\r")
+BACKSPACE = ("\x7f", "\x08")
+DIGITS = "0123456789"
 
 
-def width_of(text: str) -> int:
-    """Columns `text` takes in a terminal (control characters count 0: `visible` first)."""
-    w = wcswidth(text)
-    return w if w >= 0 else sum(max(wcwidth(ch), 0) for ch in text)
+def one_key(scale: dict) -> bool:
+    """Whether each value of a rating scale is one key (a scale within 0-9)."""
+    return 0 <= scale["low"] and scale["high"] <= 9
 
 
-def pad(text: str, width: int) -> str:
-    """`text` padded with spaces to `width` columns."""
-    return text + " " * max(0, width - width_of(text))
-
-
-class _Wrapper(textwrap.TextWrapper):
-    """textwrap's greedy wrapping, measured in display columns instead of characters (for
-    ASCII text the lines are exactly textwrap's)."""
-
-    def _handle_long_word(self, chunks, cur_line, cur_len, width):
-        room = width - cur_len if width >= 1 else 1
-        chunk, end, used = chunks[-1], 0, 0
-        while end < len(chunk) and used + max(wcwidth(chunk[end]), 0) <= room:
-            used += max(wcwidth(chunk[end]), 0)
-            end += 1
-        if end == 0 and not cur_line:  # a wide character in a 1-column room: it overflows
-            end = 1
-        cur_line.append(chunk[:end])
-        chunks[-1] = chunk[end:]
-
-    def _wrap_chunks(self, chunks):
-        lines: list[str] = []
-        chunks.reverse()
-        while chunks:
-            cur, cur_len = [], 0
-            indent = self.subsequent_indent if lines else self.initial_indent
-            width = self.width - width_of(indent)
-            if chunks[-1].strip() == "" and lines:
-                del chunks[-1]
-            while chunks and cur_len + width_of(chunks[-1]) <= width:
-                cur_len += width_of(chunks[-1])
-                cur.append(chunks.pop())
-            if chunks and width_of(chunks[-1]) > width:
-                self._handle_long_word(chunks, cur, cur_len, width)
-            if cur and cur[-1].strip() == "":
-                del cur[-1]
-            if cur:
-                lines.append(indent + "".join(cur))
-        return lines
-
-
-def wrap(text: str, width: int) -> list[str]:
-    """Wrap each line of `text` to `width` display columns, keeping blank lines; the
-    continuation of a list item ("- ...", "1. ...") is indented under its text. Control
-    characters are shown as escapes (`rlhf.feedback.text.visible`)."""
-    lines: list[str] = []
-    for para in visible(text).strip("\n").split("\n"):
-        bullet = re.match(r"\s*(?:[-*]|\d+[.)])\s+", para)
-        indent = " " * (len(bullet.group(0)) if bullet else 0)
-        lines += _Wrapper(width, subsequent_indent=indent,
-                          break_on_hyphens=False).wrap(para) or [""]
-    return lines
-
-
-def key_help(width: int) -> str:
-    """The key legend, packed into lines of at most `width` columns."""
-    lines = [""]
-    for k in KEYS:
-        sep = "  " if lines[-1] else ""
-        if lines[-1] and len(lines[-1]) + len(sep) + len(k) > width:
-            lines.append(k)
-        else:
-            lines[-1] += sep + k
-    return "\n".join(lines)
-
-
-def responses(shown: Shown, width: int) -> list[str]:
-    """The two responses: side by side from SIDE_BY_SIDE columns on, else stacked; an empty
-    response or two identical ones carry a marker line."""
-    left, right = shown.texts
-    notes = marker((left, right))
-    if width < SIDE_BY_SIDE:
-        out = []
-        for name, text, note in (("A", left, notes[0]), ("B", right, notes[1])):
-            out.append(f"--- {name} " + "-" * (width - 6))
-            out += ["  " + line for line in ([note] if note else []) + wrap(text, width - 2)]
-        return out + ["-" * width]
-    col = (width - 3) // 2
-    la, lb = (([n] if n else []) + wrap(t, col) for n, t in zip(notes, (left, right)))
-    out = ["-" * col + "-+-" + "-" * (width - 3 - col), f"{'A':<{col}} | B"]
-    for i in range(max(len(la), len(lb))):
-        x = la[i] if i < len(la) else ""
-        y = lb[i] if i < len(lb) else ""
-        out.append(f"{pad(x, col)} | {y}".rstrip())
-    return out + ["-" * width]
-
-
-def layout(shown: Shown, progress: tuple[int, int, float], width: int,
-           height: int | None = None) -> str:
-    """The page for one item as text, `width` columns wide. With `height`, a long prompt
-    keeps only its last lines (the latest turn) so that the page fits, 3 lines at least."""
-    width = max(width, 40)
-    done, total, rate = progress
-    speed = "--" if rate != rate else f"{rate:.0f}"  # nan during the first minute
-    head = f" item {done + 1} of {total}   ({speed}/hour) "  # repeats and gold look alike
-    body = responses(shown, width)
-    prompt = wrap(shown.item.prompt, width - 2)
-    if height is not None:
-        room = max(3, height - len(body) - RESERVED)
-        if len(prompt) > room:
-            hidden = len(prompt) - room + 1
-            prompt = [f"[... {hidden} earlier lines: p shows the whole prompt]"] + \
-                prompt[hidden:]
-    out = [head.center(width, "=")[:width], "PROMPT"] + ["  " + line for line in prompt]
-    return "\n".join(out + body)
-
-
-class Keys:
-    """Single key presses from a terminal (cbreak mode, restored on exit, on Ctrl-Z and
-    again after `fg`). `get` returns "redraw" on Ctrl-L and when the terminal was resized."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdin
-        self.redraw = False
-
-    def __enter__(self):
-        self.fd = self.stream.fileno()
-        self.saved = termios.tcgetattr(self.fd)
-        tty.setcbreak(self.fd)
-        self.old = {sig: signal.signal(sig, handler) for sig, handler in (
-            (signal.SIGWINCH, self._on_resize), (signal.SIGTSTP, self._on_stop))}
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
-        termios.tcflush(self.fd, termios.TCIFLUSH)  # leftover keys must not reach the shell
-        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-
-    def _on_resize(self, *_):
-        self.redraw = True
-
-    def _on_stop(self, *_):
-        """Ctrl-Z: give the shell its terminal back, stop; on `fg`, single keys again."""
-        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-        os.kill(os.getpid(), signal.SIGSTOP)  # stops here until SIGCONT (`fg`)
-        tty.setcbreak(self.fd)
-        self.redraw = True
-
-    def get(self) -> str:
-        """One key, lower-cased; PgDn / PgUp as "pgdn" / "pgup"; any other escape sequence
-        (arrow keys...) is read whole and returned as "esc", so that its bytes never act as
-        keys ("\\x1b[A" ends in "A")."""
-        while not select.select([self.fd], [], [], 0.2)[0]:
-            if self.redraw:
-                self.redraw = False
-                return "redraw"
-        ch = os.read(self.fd, 1)
-        if ch == b"\x0c":
-            return "redraw"
-        if ch == b"\x1b":
-            while select.select([self.fd], [], [], 0.05)[0]:
-                ch += os.read(self.fd, 16)
-            return SEQUENCES.get(ch, "esc")
-        while ch[0] >= 0xC0 and len(ch) < 4 and select.select([self.fd], [], [], 0.05)[0]:
-            ch += os.read(self.fd, 1)  # the rest of a UTF-8 character
-            if ch.decode("utf-8", "ignore"):
-                break
-        return ch.decode("utf-8", "replace").lower()
-
-    def line(self, prompt: str) -> str:
-        """Read a whole line (echoed, editable) for a comment."""
-        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-        try:
-            return input(prompt)
-        finally:
-            tty.setcbreak(self.fd)
-
-
-def clip(text: str, cols: int) -> str:
-    """`text` cut to at most `cols` display columns."""
-    out, used = [], 0
-    for ch in text:
-        used += max(wcwidth(ch), 0)
-        if used > cols:
-            break
-        out.append(ch)
-    return "".join(out)
-
-
-def _draw(page: str, status: str) -> None:
-    """Clear the screen, show `page`, the key legend and a status line."""
-    cols = shutil.get_terminal_size().columns
-    status = "\n".join(clip(line, cols - 1) for line in status.split("\n"))
-    # no newline after the status line: a full screen must not scroll its first line away
-    sys.stdout.write("\x1b[2J\x1b[H" + page + "\n" + key_help(cols) + "\n" + status)
-    sys.stdout.flush()
-
-
-def window(page: str, offset: int, rows: int, cols: int) -> tuple[str, str]:
-    """(what fits on screen, pager note): the header line stays, the rest is shown from line
-    `offset` when the page is taller than the room left by the legend and status lines."""
-    lines = page.split("\n")
-    room = max(3, rows - 3 - key_help(cols).count("\n"))
-    body = lines[1:]
-    if len(body) <= room:
-        return page, ""
-    offset = min(max(0, offset), len(body) - room)
-    end = offset + room
-    note = f"[lines {offset + 1}-{end} of {len(body)}: space/PgDn more, PgUp back] "
-    return "\n".join([lines[0], *body[offset:end]]), note
+def legend(item: Item | None) -> tuple[str, ...]:
+    """The keys an item takes. On a ranking, a response's letter comes before a command
+    key of the same letter (h, m with 8, 13 responses or more: ? and # stay)."""
+    if item is None:
+        return ()
+    ask, taken = item.ask, ""
+    if ask == "compare":
+        own = COMPARE_KEYS
+    elif ask == "rank" and len(item.responses) > len(LETTERS):
+        own = ()  # not by letter (the page says so): skip it
+    elif ask == "rank":
+        taken = LETTERS[:len(item.responses)]
+        own = (f"[a-{taken[-1]}] best first", "[=] tie", "[Enter] save", "[Bksp] back")
+    elif ask == "correct":
+        own = ("[e] correct it",)
+    else:
+        s = item.rating_scale
+        own = (("[+] thumbs up", "[-] thumbs down") if thumbs(s) else
+               (f"[{s['low']}-{s['high']}] rate",) if one_key(s) else
+               (f"[{s['low']}..{s['high']} Enter] rate",))
+    rest = tuple(label for key, label in COMMON_KEYS if key not in taken)
+    return own + rest + (("[#] note",) if "m" in taken else ()) + \
+        (("[?] help",) if "h" in taken else ())
 
 
 def _guidelines_page(text: str, version: str) -> str:
@@ -255,60 +75,54 @@ def _guidelines_page(text: str, version: str) -> str:
     return "\n".join(wrap(text.rstrip(), cols - 1)) + f"\n\n[guidelines {version}]"
 
 
-def _pager(lines: list[str], keys: Keys, leave: str = "go back") -> str:
-    """Show `lines` a screenful at a time: space / PgDn for more, any other key to leave
-    (the key is returned)."""
-    start = 0
-    while True:
-        rows = max(shutil.get_terminal_size().lines - 4, 5)
-        more = start + rows < len(lines)
-        _draw("\n".join(lines[start:start + rows]),
-              f"space: more, any other key: {leave}" if more else f"press any key to {leave}")
-        k = keys.get()
-        if k == "redraw":
-            continue
-        if k not in (" ", "pgdn") or not more:
-            return k
-        start += rows
-
-
 def end_summary(session: Session) -> str:
     s = session.summary()
     mix = ", ".join(f"{k} {v}" for k, v in s["labels"].items()) or "none"
-    return (f"All pairs rated - thank you!\n\nthis session: {s['answers']} answers in "
-            f"{s['seconds'] // 60} min {s['seconds'] % 60} s ({s['per_hour']:.0f}/hour); "
-            f"labels: {mix}")
+    speed = f"{s['per_hour']:.0f}" if s["seconds"] >= 60 else "--"  # none in the first minute
+    return (f"All items rated - thank you!\n\nthis session: {s['answers']} answers in "
+            f"{s['seconds'] // 60} min {s['seconds'] % 60} s ({speed}/hour); answers: {mix}")
 
 
 class Screen:
     """The interactive terminal session (a terminal on stdin and stdout)."""
 
-    LABELS = {"t": "tie", "n": "both_bad", "c": "cant_tell", "s": "skip"}
+    LABELS = {"t": "tie", "n": "both_bad", "c": "cant_tell"}
 
     def __init__(self, session: Session, version: str, text: str, keys: Keys):
         self.session, self.version, self.text, self.keys = session, version, text, keys
-        self.shown, self.status, self.comment, self.offset = None, "", "", 0
+        self.shown: Shown | None = None
+        self.status, self.comment, self.typed, self.offset = "", "", "", 0
 
     def run(self) -> None:
-        _pager(_guidelines_page(self.text, self.version).splitlines(), self.keys, "start")
+        pager(_guidelines_page(self.text, self.version).splitlines(), self.keys, "start")
         while True:
             if self.shown is None:
-                self.shown, self.offset = self.session.next(), 0
+                self.shown, self.offset, self.typed = self.session.next(), 0, ""
                 if self.shown is None and not self._end():
                     return
                 continue
             size = shutil.get_terminal_size()
+            keys = legend(self.shown.item)
             page = layout(self.shown, self.session.progress(), size.columns, size.lines)
-            shown_page, note = window(page, self.offset, size.lines, size.columns)
-            _draw(shown_page, note + self.status +
-                  (f"  comment: {visible(self.comment)}" if self.comment else ""))
+            shown_page, note = window(page, self.offset, size.lines, size.columns, keys)
+            draw(shown_page, note + self.status + self._pending(), keys)
             if not self._key(self.keys.get(), shown_page, size):
                 return
+
+    def _pending(self) -> str:
+        """What is typed but not yet saved: a ranking or rating, a note."""
+        out = ""
+        if self.typed and self.shown.item.ask == "rank":
+            out += ("  ranking: " + self.typed.upper().replace(" ", " > ") +
+                    " _  (Enter saves, Backspace takes back, Esc clears)")
+        elif self.typed:
+            out += f"  rating: {self.typed}_  (Enter saves)"
+        return out + (f"  note: {visible(self.comment)}" if self.comment else "")
 
     def _end(self) -> bool:
         """The end screen: a summary; u undoes the last answer (True: go on rating)."""
         while True:
-            _draw(end_summary(self.session), self.status + "\nu: undo the last answer, "
+            draw(end_summary(self.session), self.status + "\nu: undo the last answer, "
                   "any other key: quit")
             k = self.keys.get()
             if k == "redraw":
@@ -323,6 +137,8 @@ class Screen:
 
     def _key(self, k: str, page: str, size) -> bool:
         """Act on one key; False to stop."""
+        if self._entry(k):
+            return True
         if k == "q":
             sys.stdout.write("\r\x1b[Kstopped; run the same command again to resume.\n")
             return False
@@ -330,39 +146,173 @@ class Screen:
             step = max(1, size.lines - 6)
             self.offset = max(0, self.offset + (step if k != "pgup" else -step))
         elif k in ("h", "?"):
-            _pager(_guidelines_page(self.text, self.version).splitlines(), self.keys)
+            pager(_guidelines_page(self.text, self.version).splitlines(), self.keys)
         elif k == "p":
-            _pager(["PROMPT (whole)"] + wrap(self.shown.item.prompt, size.columns - 1),
+            pager(["PROMPT (whole)"] + prompt_lines(self.shown.item.prompt, size.columns - 1),
                    self.keys)
-        elif k == "m":
-            self.comment = self.keys.line("\r\x1b[Kcomment for your next answer "
+        elif k in ("m", "#"):
+            self.comment = self.keys.line("\r\x1b[Knote for your next answer "
                                           "(Enter ends): ").strip()
+        elif k == "w":
+            self._note_alone()
         elif k == "u":
             c = self.session.undo()
             self.status = (f"undone: {visible(self.session.described(c))}" if c
                            else "nothing to undo")
             self.shown, self.comment = None, ""
-        elif k in ("a", "b") or k in self.LABELS:
-            self._answer(k, page)
-        elif k != "redraw":
+        elif k == "s":
+            self._save(Command("skip", "skip", comment=self.comment))
+        elif not self._answer(k, page) and k != "redraw":
             self.status = f"unknown key {visible(k)!r}: h for help"
         return True
 
-    def _answer(self, k: str, page: str) -> None:
+    def _note_alone(self) -> None:
+        text = self.keys.line("\r\x1b[Ka note on its own (Enter ends, empty: none): ")
+        if not text.strip():
+            self.status = "no note"
+            return
+        try:
+            self.status = f"noted: {visible(self.session.note(text, shown=self.shown).text)}"
+        except Refused as e:
+            self.status = f"? {e}"
+
+    def _entry(self, k: str) -> bool:
+        """A key that builds a ranking or a typed rating (True when it was one): letters and
+        =, digits (and a leading -), Backspace, Esc; Enter saves."""
+        it = self.shown.item
+        if it.ask == "rank" and len(it.responses) <= len(LETTERS):
+            letters = LETTERS[:len(it.responses)]
+            if len(k) == 1 and k in letters:
+                if k in self.typed:
+                    self.status = f"? {k.upper()} is placed already"
+                else:
+                    sep = "" if not self.typed or self.typed.endswith("=") else " "
+                    self.typed, self.status = self.typed + sep + k, ""
+                return True
+            if k == "=" and self.typed and self.typed[-1] in letters:
+                self.typed += "="
+                return True
+        elif it.ask == "rate" and not one_key(it.rating_scale):
+            if len(k) == 1 and (k in DIGITS or (k == "-" and not self.typed)):
+                self.typed += k
+                return True
+        else:
+            return False
+        if k in ENTER:
+            self._submit()
+        elif k in BACKSPACE and self.typed:
+            self.typed = self.typed[:-1].rstrip()
+        elif k == "esc" and self.typed:
+            self.typed = ""
+        else:
+            return False
+        return True
+
+    def _submit(self) -> None:
+        it = self.shown.item
+        try:
+            cmd = (Command("rank", places=parse_ranking(self.typed, len(it.responses)))
+                   if it.ask == "rank" else
+                   Command("rate", value=parse_rating(self.typed, it.rating_scale)))
+        except ValueError as e:
+            self.status = f"? {e}"
+            return
+        cmd.comment = self.comment
+        self._save(cmd)
+
+    def _answer(self, k: str, page: str) -> bool:
+        """A key that answers the item on screen (True when it was one)."""
+        it = self.shown.item
+        if it.ask == "compare" and (k in ("a", "b") or k in self.LABELS):
+            self._compare(k, page)
+        elif it.ask == "rate" and one_key(it.rating_scale) and len(k) == 1 and (
+                k in DIGITS or (thumbs(it.rating_scale) and k in "+-")):
+            try:
+                self._save(Command("rate", value=parse_rating(k, it.rating_scale),
+                                   comment=self.comment))
+            except ValueError as e:
+                self.status = f"? {e}"
+        elif it.ask == "correct" and k == "e":
+            self._correct()
+        else:
+            return False
+        return True
+
+    def _compare(self, k: str, page: str) -> None:
         strength = None
         if k in ("a", "b"):
             while True:
-                _draw(page, f"{k.upper()} better - how much? [1] slightly [2] clearly "
+                draw(page, f"{k.upper()} better - how much? [1] slightly [2] clearly "
                             "[3] much, any other key: don't say")
                 key = self.keys.get()
                 if key != "redraw":
                     break
             strength = STRENGTH_KEYS.get(key)
         choice = {"a": "left", "b": "right"}.get(k) or self.LABELS[k]
-        c = self.session.answer(self.shown, choice, strength, self.comment)
+        self._save(Command("answer", choice, strength, self.comment))
+
+    def _save(self, cmd: Command) -> None:
+        try:
+            self._saved(act(self.session, self.shown, cmd))
+        except Refused as e:
+            self.status = f"? {e}"
+
+    def _saved(self, c: Answer) -> None:
         done, total, _ = self.session.progress()
         self.status = f"saved {done}/{total}: {visible(self.session.described(c))}"
-        self.shown, self.comment = None, ""
+        self.shown, self.comment, self.typed = None, "", ""
+
+    def _correct(self) -> None:
+        """Edit, show the change, then y saves, e edits again, n cancels; an empty, unchanged
+        or too long text is refused with the reason (the item stays on screen)."""
+        shown, text = self.shown, self.shown.item.a
+        while True:
+            edited = self._edit(text)
+            if edited is None:
+                return
+            try:
+                self.session.check_correction(shown, edited)
+            except Refused as e:
+                self.status = f"? {e}"
+                return
+            cols = shutil.get_terminal_size().columns
+            k = pager(diff_lines(shown.item.a, edited, cols - 1), self.keys,
+                       "y: save this correction, e: edit again, n: cancel", ("y", "e", "n"))
+            if k == "y":
+                try:
+                    self._saved(self.session.correct(shown, edited, self.comment))
+                except Refused as e:
+                    self.status = f"? {e}"
+                return
+            if k == "n":
+                self.status = "correction cancelled: nothing was saved"
+                return
+            text = edited
+
+    def _edit(self, text: str) -> str | None:
+        """`text` as the rater rewrote it: in their editor, or typed line by line (None:
+        cancelled, with the reason in the status line)."""
+        command = editor_command()
+        with self.keys.cooked():
+            sys.stdout.write("\x1b[2J\x1b[H")
+            sys.stdout.flush()
+            if command:
+                try:
+                    return run_editor(command, text, self.session.max_correction)
+                except EditorError as e:
+                    self.status = f"? {e}"
+                    return None
+            cols = shutil.get_terminal_size().columns
+            sys.stdout.write("\n".join(
+                ["RESPONSE (to correct)", *("  " + x for x in wrap(text, cols - 2)), "",
+                 *wrap("Type the corrected response (no VISUAL or EDITOR is set); end it "
+                       "with a line holding only . (.. for a line that is one dot); Ctrl-D "
+                       "cancels.", cols - 1)]) + "\n")
+            sys.stdout.flush()
+            new = read_lines(self.keys.readline)
+        if new is None:
+            self.status = "correction cancelled: nothing was saved"
+        return new
 
 
 def open_session(queue_path, store_path, rater: str, guidelines_path=None, say=print,

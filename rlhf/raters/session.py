@@ -1,21 +1,11 @@
-"""The rating session: what to show next, recording an answer, undo, progress; its commands.
+"""The rating session: what to show next, recording an answer of any kind, undo, progress.
 
 The session logic (`Session`: what to show next, recording an answer, undo, progress) is kept
 apart from the screen, so the same session runs
 - in a real terminal: single keys on a full-screen page (`rlhf.raters.screen`);
 - with stdin piped (no terminal), in line mode: one command per line, for scripts and tests;
 - programmatically (`run_session`), e.g. by the training loop.
-
-Line-mode commands (the screen uses the same keys, without Enter):
-  a, b          A (left / top) or B (right / bottom) is better; a strength may follow:
-                `a1` / `a slightly`, `a2` / `a clearly`, `a3` / `a much`
-  t, tie        equally good           n, bad      both bad
-  c, cant       can't tell             s, skip     skip this pair
-  u, undo       take back your last answer (it is shown again)
-  h, ?, help    help                   q, quit     stop (resume later where you stopped)
-  A comment may end any answer after `#`: `b2 # A repeats itself`.
-On the screen, after a or b press 1 / 2 / 3 for the strength (any other key: none);
-m types a comment for the next answer; p pages through a long prompt.
+What a rater types or presses is `rlhf.raters.commands`; an item as text, `rlhf.raters.page`.
 
 Quality control: sides are drawn per item (A is response a or b at random), so a label never
 depends on the side; a share (`--repeat-rate`) of answered items comes back later with the sides
@@ -39,11 +29,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf.feedback.items import Item
 from rlhf.feedback.records import (
     Answer,
     Comparison,
     Correction,
-    Item,
     Note,
     Ranking,
     Rating,
@@ -276,14 +266,19 @@ class Session:
     def correct(self, shown: Shown, text: str, note: str = "", **extra) -> Correction:
         """Record the rater's rewrite of the response; an empty, unchanged or too long one is
         refused (`Refused`: nothing saved, ask again)."""
+        self.check_correction(shown, text)
+        return self._keep(shown, Correction.from_item(shown.item, text, **self._common(shown),
+                                                      **extra), note)
+
+    def check_correction(self, shown: Shown, text: str) -> None:
+        """Raise `Refused` where `correct` would (empty, unchanged, too long), saving nothing:
+        a front end asks again before it shows the change to confirm."""
         problem = correction_problem(shown.item.a, text)
         if problem:
             raise Refused(f"{problem}: edit the response, or skip the item")
         if len(text) > self.max_correction:
             raise Refused(f"the correction is {len(text):,} characters; the limit is "
                           f"{self.max_correction:,}: shorten it (nothing was saved)")
-        return self._keep(shown, Correction.from_item(shown.item, text, **self._common(shown),
-                                                      **extra), note)
 
     def skip(self, shown: Shown, note: str = "") -> Answer:
         """Pass on the item (of any kind); it goes back to the other raters."""
@@ -388,53 +383,6 @@ class Session:
             self.answered_now = max(0, self.answered_now - 1)
         self.refresh()
         return c
-
-
-# ----------------------------------------------------------------------------- line mode
-
-
-@dataclass
-class Command:
-    """A parsed line: kind is 'answer', 'undo', 'help', 'quit' or 'error'."""
-
-    kind: str
-    choice: str = ""
-    strength: str | None = None
-    comment: str = ""
-    error: str = ""
-
-
-def parse_command(line: str) -> Command:
-    """One line of input -> Command (see the module docstring for the syntax)."""
-    text, _, comment = line.partition("#")
-    words = text.strip().lower().split()
-    if not words:
-        return Command("error", error="empty line (h for help)")
-    head, rest = words[0], words[1:]
-    if head in ("u", "undo"):
-        return Command("undo")
-    if head in ("h", "?", "help"):
-        return Command("help")
-    if head in ("q", "quit", "exit"):
-        return Command("quit")
-    m = re.fullmatch(r"([ab])([123]?)", head)
-    if m:
-        strength = STRENGTH_WORDS.get(m.group(2)) if m.group(2) else None
-        if rest:
-            if len(rest) > 1 or rest[0] not in STRENGTH_WORDS or strength:
-                return Command("error", error=f"unknown strength {' '.join(rest)!r} "
-                                              "(1 slightly, 2 clearly, 3 much)")
-            strength = STRENGTH_WORDS[rest[0]]
-        side = "left" if m.group(1) == "a" else "right"
-        return Command("answer", side, strength, comment.strip())
-    if head in SHOWN_LABELS and not rest:
-        return Command("answer", SHOWN_LABELS[head], None, comment.strip())
-    return Command("error", error=f"unknown command {line.strip()!r} (h for help)")
-
-
-def help_text() -> str:
-    body = __doc__.split("without Enter):", 1)[1].split("On the screen")[0]
-    return "commands (one per line; in a terminal, single keys):" + body.rstrip()
 
 
 def describe(c: Answer, note: Note | None = None) -> str:

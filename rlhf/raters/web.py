@@ -1,32 +1,33 @@
 """`rlhf serve QUEUE... --store STORE --raters ann,bob`: the rating page, served to browsers.
 
-A Starlette app on uvicorn (an ASGI stack: one process serves many raters, each request's
-store work runs in a worker thread), bound to 127.0.0.1 unless `--host` says otherwise. Each
-rater gets one private link `/r/TOKEN` (a random token, kept in `STORE.raters.json`, mode 0600,
-so links survive a restart); a wrong or missing token gets 403 and nothing else. A rater sees
-and answers only their own work: the pair on their screen (named by a one-time nonce), their
-history, their revisions.
+A Starlette app on uvicorn (one process serves many raters; each request's store work runs in
+a worker thread), bound to 127.0.0.1 unless `--host` says otherwise. Each rater gets one
+private link `/r/TOKEN` (a random token, kept in `STORE.raters.json`, mode 0600, so links
+survive a restart); a wrong or missing token gets 403 and nothing else. A rater sees and
+answers only their own work: the item on screen (named by a one-time nonce), their history.
 
-The page is static (`web_page.html/.js/.css`, package data); it fetches JSON and puts every
-text in with `textContent`, never as HTML, under a Content-Security-Policy that allows only
-its own script; texts pass through `feedback.text.visible` first, so escapes stay visible.
-Everything else is the terminal's: the same `Session` (assignment leases, hidden repeats with
-sides swapped, gold items, sides drawn per item and stored apart from the label, time per item,
-guidelines version), the same store, the same answers and keys. An answer is confirmed only
-after the store has fsynced it. Requests over `MAX_BODY` bytes are refused (413).
+Items of every kind (compare two, rank K, rate one, correct one): the page gets what the item
+asks, the prompt as its turns, the responses as shown, a rating's scale, a correction's text to
+prefill; never the side drawn, the item id, a repeat or gold flag. Any answer may carry a note
+(`note`, or `comment`, its old name); a note may stand alone. An answer the session refuses (a
+note or correction over its limit, an empty or unchanged correction) gets 422 with the reason,
+and nothing is saved or cut short. The page is static (`web_page.html/.js/.css`); it puts every
+text in with `textContent`, never as HTML, under a Content-Security-Policy that allows only its
+own script; texts pass through `feedback.text.visible` first, the guidelines come as a tree of
+blocks (`raters.guidelines`). `raters.web_api` builds what the page gets and records its
+answers; the rest is the terminal's: the same `Session`, store and keys. An answer is
+confirmed once the store has fsynced it. A body over `max_body` bytes gets 413.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import secrets
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -38,37 +39,15 @@ from starlette.routing import Route
 
 from rlhf.config import UserError
 from rlhf.feedback.queue import read_queue
-from rlhf.feedback.records import Item, RecordError
+from rlhf.feedback.records import Answer, Note, RecordError
 from rlhf.feedback.store import ComparisonStore
-from rlhf.feedback.text import visible
-from rlhf.raters.session import (
-    GUIDELINES,
-    SHOWN_LABELS,
-    STRENGTH_WORDS,
-    Session,
-    Shown,
-    marker,
-    read_guidelines,
-)
+from rlhf.raters.session import GUIDELINES, MAX_CORRECTION, MAX_NOTE, Refused
+from rlhf.raters.web_api import MAX_BODY, RatingServer, max_body  # noqa: F401 (re-exported)
 
-MAX_BODY = 16 * 1024
-"""Largest request body accepted (bytes); an answer with a comment is well under 4 KiB."""
-MAX_COMMENT = 2000
-"""Longest comment kept (characters)."""
+MAX_HEADERS = 16 * 1024
+"""Largest request head uvicorn buffers (bytes)."""
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-CHOICES = {"left", "right", *SHOWN_LABELS.values()}
-
-
-@dataclass
-class Rater:
-    """One rater's state on the server: their session and the pair on their screen."""
-
-    name: str
-    session: Session
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    nonce: str | None = None
-    shown: Shown | None = None
 
 
 def load_tokens(path: Path, names: list[str]) -> dict[str, str]:
@@ -83,105 +62,6 @@ def load_tokens(path: Path, names: list[str]) -> dict[str, str]:
             json.dump({**kept, **tokens}, f)
         os.replace(tmp, path)
     return tokens
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def shown_payload(r: Rater) -> dict:
-    """What the page gets for the pair on screen: texts (escapes made visible), notes and
-    progress; never the side drawn, the item id, a repeat or gold flag."""
-    done, total, _ = r.session.progress()
-    if r.shown is None:
-        return {"done": True, "progress": [done, total], "summary": r.session.summary()}
-    left, right = r.shown.texts
-    return {"done": False, "nonce": r.nonce, "prompt": visible(r.shown.item.prompt),
-            "left": visible(left), "right": visible(right),
-            "notes": list(marker((left, right))), "progress": [done, total]}
-
-
-def _serve_next(r: Rater) -> dict:
-    """The pair now on the rater's screen (a reload shows the same one and renews its lease,
-    unless the lease ran out and the item went to others), else the next."""
-    s = r.session
-    if r.shown is not None and r.shown.repeat_of is None and s.store.claim(
-            r.name, [r.shown.item.id], s.overlap, s.lease_seconds) is None:
-        r.shown = None
-    if r.shown is None:
-        r.shown = r.session.next()
-        r.nonce = secrets.token_urlsafe(9) if r.shown else None
-    return shown_payload(r)
-
-
-def _choice(body: dict) -> tuple[str, str | None, str]:
-    choice = body.get("choice")
-    strength = body.get("strength") or None
-    comment = body.get("comment") or ""
-    if choice not in CHOICES or (strength is not None and strength not in STRENGTH_WORDS):
-        raise RecordError(f"unknown answer {choice!r} / strength {strength!r}")
-    if not isinstance(comment, str):
-        raise RecordError("comment: expected text")
-    return choice, STRENGTH_WORDS.get(strength) if strength else None, comment[:MAX_COMMENT]
-
-
-def _history(r: Rater) -> dict:
-    r.session.refresh()
-    rows = []
-    for c in reversed(r.session.mine[-500:]):
-        left, right = (c.a, c.b) if c.left == "a" else (c.b, c.a)
-        rows.append({"id": c.id, "prompt": visible(c.prompt), "left": visible(left),
-                     "right": visible(right), "answer": r.session.described(c),
-                     "revised": "revises" in c.meta})
-    return {"answers": rows}
-
-
-class RatingServer:
-    """The app's state: items, raters by token digest, the store path, session settings."""
-
-    def __init__(self, items: list[Item], store_path, tokens: dict[str, str],
-                 guidelines_path=None, **session_kw):
-        self.version, self.text = read_guidelines(guidelines_path)
-        store = ComparisonStore(store_path)  # one parse cache for every rater's session
-        self.raters = {_digest(tok): Rater(name, Session(
-            items, store, name, guidelines=self.version, **session_kw))
-            for name, tok in tokens.items()}
-
-    def rater(self, token: str) -> Rater | None:
-        return self.raters.get(_digest(token))
-
-    def handle(self, r: Rater, action: str, body: dict) -> tuple[int, dict]:
-        """One API call for rater `r` (run in a worker thread, under the rater's lock)."""
-        with r.lock:
-            if action == "guidelines":
-                return 200, {"version": self.version, "text": visible(self.text),
-                             "rater": visible(r.name)}
-            if action == "next":
-                return 200, _serve_next(r)
-            if action == "answer":
-                if r.shown is None or body.get("nonce") != r.nonce:
-                    return 409, {"error": "this pair is no longer on your screen; reload"}
-                choice, strength, comment = _choice(body)
-                c = r.session.answer(r.shown, choice, strength, comment)  # fsynced
-                r.shown = r.nonce = None
-                done, total, _ = r.session.progress()
-                return 200, {"saved": f"saved {done}/{total}: {visible(r.session.described(c))}",
-                             "id": c.id, "next": _serve_next(r)}
-            if action == "undo":
-                c = r.session.undo()
-                r.shown = r.nonce = None
-                return 200, {"undone": visible(r.session.described(c)) if c else None,
-                             "next": _serve_next(r)}
-            if action == "history":
-                return 200, _history(r)
-            if action == "revise":
-                choice, strength, comment = _choice(body)
-                try:
-                    c = r.session.revise(str(body.get("id")), choice, strength, comment)
-                except KeyError:
-                    return 404, {"error": "no such answer of yours"}
-                return 200, {"saved": f"revised: {visible(r.session.described(c))}", "id": c.id}
-        return 404, {"error": "unknown action"}
 
 
 TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
@@ -212,19 +92,19 @@ async def _page(request: Request) -> Response:
 
 
 async def _read_json(request: Request) -> dict | JSONResponse:
-    """The request's JSON object, or the error response (415 unless JSON, 413 over MAX_BODY,
-    400)."""
+    """The request's JSON object, or the error response (415 unless JSON, 413 over the
+    server's `max_body`, 400)."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         # (a cross-site form or a no-preflight fetch cannot send this type)
         return JSONResponse({"error": "send application/json"}, 415, headers=HEADERS)
-    size = request.headers.get("content-length")
-    if size is None or not size.isdigit() or int(size) > MAX_BODY:
-        return JSONResponse({"error": f"a body of at most {MAX_BODY} bytes, with its "
+    size, limit = request.headers.get("content-length"), request.app.state.server.max_body
+    if size is None or not size.isdigit() or int(size) > limit:
+        return JSONResponse({"error": f"a body of at most {limit} bytes, with its "
                                       "Content-Length"}, 413, headers=HEADERS)
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY:
+        if len(raw) > limit:
             return JSONResponse({"error": "request too large"}, 413, headers=HEADERS)
     try:
         body = json.loads(raw)
@@ -248,6 +128,8 @@ async def _api(request: Request) -> Response:
     try:
         status, out = await run_in_threadpool(
             server.handle, r, request.path_params["action"], body)
+    except Refused as e:  # nothing saved; the item stays on screen to be fixed
+        status, out = 422, {"error": str(e), "refused": True}
     except RecordError as e:
         status, out = 400, {"error": str(e)}
     except UserError as e:  # the store cannot be written: nothing was confirmed
@@ -309,7 +191,7 @@ def serve_until_rated(queue, store_path, names: list[str], host: str = "127.0.0.
                       port: int = 8765, poll_seconds: float = 2.0, say=print, stop=None,
                       **session_kw) -> bool:
     """Serve `queue` (the loop's human mode `rater.kind: web`): print the links, wait until
-    every pair has an answer, stop the server; True when rated, False when `stop()` asked
+    every item has an answer, stop the server; True when rated, False when `stop()` asked
     to end the wait first (a signal). Killed, it resumes with the same links (tokens are kept
     beside the store) and the answers so far."""
     import uvicorn
@@ -317,7 +199,7 @@ def serve_until_rated(queue, store_path, names: list[str], host: str = "127.0.0.
     items = read_queue(queue)
     app, tokens = build([queue], store_path, names, **session_kw)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           h11_max_incomplete_event_size=MAX_BODY))
+                                           h11_max_incomplete_event_size=MAX_HEADERS))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     say("rating links (one per rater; keep them private):\n" +
@@ -325,7 +207,8 @@ def serve_until_rated(queue, store_path, names: list[str], host: str = "127.0.0.
     store, wanted = ComparisonStore(store_path), {it.id for it in items}
     try:
         while thread.is_alive():
-            left = wanted - {c.item_id for c in store.load()}
+            left = wanted - {a.item_id for a in store.answers()
+                             if isinstance(a, Answer) and not isinstance(a, Note)}
             if not left:
                 return True
             if stop is not None and stop():
@@ -351,15 +234,22 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--repeat-rate", type=float, default=0.1, help="share of hidden repeats")
     p.add_argument("--seed", type=int, default=0, help="seed of side and repeat draws")
     p.add_argument("--lease-seconds", type=float, default=900,
-                   help="how long a pair on screen stays reserved for its rater")
+                   help="how long an item on screen stays reserved for its rater")
+    p.add_argument("--max-note-chars", type=int, default=MAX_NOTE,
+                   help="longest note accepted; a longer one is refused with a message")
+    p.add_argument("--max-correction-chars", type=int, default=MAX_CORRECTION,
+                   help="longest correction accepted; a longer one is refused")
     a = p.parse_args(argv)
+    if a.max_note_chars < 1 or a.max_correction_chars < 1:
+        raise UserError("--max-note-chars and --max-correction-chars must be at least 1")
     import uvicorn
 
     app, tokens = build(a.queues, a.store, rater_names(a.raters, a.raters_file), a.guidelines,
                         overlap=a.overlap, repeat_rate=a.repeat_rate, seed=a.seed,
-                        lease_seconds=a.lease_seconds)
+                        lease_seconds=a.lease_seconds, max_note=a.max_note_chars,
+                        max_correction=a.max_correction_chars)
     print("rating links (one per rater; keep them private):\n" +
           "\n".join(links(tokens, a.host, a.port)), flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning",
-                h11_max_incomplete_event_size=MAX_BODY)
+                h11_max_incomplete_event_size=MAX_HEADERS)
     return 0

@@ -1,0 +1,222 @@
+"""Files of rows, read and written one way by every importer and exporter: JSON (a list),
+JSON lines (optionally .gz), parquet, and `datasets` folders (`save_to_disk`: a `Dataset`,
+or a `DatasetDict` of which one split is read).
+
+Reading gives `(where, row)` pairs: `where` names the file and the row ("f.jsonl:3", the
+line; "f.json: item 0"; "f.parquet: row 1"; "folder: row 1"), so a row that does not fit is
+reported in one line. A truncated .gz, a byte that is not UTF-8, a line that is not a JSON
+object, a file that is not parquet, a folder that is not a saved dataset: a `RecordError`
+naming it.
+
+Writing (`write_rows`) goes by the name: `x.jsonl` JSON lines, `x.parquet` parquet, anything
+else a `save_to_disk` folder (with `split`: a `DatasetDict` of that one split). It is atomic:
+a temporary file or folder beside the target, then a rename; a failed write leaves the old
+one, and a folder that is not a saved dataset is never replaced.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+from rlhf.feedback.records import RecordError
+
+Row = tuple[str, dict]
+"""(where, row): the file and line or row number, and the row."""
+
+
+def _decode(raw: bytes, p: Path, first_line: int = 1) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + raw[:e.start].count(b"\n")
+        raise RecordError(f"{p}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
+
+
+def _bytes(p: Path, first_line_only: bool = False) -> tuple[int, bytes]:
+    """The file's bytes (.gz unpacked), or (line number, its first non-blank line); a
+    truncated or damaged .gz -> RecordError."""
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    try:
+        with (gzip.open if p.suffix == ".gz" else open)(p, "rb") as f:
+            if not first_line_only:
+                return 1, f.read()
+            for n, line in enumerate(f, 1):  # a whole line, however long
+                if line.strip():
+                    return n, line
+            return 1, b""
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise RecordError(f"{p}: truncated or damaged gzip file ({e})") from None
+
+
+def read_json_rows(path: str | os.PathLike) -> list[Row]:
+    """A JSON list or JSON lines (optionally .gz) -> (where, row); a bad line names file:line."""
+    p = Path(path)
+    text = _decode(_bytes(p)[1], p)
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except ValueError as e:
+            raise RecordError(f"{p}: not valid JSON: {e}") from None
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise RecordError(f"{p}: item {bad} is not a JSON object")
+        return [(f"{p}: item {i}", r) for i, r in enumerate(rows)]
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise RecordError(f"{p}:{n}: not valid JSON: {e}") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{p}:{n}: expected a JSON object")
+            out.append((f"{p}:{n}", row))
+    return out
+
+
+def read_parquet_rows(path: str | os.PathLike) -> list[Row]:
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    try:
+        rows = pq.read_table(p).to_pylist()
+    except Exception as e:  # pyarrow's own reasons (not parquet, truncated)
+        raise RecordError(f"{p}: not a readable parquet file ({e})") from None
+    return [(f"{p}: row {i}", r) for i, r in enumerate(rows, 1)]
+
+
+def load_folder(path: str | os.PathLike, split: str | None = None):
+    """A `save_to_disk` folder as a `datasets.Dataset` (of a DatasetDict: `split`, or its only
+    split, or "train")."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # not a saved dataset: datasets says why
+        raise RecordError(f"{path}: not a saved dataset folder ({type(e).__name__}: "
+                          f"{e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        name = split or (next(iter(ds)) if len(ds) == 1 else "train")
+        if name not in ds:
+            raise RecordError(f"{path}: no split {name!r} (has {', '.join(ds)}; choose one "
+                              "with --split)")
+        ds = ds[name]
+    return ds
+
+
+def read_rows(path: str | os.PathLike, split: str | None = None) -> list[Row]:
+    """Rows of any of the containers (see the module docstring)."""
+    p = Path(path)
+    if p.is_dir():
+        return [(f"{p}: row {i}", r) for i, r in enumerate(load_folder(p, split).to_list(), 1)]
+    if p.suffix == ".parquet":
+        return read_parquet_rows(p)
+    return read_json_rows(p)
+
+
+def first_row(path: str | os.PathLike, split: str | None = None) -> Row:
+    """The first row, read without reading the rest where the container allows (a JSON-lines
+    file: its first non-blank line, however long); an empty file -> RecordError."""
+    p = Path(path)
+    if p.is_dir():
+        ds = load_folder(p, split)
+        if len(ds) == 0:
+            raise RecordError(f"{p}: the dataset is empty")
+        return f"{p}: row 1", ds[0]
+    if p.suffix == ".parquet":
+        rows = read_parquet_rows(p)
+    else:
+        n, line = _bytes(p, first_line_only=True)
+        head = _decode(line, p, n).strip()
+        if not head:
+            raise RecordError(f"{p}: the file is empty")
+        if not head.startswith("["):
+            try:
+                row = json.loads(head)
+            except ValueError as e:
+                raise RecordError(f"{p}:{n}: not valid JSON: {e}") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{p}:{n}: expected a JSON object")
+            return f"{p}:{n}", row
+        rows = read_json_rows(p)
+    if not rows:
+        raise RecordError(f"{p}: the file is empty")
+    return rows[0]
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def container(out: str | os.PathLike) -> str:
+    """What `write_rows` writes for this name: "jsonl", "parquet" or "folder"."""
+    name = str(out)
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(("/", os.sep)) or Path(name).is_dir() or not Path(name).suffix:
+        return "folder"
+    raise RecordError(f"{out}: write to x.jsonl, x.parquet or a folder (x/) for "
+                      "save_to_disk")
+
+
+def is_saved_dataset(p: Path) -> bool:
+    return any((p / f).is_file() for f in ("dataset_info.json", "dataset_dict.json",
+                                           "state.json"))
+
+
+def write_rows(rows: list[dict], out: str | os.PathLike, split: str | None = None) -> str:
+    """Write `rows` to `out` (see the module docstring), atomically; returns the container."""
+    kind = container(out)
+    p = Path(str(out).rstrip("/" + os.sep) or str(out))
+    if kind == "folder" and p.exists() and (not p.is_dir() or (
+            any(p.iterdir()) and not is_saved_dataset(p))):
+        raise RecordError(f"{p}: exists and is not a saved dataset; choose another --out")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        if kind == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        else:
+            ds = _dataset(rows)
+            if kind == "parquet":
+                ds.to_parquet(str(tmp))
+            else:
+                if split:
+                    import datasets
+
+                    ds = datasets.DatasetDict({split: ds})
+                ds.save_to_disk(str(tmp))
+        _replace(tmp, p)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+    return kind
+
+
+def _dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.Dataset.from_list(rows)
+
+
+def _replace(tmp: Path, p: Path) -> None:
+    """Move the written `tmp` into place; an old folder is moved aside first, then removed."""
+    if tmp.is_dir() and p.is_dir():
+        old = p.with_name(f".{p.name}.old-{os.getpid()}")
+        os.replace(p, old)
+        os.replace(tmp, p)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, p)
