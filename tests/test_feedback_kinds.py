@@ -123,6 +123,9 @@ def test_records_check_every_kind_naming_the_key():
         ranking([1, 1, 5, 2]).check()  # a place past K
     with pytest.raises(RecordError, match="ranks"):
         ranking([2, 3, 3, 4]).check()  # nobody first
+    with pytest.raises(RecordError, match="dense"):
+        ranking([1, 1, 3, 4]).check()  # after two tied first comes 2, not 3
+    ranking([1, 1, 2, 3]).check()
     with pytest.raises(RecordError, match="value"):
         Rating(item_id="t", prompt="P", response="r", value=8, scale="likert7", low=1,
                high=7).check()
@@ -262,3 +265,33 @@ def test_a_store_of_every_kind_survives_sigkill_mid_write(tmp_path):
         corr = {a.id[1:] for a in answers if isinstance(a, Correction)}
         about = {a.about[1:] for a in answers if isinstance(a, Note) and a.about}
         assert corr == about
+
+
+def test_a_revision_carries_its_note_in_the_same_write(tmp_path):
+    path = tmp_path / "s.jsonl"
+    s = Session([Item("P", "x", "y", id="i0")], ComparisonStore(path), "ann", repeat_rate=0)
+    first = s.answer(s.next(), "left", comment="x is kinder")
+    second = s.revise(first.id, "tie")  # no new note: the old one is carried over
+    third = s.revise(second.id, "right", comment="on reflection, y")
+    live = s.store.answers()
+    assert [(type(a).__name__, getattr(a, "about", None)) for a in live] == [
+        ("Comparison", None), ("Note", third.id)]
+    assert live[1].text == "on reflection, y"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    # the second revision: two retractions (answer, its note), the answer, its note
+    assert [x["type"] for x in lines[-4:]] == ["retract", "retract", "comparison", "note"]
+    carried = lines[5]  # the first revision's note: the old text, about the new answer
+    assert (carried["type"], carried["about"], carried["text"]) == ("note", second.id,
+                                                                     "x is kinder")
+    assert (lines[-4]["id"], lines[-3]["id"]) == (second.id, carried["id"])
+
+
+def test_stats_reads_an_unpaired_file(tmp_path, capsys):
+    from rlhf.feedback import stats  # (the command under test)
+
+    kto = tmp_path / "kto.jsonl"
+    kto.write_text('{"prompt": "P", "completion": "good", "label": true}\n'
+                   '{"prompt": "P", "completion": "bad", "label": false}\n')
+    assert stats.cli([str(kto), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kinds"]["counts"]["overall"]["rating"] == 2

@@ -53,8 +53,8 @@ def test_a_noiseless_rater_ranks_by_score_exactly():
 
 def test_ties_within_the_band_share_a_place():
     r = SimulatedRater("vader", temperature=0, tie_band=0.05)
-    # 0.50 and 0.52 are 0.02 apart: one place (2), the next place is 4
-    assert r.order([0.50, 0.52, 0.2, 0.9]) == [2, 2, 4, 1]
+    # 0.50 and 0.52 are 0.02 apart: one place (2); places are dense, so the next is 3
+    assert r.order([0.50, 0.52, 0.2, 0.9]) == [2, 2, 3, 1]
     # chained: 0.08 and 0.0 are 0.08 apart, but each is within 0.05 of 0.04
     assert tie_groups([0.0, 0.04, 0.08, 0.5], 0.05) == [[3], [2, 1, 0]]
     assert r.order([0.0, 0.04, 0.08, 0.5]) == [2, 2, 2, 1]

@@ -5,7 +5,8 @@ Kinds (the `type` of a store line):
   A pair is kept as (a, b) in a fixed order; which side each was *shown* on is stored apart
   (`left`), so the label always speaks of a/b and swapping sides never changes its meaning.
 - `ranking`: K responses put in order, ties allowed (`ranks[i]` is response i's place,
-  1 = best; equal places are ties). `shown` is the order they were shown in.
+  1 = best; equal places are ties; places are dense: after two tied first comes 2, so
+  the places used are 1..m). `shown` is the order they were shown in.
 - `rating`: one response on a scale (`value` between `low` and `high`; thumbs are the scale
   0..1), with the scale's name and its anchors' words as the rater saw them.
 - `correction`: one response as the rater rewrote it (`corrected`), kept beside the response
@@ -59,6 +60,11 @@ def new_id() -> str:
 
 class RecordError(UserError, ValueError):
     """A record that does not fit the schema (the message names the key)."""
+
+
+def is_thumbs(scale: dict) -> bool:
+    """Whether a scale is thumbs down / up (0..1)."""
+    return scale.get("low") == 0 and scale.get("high") == 1
 
 
 def check_scale(scale: dict) -> None:
@@ -180,7 +186,8 @@ class Ranking(Answer):
     REQUIRED: ClassVar[tuple] = ("item_id", "prompt", "responses", "ranks")
     responses: list
     ranks: list
-    """Place of each response (1 = best; equal places are ties); [] when skipped."""
+    """Place of each response (1 = best; equal places are ties; dense: the places used are
+    1..m, e.g. [2, 1, 2, 3]); [] when skipped."""
     shown: list = field(default_factory=list)
     """Indices of `responses` in the order shown (top first)."""
     sources: list = field(default_factory=list)
@@ -202,9 +209,9 @@ class Ranking(Answer):
             return
         if (len(self.ranks) != k or not all(isinstance(x, int) and not isinstance(x, bool)
                                             for x in self.ranks)
-                or min(self.ranks) != 1 or max(self.ranks) > k):
-            raise RecordError(f"ranks: expected {k} places from 1 (best) to at most {k}, "
-                              f"got {self.ranks!r}")
+                or sorted(set(self.ranks)) != list(range(1, max(self.ranks) + 1))):
+            raise RecordError(f"ranks: expected {k} dense places from 1 (best; ties share a "
+                              f"place, the next takes the next: 1, 1, 2), got {self.ranks!r}")
         if self.shown and sorted(self.shown) != list(range(k)):
             raise RecordError(f"shown: expected an order of 0..{k - 1}, got {self.shown!r}")
 
@@ -237,7 +244,7 @@ class Rating(Answer):
 
     @property
     def thumbs(self) -> bool:
-        return self.low == 0 and self.high == 1
+        return is_thumbs({"low": self.low, "high": self.high})
 
     def check(self) -> None:
         super().check()

@@ -29,7 +29,7 @@ import sys
 import warnings
 from collections import Counter, defaultdict
 
-from rlhf.feedback.formats import detect_format, read_any
+from rlhf.feedback.formats import detect_format, read_records
 from rlhf.feedback.kind_stats import kind_stats, render_kinds
 from rlhf.feedback.records import Comparison, RecordError
 from rlhf.feedback.store import ComparisonStore
@@ -236,7 +236,7 @@ def cli(argv: list[str]) -> int:
             for e in store.errors:
                 print(f"rlhf stats: skipped malformed line: {e}", file=sys.stderr)
         else:
-            records = read_any(a.store)
+            records = read_records(a.store)
     except RecordError as e:
         print(f"rlhf stats: error: {e}", file=sys.stderr)
         return 2

@@ -159,17 +159,24 @@ class ComparisonStore:
                 self._save_leases(leases)
             return last
 
-    def revise(self, old_id: str, new: Comparison) -> Comparison:
-        """Supersede the live answer `old_id` of `new.rater` by `new`: a retraction and the new
-        record (`meta.revises` = old id) in one write, durable on return. Never an edit."""
+    def revise(self, old_id: str, new: Comparison, notes: list[Note] = ()) -> Comparison:
+        """Supersede the live answer `old_id` of `new.rater` by `new`: retractions of the old
+        answer and of its notes, the new record (`meta.revises` = old id) and `notes` (about
+        the new one) in one write, durable on return. Never an edit."""
         new.check()
+        for n in notes:
+            n.check()
         with self._locked() as fd:
-            old = next((c for c in self.load(_locked=True) if c.id == old_id), None)
+            answers = self.answers(_locked=True)
+            old = next((c for c in answers if isinstance(c, Comparison) and c.id == old_id),
+                       None)
             if old is None or old.rater != new.rater:
                 raise RecordError(f"no live answer {old_id!r} of rater {new.rater!r}")
             new.meta = {**new.meta, "revises": old_id}
-            self._write(fd, [{"type": "retract", "id": old_id, "rater": new.rater,
-                              "at": time.time(), "why": "revised"}, as_line(new)])
+            gone = [old_id] + [n.id for n in answers if isinstance(n, Note) and n.about == old_id]
+            self._write(fd, [{"type": "retract", "id": i, "rater": new.rater, "at": time.time(),
+                              "why": "revised"} for i in gone]
+                        + [as_line(new)] + [as_line(n) for n in notes])
         return old
 
     def check_writable(self) -> None:

@@ -9,7 +9,7 @@ what the item asks (`Item.ask`), with explicit noise at its temperature T and ti
 - rank K: responses whose scores are within the tie band of a neighbour (sorted by score,
   chained) share a place; the groups are ordered by their mean score plus T times a Gumbel
   draw, which is a Plackett-Luce draw with weights exp(score / T) (for K = 2 exactly the
-  comparison above). Places are 1 (best) to K, ties take the same place (1, 1, 3).
+  comparison above). Places are 1 (best) to K, ties share a place, dense (1, 1, 2).
 - rate on a scale low..high with P = high - low + 1 points: the score plus T times a logistic
   draw is mapped through the scorer's calibration (`CALIBRATION`: quantiles of its scores on
   TinyStories paragraphs, ../shared/data/text; linear between them) to u in [0, 1], and the
@@ -135,12 +135,12 @@ def tie_groups(scores: list[float], band: float) -> list[list[int]]:
 
 
 def places(groups: list[list[int]], k: int) -> list[int]:
-    """Place of each of k responses from groups best first: 1, ties share one (1, 1, 3)."""
-    out, place = [0] * k, 1
-    for g in groups:
+    """Place of each of k responses from groups best first, dense as the rating screens
+    store them: ties share one place and the next group takes the next (1, 1, 2)."""
+    out = [0] * k
+    for place, g in enumerate(groups, 1):
         for i in g:
             out[i] = place
-        place += len(g)
     return out
 
 
