@@ -339,7 +339,8 @@ class Session:
     def revise(self, old_id: str, choice: str, strength: str | None = None,
                comment: str = "", shown_at: float | None = None) -> Comparison:
         """Replace this rater's live answer `old_id` by a new one given in screen terms (on
-        the sides it was shown with): a new record that supersedes it, never an edit."""
+        the sides it was shown with): a new record that supersedes it, never an edit. Its
+        note is `comment`, else the old answer's note, carried over; written with it."""
         old = next((c for c in self.mine if c.id == old_id), None)
         if old is None:
             raise KeyError(old_id)
@@ -355,9 +356,11 @@ class Session:
             rater_kind=self.rater_kind, guidelines=self.guidelines, shown_at=shown.shown_at,
             seconds=round(time.time() - shown.shown_at, 3),
             repeat_of=old.repeat_of, served_because=old.served_because)
-        self.store.revise(old_id, new)
-        if comment.strip():
-            self.note(comment.strip(), about=new.id, shown=shown)
+        text = comment.strip() or getattr(self.notes.get(old_id), "text", "")
+        notes = [Note(text=text, about=new.id, item_id=item.id, prompt=item.prompt,
+                      group=item.group, rater=self.rater, rater_kind=self.rater_kind,
+                      guidelines=self.guidelines)] if text else []
+        self.store.revise(old_id, new, notes)
         self.refresh()
         return new
 
