@@ -36,7 +36,7 @@ COMMANDS = {
     "sample-pairs": (pairs.cli, "responses per prompt into a queue: compare, rank, rate, correct"),
     "import-pairs": (formats.cli, "import HH/TRL/PandaLM/FineGrained data sets"),
     "export": (export.cli, "write a store as TRL data sets (pairs, KTO, SFT, text) or notes"),
-    "rate": (rate.cli, "the pairwise comparison prompt (terminal or piped stdin)"),
+    "rate": (rate.cli, "compare, rank, rate or correct the items of a queue (terminal or stdin)"),
     "serve": (web.cli, "the rating page for browsers: one private link per rater"),
     "stats": (stats.cli, "counts, bias, consistency and agreement of a feedback store, by kind"),
     "train-reward": (train_reward.cli, "train a reward model from comparisons"),

@@ -12,12 +12,14 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from rlhf.feedback.items import Item
-from rlhf.feedback.queue import write_queue
+from rlhf.feedback.queue import read_queue, write_queue
+from rlhf.feedback.store import ComparisonStore
 from rlhf.raters.commands import parse_command, parse_ranking, parse_rating
 from rlhf.raters.editing import (
     EditorError,
@@ -25,12 +27,13 @@ from rlhf.raters.editing import (
     editor_command,
     marked,
     read_lines,
+    run_correction,
     run_editor,
     word_diff,
 )
 from rlhf.raters.page import layout, width_of
 from rlhf.raters.rate import run_session
-from rlhf.raters.session import Shown
+from rlhf.raters.session import Refused, Session, Shown
 
 ROOT = Path(__file__).resolve().parents[1]
 L7 = {"name": "likert7", "low": 1, "high": 7,
@@ -155,12 +158,14 @@ def test_limits_refuse_with_the_reason_and_never_cut(tmp_path):
     _, out = drive(tmp_path, [
         "a b c d # this note is far too long", "a b c d # short",
         "note this one is too long as well", "note ok",
-        "+", "1", "e", long_fix, ".", "e", "The cat is happy.", ".", "y", "q"],
+        "+", "1", "e", long_fix, "s", "q", ".",  # past the limit: read to the `.`, refused
+        "e", "The cat is happy.", ".", "y", "q"],
         max_note=10, max_correction=40)
     assert "? the note is 25 characters; the limit is 10: shorten it (nothing was saved)" \
         in out
     assert "? the note is 28 characters; the limit is 10" in out
-    assert "? the correction is 50 characters; the limit is 40: shorten it" in out
+    assert "? the correction is 54 characters; the limit is 40: shorten it (nothing was " \
+        "saved)\n>" in out  # said once, then the next command is asked for
     recs = stored(tmp_path)
     assert [(r["type"], r.get("text"), r.get("corrected")) for r in recs] == [
         ("ranking", None, None), ("note", "short", None), ("note", "ok", None),
@@ -245,12 +250,90 @@ def test_word_diff_runs_rebuild_both_texts_and_marks_need_no_colour():
         "  one [-two-]{+three+}"]
 
 
+def pieces(*parts: str):
+    """A `readline` giving `parts` one by one, then end of input."""
+    it = iter([*parts, ""])
+    return lambda: next(it)
+
+
 def test_line_editor_reads_to_a_lone_dot():
     lines = iter(["first\n", "..\n", "  indented\r\n", "\n", ".\n", "after\n"])
-    assert read_lines(lambda: next(lines)) == "first\n.\n  indented\n"
+    assert read_lines(lambda: next(lines), 100) == "first\n.\n  indented\n"
     assert next(lines) == "after\n"  # nothing read past the dot
-    rest = iter(["unfinished\n", ""])
-    assert read_lines(lambda: next(rest)) is None  # end of input cancels
+    assert read_lines(pieces("unfinished\n"), 100) is None  # end of input cancels
+    assert read_lines(pieces("a long li", "ne\r\n", ".\n"), 100) == "a long line"  # in pieces
+    assert read_lines(pieces("abc\n", "d\n", ".\n"), 5) == "abc\nd"  # 5: at the limit
+
+
+@pytest.mark.parametrize("parts, chars", [
+    (("abc\n", "de\n", ".\n"), 6),
+    (("abcdefgh\r", "\n", ".\n"), 8),  # a line held by no one: its \r\n counted right
+    (("ab\n", "cdefghij", "klm\r\n", "..\n", ".\n"), 16),
+    (("abcdef\n", "\n", "x\n", ".\n"), 9)])
+def test_line_editor_refuses_past_the_limit_at_the_dot(parts, chars):
+    with pytest.raises(Refused, match=f"the correction is {chars} characters; the limit is 5: "
+                       "shorten it"):
+        read_lines(pieces(*parts), 5)
+
+
+def test_line_editor_holds_no_more_than_the_limit_of_a_long_text():
+    piece = 1 << 16
+
+    def feed():  # fresh strings: 6.5 MB in all, one line of 100 pieces among them
+        yield "short\n"
+        for _ in range(99):
+            yield "x" * piece
+        yield "x" * (piece - 2) + "\r\n"
+        yield from ("s\n", "..\n", ".\n", "after\n")  # `s`: a line of the text, no command
+    lines = feed()
+    tracemalloc.start()
+    try:
+        with pytest.raises(Refused, match="the correction is 6,553,608 characters; the limit "
+                           "is 1,000: shorten it"):
+            read_lines(lambda: next(lines), 1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * piece  # a piece or two at a time, never the text
+    assert next(lines) == "after\n"  # read through the dot, no further
+
+
+def test_run_correction_edits_again_and_refusals_are_one_line(tmp_path):
+    write_queue(tmp_path / "q.jsonl", [Item("Fix.", "The cat are happy.", ask="correct",
+                                            id="co")])
+    s = Session(list(read_queue(tmp_path / "q.jsonl")), ComparisonStore(tmp_path / "s.jsonl"),
+                "ann", repeat_rate=0, max_correction=30)
+    shown, said, calls = s.next(), [], []
+
+    def run(edits, replies):
+        def edit(text):
+            calls.append(("edit", text))
+            e = edits.pop(0)
+            if isinstance(e, Exception):
+                raise e
+            return e
+
+        def ask(lines):
+            calls.append(("ask", lines[1]))
+            return replies.pop(0)
+        return run_correction(s, shown, "typed before", edit, ask, said.append, 40)
+
+    assert run([EditorError("the edited text is not UTF-8 (line 2): save it as UTF-8")],
+               []) is None
+    assert run(["The cat are happy."], []) is None  # unchanged
+    assert run(["The cat is happy.", None], [("e", "")]) is None  # Ctrl-D in the second
+    assert run(["The cat is happy.", "The cat is so happy."], [("e", ""), ("n", "")]) is None
+    c = run(["The cat is happy.", "The cat is so happy."], [("e", ""), ("y", "")])
+    assert said == ["? the edited text is not UTF-8 (line 2): save it as UTF-8",
+                    "? the correction is unchanged: edit the response, or skip the item",
+                    "correction cancelled: nothing was saved",
+                    "correction cancelled: nothing was saved"]
+    assert calls[-4:] == [("edit", "The cat are happy."), ("ask", "  The cat [-are-]{+is+} happy."),
+                          ("edit", "The cat is happy."),  # the edited text, edited again
+                          ("ask", "  The cat [-are-]{+is so+} happy.")]
+    answers = s.store.answers()
+    assert [type(a).__name__ for a in answers] == ["Correction", "Note"]
+    assert (c.corrected, answers[1].text) == ("The cat is so happy.", "typed before")
 
 
 def editor_script(tmp_path, body: str) -> list[str]:
@@ -273,6 +356,12 @@ def test_run_editor_returns_the_file_as_edited(tmp_path):
         run_editor(fail, "x", 100)
     with pytest.raises(EditorError, match="cannot run the editor 'no-such-editor-h23'"):
         run_editor(["no-such-editor-h23"], "x", 100)
+    bad = editor_script(tmp_path, "open(p, 'wb').write(b'ok\\ncaf\\xe9\\n')\n"
+                        f"open({str(tmp_path / 'seen')!r}, 'w').write(p)\n")
+    with pytest.raises(EditorError, match=r"^the edited text is not UTF-8 \(line 2\): save it "
+                       r"as UTF-8 and edit again \(nothing was saved\)$"):
+        run_editor(bad, "café", 100)  # refused, never patched with U+FFFD
+    assert not Path((tmp_path / "seen").read_text()).exists()
     grow = editor_script(tmp_path, "open(p, 'w').write('x' * 1000)\n")
     with pytest.raises(EditorError, match="1,000 bytes, more than the limit of 10 char"):
         run_editor(grow, "x", 10)

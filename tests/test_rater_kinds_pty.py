@@ -24,15 +24,41 @@ open(p, "w", encoding="utf-8", newline="").write(t + "\\n")  # as editors end a 
 """
 
 
+ITEMS = [Item("Tell me a story.", "r0 the cat", "r1 the dog", ask="rank",
+              others=[f"r2 {HOSTILE}", "r3 the bird"], id="rk"),
+         Item("Say hi.", "Hi!", ask="rate", id="th"),
+         Item("Say hello.", "Hello there.", ask="rate", scale=L7, id="l7"),
+         Item("Nothing to fix.", "All fine.", ask="correct", id="cu"),
+         Item("Fix the grammar.", "The cat are happy.", ask="correct", id="co"),
+         Item("Pick one.", "x", "y", id="cp")]
+
+
+def stored_by_keys() -> list[dict]:
+    """What `test_every_kind_by_keys_with_the_editor` leaves in the store, by hand."""
+    thumbs = {"scale": "thumbs", "low": 0, "high": 1, "anchors": {"0": "bad", "1": "good"}}
+    return [
+        {"type": "ranking", "item_id": "rk", "rater": "ann",
+         "responses": ["r0 the cat", "r1 the dog", f"r2 {HOSTILE}", "r3 the bird"],
+         "ranks": [2, 3, 2, 1], "shown": [2, 3, 0, 1], "skipped": False},
+        {"type": "rating", "item_id": "th", "rater": "ann", "response": "Hi!", "value": 0,
+         **thumbs, "skipped": False},
+        {"type": "note", "item_id": "th", "rater": "ann", "text": "meh", "about": 1},
+        {"type": "note", "item_id": "l7", "rater": "ann", "text": "prompts repeat",
+         "about": None},
+        {"type": "rating", "item_id": "l7", "rater": "ann", "response": "Hello there.",
+         "value": 6, "scale": "likert7", "low": 1, "high": 7, "anchors": L7["anchors"],
+         "skipped": False},
+        {"type": "correction", "item_id": "cu", "rater": "ann", "response": "All fine.",
+         "corrected": "", "skipped": True},
+        {"type": "correction", "item_id": "co", "rater": "ann",
+         "response": "The cat are happy.", "corrected": f"The cat is happy. {HOSTILE}",
+         "skipped": False},
+        {"type": "note", "item_id": "co", "rater": "ann", "text": "grammar", "about": 6},
+        {"type": "comparison", "item_id": "cp", "rater": "ann", "label": "skip"}]
+
+
 def test_every_kind_by_keys_with_the_editor(tmp_path, pty_factory, monkeypatch):  # noqa: F811
-    write_queue(tmp_path / "q.jsonl", [
-        Item("Tell me a story.", "r0 the cat", "r1 the dog", ask="rank",
-             others=[f"r2 {HOSTILE}", "r3 the bird"], id="rk"),
-        Item("Say hi.", "Hi!", ask="rate", id="th"),
-        Item("Say hello.", "Hello there.", ask="rate", scale=L7, id="l7"),
-        Item("Nothing to fix.", "All fine.", ask="correct", id="cu"),
-        Item("Fix the grammar.", "The cat are happy.", ask="correct", id="co"),
-        Item("Pick one.", "x", "y", id="cp")])
+    write_queue(tmp_path / "q.jsonl", ITEMS)
     (tmp_path / "ed.py").write_text(EDITOR)
     monkeypatch.setenv("VISUAL", f"{sys.executable} {tmp_path / 'ed.py'}")
     t = pty_factory(40, 100)
@@ -73,26 +99,7 @@ def test_every_kind_by_keys_with_the_editor(tmp_path, pty_factory, monkeypatch):
     t.send(b"x", b"")
     assert t.proc.wait(timeout=30) == 0
     assert b"\x1b[2Jgotcha" not in t.seen and b"\x1b]" not in t.seen  # never sent raw
-    thumbs = {"scale": "thumbs", "low": 0, "high": 1, "anchors": {"0": "bad", "1": "good"}}
-    assert stored(tmp_path) == [
-        {"type": "ranking", "item_id": "rk", "rater": "ann",
-         "responses": ["r0 the cat", "r1 the dog", f"r2 {HOSTILE}", "r3 the bird"],
-         "ranks": [2, 3, 2, 1], "shown": [2, 3, 0, 1], "skipped": False},
-        {"type": "rating", "item_id": "th", "rater": "ann", "response": "Hi!", "value": 0,
-         **thumbs, "skipped": False},
-        {"type": "note", "item_id": "th", "rater": "ann", "text": "meh", "about": 1},
-        {"type": "note", "item_id": "l7", "rater": "ann", "text": "prompts repeat",
-         "about": None},
-        {"type": "rating", "item_id": "l7", "rater": "ann", "response": "Hello there.",
-         "value": 6, "scale": "likert7", "low": 1, "high": 7, "anchors": L7["anchors"],
-         "skipped": False},
-        {"type": "correction", "item_id": "cu", "rater": "ann", "response": "All fine.",
-         "corrected": "", "skipped": True},
-        {"type": "correction", "item_id": "co", "rater": "ann",
-         "response": "The cat are happy.", "corrected": f"The cat is happy. {HOSTILE}",
-         "skipped": False},
-        {"type": "note", "item_id": "co", "rater": "ann", "text": "grammar", "about": 6},
-        {"type": "comparison", "item_id": "cp", "rater": "ann", "label": "skip"}]
+    assert stored(tmp_path) == stored_by_keys()
 
 
 def test_line_editor_on_the_screen_and_limits(tmp_path, pty_factory, monkeypatch):  # noqa: F811
@@ -117,8 +124,8 @@ def test_line_editor_on_the_screen_and_limits(tmp_path, pty_factory, monkeypatch
     t.send(b"e", b"Ctrl-D cancels.")
     t.send(b"The cat are happy.\n.\n", b"? the correction is unchanged")
     t.send(b"e", b"Ctrl-D cancels.")
-    t.send(b"The cat is happy, and so are we all.\n.\n",
-           b"? the correction is 36 characters; the limit is 30")
+    t.send(b"The cat is happy, and so are we all.\ns\n.\n",  # `s`: a line, not a key
+           b"? the correction is 38 characters; the limit is 30")
     t.send(b"e", b"Ctrl-D cancels.")
     t.send(b"The cat is happy.\n", b"The cat is happy.")
     diff = t.send(b"..\n.\n", b"y: save this correction")

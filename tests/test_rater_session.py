@@ -191,11 +191,14 @@ def test_two_rater_processes_on_one_store(tmp_path):
 
 @pytest.mark.parametrize("argv", [["--help"]])
 def test_cli_help_lists_commands(argv, capsys):
-    from rlhf.cli import main
+    from rlhf.cli import main, usage
 
     with pytest.raises(SystemExit):
         main(["rate", *argv])
     assert "u, undo" in capsys.readouterr().out
+    rate_line = next(x for x in usage().splitlines() if x.startswith("  rate "))
+    assert rate_line.split(None, 1)[1] == \
+        "compare, rank, rate or correct the items of a queue (terminal or stdin)"
 
 
 def test_terminal_screen_in_a_pseudo_terminal(tmp_path):

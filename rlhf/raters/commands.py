@@ -38,8 +38,8 @@ import re
 from dataclasses import dataclass, field
 
 from rlhf.feedback.items import Item
-from rlhf.feedback.records import Answer
-from rlhf.raters.page import LETTERS, scale_words, thumbs
+from rlhf.feedback.records import Answer, is_thumbs
+from rlhf.raters.page import LETTERS, scale_words
 from rlhf.raters.session import SHOWN_LABELS, STRENGTH_WORDS, Session, Shown
 
 THUMB_WORDS = {"+": 1, "up": 1, "1": 1, "-": 0, "down": 0, "0": 0}
@@ -101,7 +101,7 @@ def parse_rating(text: str, scale: dict) -> int:
     """`5` on a scale, or `+` / `-` (up / down, 1 / 0) on thumbs -> the value. Raises
     ValueError naming the scale's range and words."""
     t = text.strip().lower()
-    if thumbs(scale):
+    if is_thumbs(scale):
         if t in THUMB_WORDS:
             return THUMB_WORDS[t]
         raise ValueError("+ thumbs up, - thumbs down")

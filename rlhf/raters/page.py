@@ -18,6 +18,7 @@ import textwrap
 
 from wcwidth import wcswidth, wcwidth
 
+from rlhf.feedback.records import is_thumbs
 from rlhf.feedback.text import turns, visible
 from rlhf.raters.session import Shown, marker
 
@@ -168,11 +169,6 @@ def scale_words(scale: dict) -> str:
     return words or f"{scale['low']} to {scale['high']}"
 
 
-def thumbs(scale: dict) -> bool:
-    """Whether a scale is thumbs up / down (0..1), answered by `+` and `-`."""
-    return scale["low"] == 0 and scale["high"] == 1
-
-
 def example_ranking(k: int) -> str:
     """A ranking of `k` letters to show as an example: `b a=c d` for 4."""
     letters = [LETTERS[1], LETTERS[0], *LETTERS[2:k]]
@@ -190,7 +186,7 @@ def how_to_answer(shown: Shown) -> str:
         return f"RANK: the letters best first, = for ties (e.g. {example}), then Enter"
     if it.ask == "rate":
         s = it.rating_scale
-        if thumbs(s):
+        if is_thumbs(s):
             words = s.get("anchors", {})
             return (f"RATE: + thumbs up ({visible(str(words.get('1', 'good')))}), - thumbs "
                     f"down ({visible(str(words.get('0', 'bad')))})")

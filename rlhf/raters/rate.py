@@ -18,7 +18,13 @@ from rlhf.feedback.text import visible
 from rlhf.raters import commands as commands_module
 from rlhf.raters import session as session_module
 from rlhf.raters.commands import Command, act, help_text, parse_command
-from rlhf.raters.editing import EditorError, diff_lines, editor_command, read_lines, run_editor
+from rlhf.raters.editing import (
+    LINE_PIECE,
+    editor_command,
+    read_lines,
+    run_correction,
+    run_editor,
+)
 from rlhf.raters.page import layout, wrap
 from rlhf.raters.screen import end_summary, open_session, run_screen
 from rlhf.raters.session import (
@@ -112,23 +118,20 @@ class LineMode:
         """The rater's text, from their editor or the line editor (None: cancelled)."""
         command = editor_command()
         if command and getattr(self.inp, "isatty", lambda: False)():
-            try:
-                return run_editor(command, text, self.session.max_correction)
-            except EditorError as e:
-                self.say(f"? {e}")
-                return None
+            return run_editor(command, text, self.session.max_correction)
         self.say("type the corrected response; end it with a line holding only `.` "
                  "(`..` for a line that is one dot)")
-        return read_lines(self._line)
+        return read_lines(self._line, self.session.max_correction)
 
     def _line(self) -> str:
-        line = self.inp.readline()
+        line = self.inp.readline(LINE_PIECE)
         self.ended = not line
         return line
 
-    def confirm(self) -> tuple[str, str] | None:
-        """Ask until y, e or n (a note may follow after `#`): (the letter, the note); None
-        at end of input."""
+    def confirm(self, lines: list[str]) -> tuple[str, str] | None:
+        """Show the change, then ask until y, e or n (a note may follow after `#`): (the
+        letter, the note); None at end of input."""
+        self.say("\n".join(lines))
         words = {"y": "y", "yes": "y", "e": "e", "edit": "e", "n": "n", "no": "n",
                  "cancel": "n"}
         while True:
@@ -141,36 +144,12 @@ class LineMode:
             self.say("? y saves, e edits again, n cancels")
 
     def correct(self, shown: Shown, note: str) -> bool:
-        """Edit, show the change, confirm (y saves, e edits again, n cancels); an empty,
-        unchanged or too long text is refused with the reason. True when saved."""
-        s, text = self.session, shown.item.a
-        while True:
-            edited = self.edit(text)
-            if edited is None:
-                self.say("correction cancelled: nothing was saved")
-                return False
-            try:
-                s.check_correction(shown, edited)
-            except Refused as e:
-                self.say(f"? {e}")
-                return False
-            self.say("\n".join(diff_lines(shown.item.a, edited, self.width)))
-            reply = self.confirm()
-            if reply is None:
-                return False
-            word, extra = reply
-            if word == "e":
-                text = edited
-                continue
-            if word == "n":
-                self.say("correction cancelled: nothing was saved")
-                return False
-            try:
-                self.saved(s.correct(shown, edited, extra or note))
-            except Refused as e:
-                self.say(f"? {e}")
-                return False
-            return True
+        """`run_correction` in line mode; True when saved."""
+        c = run_correction(self.session, shown, note, self.edit, self.confirm, self.say,
+                           self.width)
+        if c is not None:
+            self.saved(c)
+        return c is not None
 
 
 def run_session(queue_path, store_path, rater: str, input_stream=None, output_stream=None,

@@ -21,12 +21,12 @@ import sys
 
 from rlhf.feedback.items import Item
 from rlhf.feedback.queue import read_queue
-from rlhf.feedback.records import Answer
+from rlhf.feedback.records import Answer, is_thumbs
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
 from rlhf.raters.commands import Command, act, parse_ranking, parse_rating
-from rlhf.raters.editing import EditorError, diff_lines, editor_command, read_lines, run_editor
-from rlhf.raters.page import LETTERS, layout, prompt_lines, thumbs, wrap
+from rlhf.raters.editing import editor_command, read_lines, run_correction, run_editor
+from rlhf.raters.page import LETTERS, layout, prompt_lines, wrap
 from rlhf.raters.session import Refused, Session, Shown, read_guidelines
 from rlhf.raters.terminal import Keys, draw, pager, window
 
@@ -62,7 +62,7 @@ def legend(item: Item | None) -> tuple[str, ...]:
         own = ("[e] correct it",)
     else:
         s = item.rating_scale
-        own = (("[+] thumbs up", "[-] thumbs down") if thumbs(s) else
+        own = (("[+] thumbs up", "[-] thumbs down") if is_thumbs(s) else
                (f"[{s['low']}-{s['high']}] rate",) if one_key(s) else
                (f"[{s['low']}..{s['high']} Enter] rate",))
     rest = tuple(label for key, label in COMMON_KEYS if key not in taken)
@@ -226,7 +226,7 @@ class Screen:
         if it.ask == "compare" and (k in ("a", "b") or k in self.LABELS):
             self._compare(k, page)
         elif it.ask == "rate" and one_key(it.rating_scale) and len(k) == 1 and (
-                k in DIGITS or (thumbs(it.rating_scale) and k in "+-")):
+                k in DIGITS or (is_thumbs(it.rating_scale) and k in "+-")):
             try:
                 self._save(Command("rate", value=parse_rating(k, it.rating_scale),
                                    comment=self.comment))
@@ -263,45 +263,29 @@ class Screen:
         self.shown, self.comment, self.typed = None, "", ""
 
     def _correct(self) -> None:
-        """Edit, show the change, then y saves, e edits again, n cancels; an empty, unchanged
-        or too long text is refused with the reason (the item stays on screen)."""
-        shown, text = self.shown, self.shown.item.a
-        while True:
-            edited = self._edit(text)
-            if edited is None:
-                return
-            try:
-                self.session.check_correction(shown, edited)
-            except Refused as e:
-                self.status = f"? {e}"
-                return
-            cols = shutil.get_terminal_size().columns
-            k = pager(diff_lines(shown.item.a, edited, cols - 1), self.keys,
-                       "y: save this correction, e: edit again, n: cancel", ("y", "e", "n"))
-            if k == "y":
-                try:
-                    self._saved(self.session.correct(shown, edited, self.comment))
-                except Refused as e:
-                    self.status = f"? {e}"
-                return
-            if k == "n":
-                self.status = "correction cancelled: nothing was saved"
-                return
-            text = edited
+        """`run_correction` on the screen: the change paged, y / e / n by one key; a refusal
+        or a cancellation in the status line (the item stays on screen)."""
+        def tell(line: str) -> None:
+            self.status = line
+
+        def ask(lines: list[str]) -> tuple[str, str]:
+            return pager(lines, self.keys, "y: save this correction, e: edit again, n: cancel",
+                         ("y", "e", "n")), ""
+
+        c = run_correction(self.session, self.shown, self.comment, self._edit, ask, tell,
+                           shutil.get_terminal_size().columns - 1)
+        if c is not None:
+            self._saved(c)
 
     def _edit(self, text: str) -> str | None:
         """`text` as the rater rewrote it: in their editor, or typed line by line (None:
-        cancelled, with the reason in the status line)."""
+        cancelled; `EditorError` or `Refused` when refused)."""
         command = editor_command()
         with self.keys.cooked():
             sys.stdout.write("\x1b[2J\x1b[H")
             sys.stdout.flush()
             if command:
-                try:
-                    return run_editor(command, text, self.session.max_correction)
-                except EditorError as e:
-                    self.status = f"? {e}"
-                    return None
+                return run_editor(command, text, self.session.max_correction)
             cols = shutil.get_terminal_size().columns
             sys.stdout.write("\n".join(
                 ["RESPONSE (to correct)", *("  " + x for x in wrap(text, cols - 2)), "",
@@ -309,10 +293,7 @@ class Screen:
                        "with a line holding only . (.. for a line that is one dot); Ctrl-D "
                        "cancels.", cols - 1)]) + "\n")
             sys.stdout.flush()
-            new = read_lines(self.keys.readline)
-        if new is None:
-            self.status = "correction cancelled: nothing was saved"
-        return new
+            return read_lines(self.keys.readline, self.session.max_correction)
 
 
 def open_session(queue_path, store_path, rater: str, guidelines_path=None, say=print,

@@ -1,11 +1,8 @@
 """The rating session: what to show next, recording an answer of any kind, undo, progress.
 
-The session logic (`Session`: what to show next, recording an answer, undo, progress) is kept
-apart from the screen, so the same session runs
-- in a real terminal: single keys on a full-screen page (`rlhf.raters.screen`);
-- with stdin piped (no terminal), in line mode: one command per line, for scripts and tests;
-- programmatically (`run_session`), e.g. by the training loop.
-What a rater types or presses is `rlhf.raters.commands`; an item as text, `rlhf.raters.page`.
+`Session` is kept apart from the screen, so the same session runs in a real terminal
+(`rlhf.raters.screen`), in line mode on piped stdin (`rlhf.raters.rate`), on the web page
+(`rlhf.raters.web`) and for simulated raters. Keys: `rlhf.raters.commands`; pages: `page`.
 
 Quality control: sides are drawn per item (A is response a or b at random), so a label never
 depends on the side; a share (`--repeat-rate`) of answered items comes back later with the sides
@@ -46,6 +43,12 @@ MAX_NOTE = 2000
 """Longest note accepted by default (characters); a longer one is refused, never cut."""
 MAX_CORRECTION = 20000
 """Longest correction accepted by default (characters)."""
+
+
+def too_long(what: str, chars: int, limit: int) -> str:
+    """Why a note or correction of `chars` characters is refused (it is never cut)."""
+    return (f"the {what} is {chars:,} characters; the limit is {limit:,}: shorten it "
+            "(nothing was saved)")
 
 
 class Refused(RecordError):
@@ -277,8 +280,7 @@ class Session:
         if problem:
             raise Refused(f"{problem}: edit the response, or skip the item")
         if len(text) > self.max_correction:
-            raise Refused(f"the correction is {len(text):,} characters; the limit is "
-                          f"{self.max_correction:,}: shorten it (nothing was saved)")
+            raise Refused(too_long("correction", len(text), self.max_correction))
 
     def skip(self, shown: Shown, note: str = "") -> Answer:
         """Pass on the item (of any kind); it goes back to the other raters."""
@@ -306,8 +308,7 @@ class Session:
 
     def _check_note(self, text: str) -> None:
         if len(text) > self.max_note:
-            raise Refused(f"the note is {len(text):,} characters; the limit is "
-                          f"{self.max_note:,}: shorten it (nothing was saved)")
+            raise Refused(too_long("note", len(text), self.max_note))
 
     def _common(self, shown: Shown) -> dict:
         """What every answer to `shown` records about the rater and the moment."""
