@@ -1,22 +1,26 @@
 """The rating page's API for every kind of item (compare, rank, rate, correct) and for notes:
 what the page gets (hand-written payloads: turns, responses as shown, the scale, the text to
 prefill; never the item id, side, repeat or gold flag), the records each answer leaves in the
-store (hand-written), refusals (nothing saved, the item stays), the history of every kind, and
-over HTTP the 422 / 413 answers and the `rlhf serve` limits flags."""
+store (hand-written), refusals (nothing saved, the item stays; a rating that is not a whole
+number too), a correction's word diff as the page shows it, a note standing alone tied to the
+item on screen only when it names it, the history of every kind, and over HTTP the 422 / 413
+answers, the `rlhf serve` limits flags and the page's static files."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from web_helpers import LIKERT7, Client, Server
+from web_helpers import LIKERT7, ROOT, Client, Server
 
 from rlhf.feedback.items import Item
 from rlhf.feedback.queue import write_queue
-from rlhf.feedback.records import Comparison, Correction, Note, Ranking, Rating
+from rlhf.feedback.records import Comparison, Correction, Note, Ranking, Rating, RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.raters.session import Refused
-from rlhf.raters.web_api import RatingServer, markers, max_body, prompt_turns
+from rlhf.raters.web import ASSETS, CSP
+from rlhf.raters.web_api import RatingServer, diff_runs, markers, max_body, prompt_turns
 
 TRANSCRIPT = "\n\nHuman: Name a fruit.\n\nAssistant: Apple.\n\nHuman: Rank these.\n\nAssistant:"
 HOSTILE = "</textarea><script>document.title='pwned'</script> \x1b[2J"
@@ -166,16 +170,76 @@ def test_a_correction_left_as_the_textarea_gives_it_back_is_unchanged(tmp_path):
     assert (fix.response, fix.corrected) == ("line one\r\nline two", "line one\nline 2")
 
 
-def test_a_note_standing_alone(one):
+def test_a_note_standing_alone_is_about_the_item_on_screen_only_when_it_names_it(one):
     server, ann, store = one
-    assert server.handle(ann, "note", {"text": "Item 3 is item 2."})[0] == 200
+    call = lambda action, body=None: server.handle(ann, action, body or {})  # noqa: E731
+    assert call("note", {"text": "Item 3 is item 2."})[0] == 200  # nothing on screen yet
+    nonce = call("next")[1]["nonce"]  # the ranking
+    for body in ({"text": "odd order", "nonce": nonce}, {"text": "no nonce"},
+                 {"text": "stale", "nonce": "an-older-one"}):
+        assert call("note", body)[0] == 200
     with pytest.raises(Refused, match="the limit is 20"):
-        server.handle(ann, "note", {"text": "n" * 21})
+        call("note", {"text": "n" * 21, "nonce": nonce})
     with pytest.raises(Refused, match="cannot be empty"):
-        server.handle(ann, "note", {"text": " "})
-    [note] = store.answers()
-    assert isinstance(note, Note) and (note.text, note.about, note.item_id, note.rater) == (
-        "Item 3 is item 2.", None, "", "ann")
+        call("note", {"text": " "})
+    assert [(type(n), n.text, n.about, n.item_id, n.prompt, n.rater)
+            for n in store.answers()] == [
+        (Note, "Item 3 is item 2.", None, "", "", "ann"),
+        (Note, "odd order", None, "rank", TRANSCRIPT, "ann"),
+        (Note, "no nonce", None, "", "", "ann"),
+        (Note, "stale", None, "", "", "ann")]
+    assert ann.nonce == nonce  # a note answers nothing: the item stays on screen
+
+
+def test_a_rating_that_is_not_a_whole_number_is_refused_and_the_item_stays(one):
+    server, ann, store = one
+    call = lambda action, body=None: server.handle(ann, action, body or {})  # noqa: E731
+    shown = call("next")[1]
+    while shown.get("scale", {}).get("name") != "likert7":
+        shown = call("answer", {"nonce": shown["nonce"], "choice": "skip"})[1]["next"]
+    nonce, before = shown["nonce"], len(store.answers())
+    for value in ({}, {"value": None}, {"value": ""}, {"value": "7"}, {"value": 7.0},
+                  {"value": 1.5}, {"value": True}, {"value": 0}, {"value": 8}):
+        with pytest.raises(Refused) as e:
+            call("answer", {"nonce": nonce, **value})
+        assert str(e.value) == "a rating is a whole number from 1 to 7"
+        assert len(store.answers()) == before and ann.nonce == nonce
+    assert call("answer", {"nonce": nonce, "value": 7})[1]["saved"] == \
+        "saved 3/5: rated 7 of 1-7 (excellent)"
+
+
+def test_diff_runs_are_the_terminals_word_diff_made_visible():
+    assert diff_runs("The cat sat on the mat.", "The dog sat on the red mat.") == [
+        ["=", "The "], ["-", "cat"], ["+", "dog"], ["=", " sat on the "], ["+", "red "],
+        ["=", "mat."]]  # words, spaces and signs are the units: "red " is one insertion
+    assert diff_runs("a b", "a b") == [["=", "a b"]]
+    assert diff_runs("", "new text") == [["+", "new text"]]
+    assert diff_runs("x y", "") == [["-", "x y"]]
+    assert diff_runs("one\ntwo", "one two") == [["=", "one"], ["-", "\n"], ["+", " "],
+                                                ["=", "two"]]
+    assert diff_runs("a\r\nb", "a\nb!") == [["=", "a\nb"], ["+", "!"]]  # a textarea's \n
+    assert diff_runs("x", "x \x1b[2J") == [["=", "x"], ["+", " \\x1b[2J"]]
+
+
+def test_the_diff_action_shows_the_correction_on_screen_and_saves_nothing(one):
+    server, ann, store = one
+    call = lambda action, body=None: server.handle(ann, action, body or {})  # noqa: E731
+    shown = call("next")[1]
+    assert call("diff", {"nonce": shown["nonce"], "text": "x"})[0] == 409  # not a correction
+    while shown["ask"] != "correct":
+        shown = call("answer", {"nonce": shown["nonce"], "choice": "skip"})[1]["next"]
+    nonce, before = shown["nonce"], len(store.answers())
+    status, out = call("diff", {"nonce": nonce, "text": f"The cat. {HOSTILE} <b>!</b>"})
+    assert (status, out) == (200, {"runs": [
+        ["-", "Teh"], ["+", "The"],
+        ["=", " cat. </textarea><script>document.title='pwned'</script> \\x1b[2J"],
+        ["+", " <b>!</b>"]]})
+    assert call("diff", {"nonce": "stale", "text": "x"})[0] == 409
+    with pytest.raises(Refused, match="the correction is 101 characters; the limit is 100"):
+        call("diff", {"nonce": nonce, "text": "x" * 101})
+    with pytest.raises(RecordError, match="text: expected the corrected response"):
+        call("diff", {"nonce": nonce, "text": 5})
+    assert len(store.answers()) == before and ann.nonce == nonce
 
 
 def test_history_describes_every_kind_and_revises_only_comparisons(one):
@@ -219,9 +283,31 @@ def test_max_body_leaves_room_for_a_note_and_a_correction_at_their_limits():
     assert max_body() == 12 * 22000 + 4096
 
 
+WIDE = {"name": "percent", "low": 0, "high": 100}
+
+
+def assets_served(port: int) -> None:
+    """Each file the page names under /assets/ is served with the page's CSP and its type;
+    nothing else there is."""
+    page = Client(port, "")
+    html = (ROOT / "rlhf" / "raters" / "web_page.html").read_text(encoding="utf-8")
+    assert sorted(re.findall(r'"/assets/([^"]+)"', html)) == sorted(ASSETS) == [
+        "page.css", "page.js", "page_rank.js", "page_rate.js", "page_views.js"]
+    for name, file in ASSETS.items():
+        page.conn.request("GET", f"/assets/{name}")
+        r = page.conn.getresponse()
+        assert r.status == 200 and r.read() == (ROOT / "rlhf" / "raters" / file).read_bytes()
+        assert r.getheader("Content-Security-Policy") == CSP
+        assert r.getheader("Content-Type").startswith(
+            "text/css" if name.endswith(".css") else "text/javascript")
+    for name in ("page.html", "web_page.js", "..%2Fweb.py", "page.py"):
+        assert page.call(f"/assets/{name}")[0] == 404
+
+
 def test_over_http_refusals_are_422_limits_come_from_flags_bigger_bodies_413(tmp_path):
     write_queue(tmp_path / "q.jsonl", [Item("Fix me", "draft", id="fix", ask="correct"),
-                                       Item("Rank", "x", "y", id="rank", ask="rank")])
+                                       Item("Rank", "x", "y", id="rank", ask="rank"),
+                                       Item("Rate", "ok", id="wide", ask="rate", scale=WIDE)])
     server = Server(tmp_path, ["ann"], "--repeat-rate", "0", "--max-note-chars", "40",
                     "--max-correction-chars", "2000")
     try:
@@ -243,9 +329,14 @@ def test_over_http_refusals_are_422_limits_come_from_flags_bigger_bodies_413(tmp
         assert len(body) == max_body(40, 2000) + len(', "note": ""')  # one note too many
         assert ann.call("/api/answer", raw=body.encode())[0] == 413
         assert ann.call("/api/answer", {**pad, "note": "y" * 41})[0] == 422
+        shown = ann.call("/api/answer", pad)[1]["next"]  # a wide scale: an empty box is no 0
+        for value in ({}, {"value": ""}, {"value": None}, {"value": "50"}):
+            assert ann.call("/api/answer", {"nonce": shown["nonce"], **value}) == (422, {
+                "error": "a rating is a whole number from 0 to 100", "refused": True})
+        assets_served(server.port)
     finally:
         server.stop()
     records = ComparisonStore(tmp_path / "s.jsonl").answers()
-    assert [type(r) for r in records] == [Correction, Note]
+    assert [type(r) for r in records] == [Correction, Note, Ranking]
     assert records[0].corrected == "\U0001F600" * 2000 and records[1].text == "\x1b" * 40
-    assert not any(isinstance(r, (Ranking, Rating, Comparison)) for r in records)
+    assert not any(isinstance(r, (Rating, Comparison)) for r in records)

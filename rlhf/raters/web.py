@@ -9,14 +9,16 @@ answers only their own work: the item on screen (named by a one-time nonce), the
 Items of every kind (compare two, rank K, rate one, correct one): the page gets what the item
 asks, the prompt as its turns, the responses as shown, a rating's scale, a correction's text to
 prefill; never the side drawn, the item id, a repeat or gold flag. Any answer may carry a note
-(`note`, or `comment`, its old name); a note may stand alone. An answer the session refuses (a
-note or correction over its limit, an empty or unchanged correction) gets 422 with the reason,
-and nothing is saved or cut short. The page is static (`web_page.html/.js/.css`); it puts every
-text in with `textContent`, never as HTML, under a Content-Security-Policy that allows only its
-own script; texts pass through `feedback.text.visible` first, the guidelines come as a tree of
-blocks (`raters.guidelines`). `raters.web_api` builds what the page gets and records its
-answers; the rest is the terminal's: the same `Session`, store and keys. An answer is
-confirmed once the store has fsynced it. A body over `max_body` bytes gets 413.
+(`note`, or `comment`, its old name); a note may stand alone (about the item on screen when it
+names it). An answer the session refuses (a note or correction over its limit, an empty or
+unchanged correction) gets 422 with the reason, and nothing is saved or cut short. The page is
+static (`web_page.html`, `web_page.css` and the scripts `web_page.js`, `web_page_rank.js`,
+`web_page_rate.js`, `web_page_views.js`, under /assets/); it puts every text in with
+`textContent`, never as HTML, under a Content-Security-Policy that allows only its own scripts;
+texts pass through `feedback.text.visible` first, the guidelines come as a tree of blocks
+(`raters.guidelines`). `raters.web_api` builds what the page gets and records its answers; the
+rest is the terminal's: the same `Session`, store and keys. An answer is confirmed once the
+store has fsynced it. A body over `max_body` bytes gets 413.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def load_tokens(path: Path, names: list[str]) -> dict[str, str]:
 
 
 TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
+ASSETS = {"page.css": "web_page.css", "page.js": "web_page.js",
+          "page_rank.js": "web_page_rank.js", "page_rate.js": "web_page_rate.js",
+          "page_views.js": "web_page_views.js"}
+"""The page's static files by the name it asks for (/assets/NAME), all from `rlhf.raters`."""
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
            "X-Frame-Options": "DENY"}
@@ -79,16 +85,17 @@ async def _root(request: Request) -> Response:
 
 
 async def _asset(request: Request) -> Response:
-    ext = request.path_params["ext"]
-    if ext not in TYPES:
+    name = request.path_params["name"]
+    if name not in ASSETS:
         return Response("not found\n", 404, headers=HEADERS, media_type="text/plain")
-    return Response(request.app.state.files[ext], headers=HEADERS, media_type=TYPES[ext])
+    return Response(request.app.state.files[name], headers=HEADERS,
+                    media_type=TYPES[name.rsplit(".", 1)[1]])
 
 
 async def _page(request: Request) -> Response:
     if request.app.state.server.rater(request.path_params["token"]) is None:
         return _forbidden()
-    return Response(request.app.state.files["html"], headers=HEADERS, media_type="text/html")
+    return Response(request.app.state.page, headers=HEADERS, media_type="text/html")
 
 
 async def _read_json(request: Request) -> dict | JSONResponse:
@@ -140,12 +147,13 @@ async def _api(request: Request) -> Response:
 def make_app(server: RatingServer) -> Starlette:
     """The Starlette app: the page, its assets, and the JSON API under each rater's link."""
     app = Starlette(routes=[
-        Route("/", _root), Route("/assets/page.{ext}", _asset),
+        Route("/", _root), Route("/assets/{name}", _asset),
         Route("/r/{token}", _page), Route("/r/{token}/", _page),
         Route("/r/{token}/api/{action}", _api, methods=["GET", "POST"]),
     ])
     assets = resources.files("rlhf.raters")
-    app.state.files = {ext: assets.joinpath(f"web_page.{ext}").read_bytes() for ext in TYPES}
+    app.state.files = {name: assets.joinpath(f).read_bytes() for name, f in ASSETS.items()}
+    app.state.page = assets.joinpath("web_page.html").read_bytes()
     app.state.server = server
     return app
 

@@ -9,7 +9,11 @@ An answer names the item by the one-time nonce it was served with and gives, by 
 `value` for a rating, `text` for a correction; `choice: "skip"` passes on any item, and any
 answer may carry a `note` (`comment`, its old name, is still read). The session's `Refused`
 (a note or correction over its limit, an empty or unchanged correction) is the caller's to
-answer (422 in `raters.web`): nothing was saved, the item stays on screen.
+answer (422 in `raters.web`): nothing was saved, the item stays on screen. A rating that is
+not a whole number (a missing or empty value) is refused the same way. `diff` gives the page
+a correction's change word by word before it is sent (`raters.editing.word_diff`, the
+terminal's, each run through `visible`); a note standing alone (`note`) sent with the nonce of
+the item on screen is tied to that item, as the terminal's `w` is.
 """
 
 from __future__ import annotations
@@ -24,16 +28,20 @@ from rlhf.feedback.items import Item
 from rlhf.feedback.records import Answer, Comparison, RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import turns, visible
+from rlhf.raters.editing import word_diff
 from rlhf.raters.guidelines import render
+from rlhf.raters.page import rank_markers
 from rlhf.raters.session import (
     MAX_CORRECTION,
     MAX_NOTE,
     SHOWN_LABELS,
     STRENGTH_WORDS,
+    Refused,
     Session,
     Shown,
     marker,
     read_guidelines,
+    too_long,
 )
 
 BYTES_PER_CHAR = 12
@@ -76,15 +84,15 @@ def prompt_turns(prompt: str) -> list[dict]:
 
 def markers(ask: str, texts: tuple[str, ...]) -> list[str]:
     """A note per response shown: `[empty response]`, `[A and B are identical]` for a pair,
-    `[same as A]` for a response to rank that repeats an earlier one."""
-    if ask == "compare":
-        return list(marker(texts))
-    out = []
-    for j, t in enumerate(texts):
-        same = texts.index(t)
-        out.append("[empty response]" if not t.strip() else
-                   f"[same as {chr(ord('A') + same)}]" if same < j else "")
-    return out
+    `[same as A]` for a response to rank that repeats an earlier one (the terminal's)."""
+    return list(marker(texts)) if ask == "compare" else rank_markers(texts)
+
+
+def diff_runs(old: str, new: str) -> list[list[str]]:
+    """The change from the response `old` to the correction `new` as the page shows it: runs
+    [op, text] ('=' kept, '-' removed, '+' added) from the terminal's `word_diff`, every text
+    through `visible`. `old`'s line ends are first made `\\n`, as a textarea makes them."""
+    return [[op, visible(text)] for op, text in word_diff(re.sub(r"\r\n?", "\n", old), new)]
 
 
 def shown_payload(r: Rater) -> dict:
@@ -156,14 +164,28 @@ def _answer(s: Session, shown: Shown, body: dict) -> Answer:
         if not isinstance(places, list):
             raise RecordError("places: expected a place for each response, in shown order")
         return s.rank(shown, [_whole("places", p) for p in places], note)
-    if ask == "rate":
-        return s.rate(shown, _whole("value", body.get("value")), note)
+    if ask == "rate":  # (not a whole number, or none: refused, as a number out of range is)
+        value = body.get("value")
+        return s.rate(shown, value if type(value) is int else None, note)
     text = body.get("text")
     if not isinstance(text, str):
         raise RecordError("text: expected the corrected response")
     if text == re.sub(r"\r\n?", "\n", shown.item.a):  # a textarea's line ends, untouched
         text = shown.item.a
     return s.correct(shown, text, note)
+
+
+def _diff(r: Rater, body: dict) -> tuple[int, dict]:
+    """The `diff` action: the correction `text` of the item on screen (named by its nonce)
+    as runs (`diff_runs`). One longer than the limit is refused unread (`Refused`)."""
+    if r.shown is None or r.shown.item.ask != "correct" or body.get("nonce") != r.nonce:
+        return 409, {"error": "this item is no longer on your screen; reload"}
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise RecordError("text: expected the corrected response")
+    if len(text) > r.session.max_correction:
+        raise Refused(too_long("correction", len(text), r.session.max_correction))
+    return 200, {"runs": diff_runs(r.shown.item.a, text)}
 
 
 def _history(r: Rater) -> dict:
@@ -215,9 +237,12 @@ class RatingServer:
                 done, total, _ = s.progress()
                 return 200, {"saved": f"saved {done}/{total}: {visible(s.described(c))}",
                              "id": c.id, "next": _serve_next(r)}
-            if action == "note":
-                n = s.note(_note({"note": body.get("text")}))
+            if action == "note":  # tied to the item on screen when it names it
+                on_screen = r.shown is not None and body.get("nonce") == r.nonce
+                n = s.note(_note({"note": body.get("text")}), shown=r.shown if on_screen else None)
                 return 200, {"saved": "note saved", "id": n.id}
+            if action == "diff":
+                return _diff(r, body)
             if action == "undo":
                 c = s.undo()
                 r.shown = r.nonce = None
