@@ -13,6 +13,8 @@ import warnings
 
 import pytest
 
+from rlhf.config import ConfigError, load_config
+from rlhf.feedback import stats
 from rlhf.feedback.derive import (
     PreferencePair,
     SFTExample,
@@ -39,6 +41,7 @@ from rlhf.feedback.records import (
     notes,
 )
 from rlhf.feedback.store import ComparisonStore
+from rlhf.loop.config import LoopConfig
 from rlhf.raters.session import Refused, Session
 
 LIKERT = {"name": "likert7", "low": 1, "high": 7,
@@ -287,11 +290,16 @@ def test_a_revision_carries_its_note_in_the_same_write(tmp_path):
 
 
 def test_stats_reads_an_unpaired_file(tmp_path, capsys):
-    from rlhf.feedback import stats  # (the command under test)
-
     kto = tmp_path / "kto.jsonl"
     kto.write_text('{"prompt": "P", "completion": "good", "label": true}\n'
                    '{"prompt": "P", "completion": "bad", "label": false}\n')
     assert stats.cli([str(kto), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["kinds"]["counts"]["overall"]["rating"] == 2
+
+
+def test_the_loop_web_raters_note_limit_is_a_checked_setting():
+    assert load_config(LoopConfig, None, ["rater.max_note_chars=300"]).rater.max_note_chars \
+        == 300
+    with pytest.raises(ConfigError, match="rater.max_note_chars"):
+        load_config(LoopConfig, None, ["rater.max_note_chars=0"])

@@ -69,6 +69,9 @@ class RaterConfig:
     name put in the printed `rlhf rate` command. Web: the raters, comma-separated."""
     port: int = 8765
     """Web: the port the rating page is served on (at 127.0.0.1)."""
+    max_note_chars: int = 2000
+    """Web: the longest note a rater may write (characters); a longer one is refused with a
+    message, never cut."""
     poll_seconds: float = 0.0
     """Human rater: 0 = exit with status 'waiting for ratings' (re-run to resume);
     > 0 = wait, checking the store every this many seconds. Under torchrun prefer 0: the
@@ -78,6 +81,7 @@ class RaterConfig:
         require(self.temperature is None or self.temperature >= 0, "temperature", "must be >= 0")
         require(self.tie_band is None or self.tie_band >= 0, "tie_band", "must be >= 0")
         require(self.poll_seconds >= 0, "poll_seconds", "must be >= 0")
+        require(self.max_note_chars >= 1, "max_note_chars", "must be >= 1")
         require(0 < self.port < 65536, "port", "must be in 1..65535")
         if self.kind != "simulated":
             return

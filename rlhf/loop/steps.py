@@ -105,7 +105,7 @@ def rate_step(cfg: LoopConfig, out: Path, r: int, record: dict) -> bool:
         return web.serve_until_rated(queue, store.path, web.rater_names(
             cfg.rater.name or "rater", None), port=cfg.rater.port, say=lambda m: print(
             m, file=sys.stderr, flush=True), poll_seconds=cfg.rater.poll_seconds or 2.0,
-            stop=signal_received)
+            stop=signal_received, max_note=cfg.rater.max_note_chars)
     name = cfg.rater.name or "YOUR_NAME"
     while True:
         answered = {c.item_id for c in store.load()}
