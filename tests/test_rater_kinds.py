@@ -395,3 +395,20 @@ def test_pages_of_each_kind():
     assert fix.splitlines()[-2:] == [
         "CORRECT: e to rewrite the response (in your editor, or typed",  # 60 columns
         "line by line)"]
+
+
+def test_a_command_line_past_any_note_is_refused_in_pieces(tmp_path):
+    kinds_queue(tmp_path)
+    huge = "a b c d # " + "x" * 300_000  # no command with a note at its limit is this long
+    inp, out = io.StringIO(huge + "\na b c d # fine\nq\n"), io.StringIO()
+    tracemalloc.start()
+    run_session(tmp_path / "q.jsonl", tmp_path / "s.jsonl", "ann", inp, out, width=80,
+                repeat_rate=0, max_note=100)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    out = out.getvalue()
+    assert f"? that line is {len(huge) + 1:,} characters, longer than any command with a " \
+        "note (1,124): nothing was saved" in out
+    assert peak < 200_000  # read in pieces, never held whole (the input itself is 300 KB)
+    assert [(r["type"], r.get("text")) for r in stored(tmp_path)] == [
+        ("ranking", None), ("note", "fine")]

@@ -52,12 +52,23 @@ class LineMode:
         self.out.flush()
 
     def ask(self, prompt: str) -> str | None:
-        """One line of input after `prompt`; None (and `ended`) at end of input."""
-        self.out.write(prompt)
-        self.out.flush()
-        line = self.inp.readline()
-        self.ended = not line
-        return line or None
+        """One line of input after `prompt`; None (and `ended`) at end of input. A line
+        longer than a command with a note at its limit is read in pieces, never held whole,
+        refused, and asked again."""
+        cap = self.session.max_note + 1024
+        while True:
+            self.out.write(prompt)
+            self.out.flush()
+            line = self.inp.readline(cap)
+            self.ended = not line
+            if len(line) < cap or line.endswith("\n"):
+                return line or None
+            n = len(line)
+            while (more := self.inp.readline(1 << 16)) and not more.endswith("\n"):
+                n += len(more)
+            n += len(more)
+            self.say(f"? that line is {n:,} characters, longer than any command with a note "
+                     f"({cap:,}): nothing was saved")
 
     def run(self) -> str:
         """Work through the queue: 'done', 'quit' or 'eof'."""
