@@ -1,17 +1,20 @@
 """`rlhf train-dpo CONFIG [overrides]`: fine-tune a policy directly on pairwise comparisons
-(DPO, Rafailov et al. 2023; IPO, Azar et al. 2023), no reward model.
+(and the pairs of rankings, corrections and ratings: `data.kinds`) (DPO, Rafailov et al.
+2023; IPO, Azar et al. 2023), no reward model.
 
 One loop (`train`), read top to bottom:
 1. processes (torchrun: one per rank), seeds, the run folder (`rlhf.harness.run`);
 2. data (`rlhf.preferences.data`, as the reward stage): stores / imported files -> pairs (ties
-   1/2 or dropped, strength margins) -> split *by prompt* -> token ids;
+   1/2 or dropped, strength margins, weights 1 / (K choose 2) for a K-ranking's pairs) ->
+   split *by prompt* -> token ids;
 3. the reference pass: pi_ref's log-probs of every pair, once, cached in the run folder
    (`rlhf.dpo.pairs.reference_logprobs`; recomputed only if the pairs or reference change);
 4. policy (DDP replica or FSDP shards), AdamW, resume from `state/`;
 5. steps: the global batch of step s is a pure function of (seed, s); each rank takes its
    shard, cut into micro-batches; chosen and rejected in one packed forward pass (shared
    prompt once); loss = `rlhf.preferences.losses.dpo_loss` / `ipo_loss` of the log-ratios
-   against the cached reference; validation (held-out implicit-reward accuracy) every
+   against the cached reference, reduced by `weighted_mean` (sum(w loss) / sum(w) over the
+   global batch); validation (held-out implicit-reward accuracy) every
    `eval_every`;
 6. the policy folder (+ dpo.json: reference, beta), summary.json and dpo.png.
 
@@ -37,19 +40,22 @@ from rlhf.harness.run import Handover, accumulated_step, accumulation, stage_cli
 from rlhf.harness.runtime import autocast
 from rlhf.lm.folders import load_model
 from rlhf.preferences.data import PairBatches, prepare_data
-from rlhf.preferences.losses import DIRECT_LOSSES
+from rlhf.preferences.losses import DIRECT_LOSSES, weighted_mean
 
 
-def micro_batch(model, data, ref: dict, idx: list[int], cfg: DPOTrainConfig, device) -> dict:
-    """Mean loss of pairs `idx` and their per-pair numbers (detached), one packed forward."""
+def micro_batch(model, data, ref: dict, idx: list[int], cfg: DPOTrainConfig, device,
+                mean_weight: float | None = None) -> dict:
+    """Weighted mean loss of pairs `idx` (`weighted_mean`, `mean_weight` the global batch's)
+    and their per-pair numbers (detached, every pair counted once), one packed forward."""
     with autocast(cfg.runtime, device):
         pc, pr = pair_logprobs(model, [data.chosen[i] for i in idx],
                                [data.rejected[i] for i in idx], device)  # (b,), (b,)
     hc = pc - ref["train.chosen"][idx].to(device)  # (b,) log-ratios
     hr = pr - ref["train.rejected"][idx].to(device)
     t, m = data.target[idx].to(device), data.margin[idx].to(device)
-    loss = DIRECT_LOSSES[cfg.loss.kind](hc, hr, cfg.loss.beta, t, m,
-                                        cfg.loss.label_smoothing).mean()
+    loss = weighted_mean(DIRECT_LOSSES[cfg.loss.kind](hc, hr, cfg.loss.beta, t, m,
+                                                      cfg.loss.label_smoothing),
+                         data.weight[idx].to(device), mean_weight)
     clear = (t == 1.0).float()
     d = (hc - hr).detach()
     n_clear = clear.sum().clamp(min=1)
@@ -118,8 +124,10 @@ def train(cfg: DPOTrainConfig, hand: Handover | None = None) -> dict:
         for step in run.steps(total, cfg.train.save_every, cfg.train.stop_at):
             lr = lr_at(step, total, cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr_ratio)
             set_lr(opt, lr)
-            m = accumulated_step(model, opt, batches(step), accum, lambda idx: micro_batch(
-                model, train_d, ref, idx, cfg, run.device), cfg.train.max_grad_norm, run.info)
+            batch = batches(step)
+            mean_w = float(train_d.weight[batch].mean())  # the global batch's, for every rank
+            m = accumulated_step(model, opt, batch, accum, lambda idx, mw=mean_w: micro_batch(
+                model, train_d, ref, idx, cfg, run.device, mw), cfg.train.max_grad_norm, run.info)
             row = {"step": step + 1, "lr": lr, **m,
                    "pairs_per_s": run.per_second(step + 1, cfg.train.batch_size)}
             run.validate(row, lambda: validate(policy, val_d, ref, cfg, run.device),

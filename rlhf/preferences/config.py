@@ -15,7 +15,14 @@ from rlhf.config import require
 class PairDataConfig:
     paths: list[str] = field(default_factory=lambda: [
         "../shared/data/preferences/hh-rlhf-harmless-base-test.jsonl.gz"])
-    """Comparison stores and/or preference files (any format `feedback.formats.read_any` reads)."""
+    """Comparison stores and/or data files (any format `feedback.formats.read_records` reads)."""
+    kinds: list[Literal["comparison", "ranking", "correction", "rating"]] = field(
+        default_factory=lambda: ["comparison", "ranking", "correction", "rating"])
+    """Which kinds of answer train, as pairs (rules: rlhf/feedback/derive.py): comparisons;
+    rankings (a K-ranking's K choose 2 pairs, each of weight 1 / (K choose 2), so a ranking
+    counts as one judgement: Ouyang et al. 2022, sec. 3.5); corrections (the corrected text
+    over the original); ratings (between responses to one prompt that one rater rated
+    differently). Losses are weighted means, sum(w loss) / sum(w); comparisons weigh 1."""
     ties: Literal["half", "drop", "model"] = "half"
     """Tie / both bad: 'half' trains them as 1/2 targets (Christiano et al. 2017), 'drop'
     leaves them out, 'model' fits Davidson's (1970) tie model with a learned tie parameter
@@ -39,6 +46,7 @@ class PairDataConfig:
         require(0 <= self.select_fraction < 1, "select_fraction", "must be in [0, 1)")
         require(self.max_len >= 3, "max_len", "must be >= 3 (BOS, a token, EOS)")
         require(self.max_pairs >= 0, "max_pairs", "must be >= 0")
+        require(len(self.kinds) > 0, "kinds", "must name at least one kind of answer")
 
 
 @dataclass

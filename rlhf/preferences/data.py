@@ -1,18 +1,22 @@
-"""Comparisons -> training pairs for every pair-trained stage (reward model, DPO): read stores
-and imported files, convert to pairs, split *by prompt* (no prompt on both sides), tokenise
-with the truncation rule of `rlhf.preferences.tokens.encode_pair_side`, and cut the epochs into
-global batches (`PairBatches`: the batch of step s is a pure function of the seed and s)."""
+"""Answers -> training pairs for every pair-trained stage (reward model, DPO): read stores and
+imported files (comparisons, rankings, corrections, ratings), convert to pairs by the rules of
+`rlhf.feedback.derive` (each pair keeps its weight: 1 / (K choose 2) for a K-ranking's pairs),
+split *by prompt* (no prompt on both sides), tokenise with the truncation rule of
+`rlhf.preferences.tokens.encode_pair_side`, and cut the epochs into global batches
+(`PairBatches`: the batch of step s is a pure function of the seed and s)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rlhf.config import ConfigError
-from rlhf.feedback.derive import PreferencePair, to_pairs
-from rlhf.feedback.formats import read_any
+from rlhf.feedback.derive import PreferencePair, training_data
+from rlhf.feedback.formats import read_any, read_records
+from rlhf.feedback.records import Comparison
 from rlhf.preferences.losses import margins_from_strengths
 from rlhf.preferences.tokens import encode_pair_side, packed_length
 
@@ -24,6 +28,18 @@ def read_comparisons(paths: list[str]):
         if not Path(p).exists():
             raise FileNotFoundError(f"data.paths: {p} not found")
         out.extend(read_any(p))
+    return out
+
+
+def read_feedback(paths: list[str]) -> list:
+    """Answers of every kind from stores and data files, in order
+    (`rlhf.feedback.formats.read_records`); from a store holding only comparisons, exactly
+    the comparisons `read_comparisons` reads."""
+    out = []
+    for p in paths:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"data.paths: {p} not found")
+        out.extend(read_records(p))
     return out
 
 
@@ -50,6 +66,11 @@ class EncodedPairs:
     len_rejected: list[int]
     truncated: int  # pairs with at least one side truncated
     features: torch.Tensor | None = None  # (N, 2, dim) a frozen encoder's (rlhf.reward.probe)
+    weight: torch.Tensor | None = None  # (N,) PreferencePair.weight; None -> all 1
+
+    def __post_init__(self):
+        if self.weight is None:
+            self.weight = torch.ones(len(self.chosen))
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -68,7 +89,8 @@ def encode_pairs(pairs: list[PreferencePair], tok, max_len: int, margin: bool) -
     return EncodedPairs([x[0] for x in c], [x[0] for x in r],
                         torch.tensor(targets, dtype=torch.float32), m,
                         [len(p.chosen) for p in pairs], [len(p.rejected) for p in pairs],
-                        sum(a[1] or b[1] for a, b in zip(c, r)))
+                        sum(a[1] or b[1] for a, b in zip(c, r)),
+                        weight=torch.tensor([p.weight for p in pairs], dtype=torch.float32))
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
@@ -88,13 +110,22 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
-def training_pairs(comparisons, ties: str, cant_tell: str = "drop") -> list[PreferencePair]:
-    """Comparisons -> pairs as the data config says: "can't tell" dropped unless `cant_tell`
-    is 'tie'; ties (and both_bad) as 1/2 targets ('half' and 'model': the tie model reads
-    target 1/2 as a tie) or dropped."""
+PAIR_KINDS = ("comparison", "ranking", "correction", "rating")
+"""The kinds of answer that give pairs (`PreferencePair.origin`), `data.kinds`' values."""
+
+
+def training_pairs(records, ties: str, cant_tell: str = "drop",
+                   kinds=PAIR_KINDS) -> list[PreferencePair]:
+    """Answers -> pairs as the data config says, by `rlhf.feedback.derive.training_data`'s
+    rules, keeping the pairs of the answer kinds in `kinds`: comparisons' "can't tell"
+    dropped unless `cant_tell` is 'tie'; ties (comparisons' tie and both_bad, rankings' tied
+    places) as 1/2 targets ('half' and 'model': the tie model reads target 1/2 as a tie) or
+    dropped. Comparisons come first, in order, so comparisons alone give what they gave."""
     if cant_tell == "drop":
-        comparisons = [c for c in comparisons if c.label != "cant_tell"]
-    return to_pairs(comparisons, ties="drop" if ties == "drop" else "half")
+        records = [r for r in records
+                   if not (isinstance(r, Comparison) and r.label == "cant_tell")]
+    pairs = training_data(records, ties="drop" if ties == "drop" else "half").pairs
+    return [p for p in pairs if p.origin in kinds]
 
 
 class PairBatches:
@@ -120,7 +151,14 @@ def prepare_data(cfg, tok) -> tuple[EncodedPairs, EncodedPairs]:
     stage's config (reward model, DPO): its `data` section (`PairDataConfig`),
     `train.batch_size`, `loss.margin` (strengths become margins, else 0) and `runtime.seed`."""
     d, seed = cfg.data, cfg.runtime.seed
-    pairs = training_pairs(read_comparisons(d.paths), d.ties, d.cant_tell)
+    records = read_feedback(d.paths)
+    pairs = training_pairs(records, d.ties, d.cant_tell, d.kinds)
+    if not pairs:
+        held = Counter(getattr(r, "kind", "?") for r in records)
+        raise ConfigError(f"data.paths: {', '.join(map(str, d.paths))} give no training pairs "
+                          f"of data.kinds {list(d.kinds)} (they hold {dict(held) or 'nothing'}"
+                          "); thumbs and unpaired rows train with `rlhf train-kto`, "
+                          "demonstrations with `rlhf train-sft`")
     if d.max_pairs:
         pairs = pairs[:d.max_pairs]
     train_p, val_p = split_by_group(pairs, d.val_fraction, seed)

@@ -3,7 +3,9 @@
 direct methods' on a policy's log-ratios (DPO, IPO), which reuse the Bradley-Terry form.
 
 Every function returns the loss of each element (no reduction), so the caller can weight
-ensemble members or pairs (bootstrap weights) and choose its own mean. Shapes: scores are
+ensemble members or pairs (bootstrap weights) and choose its own mean; the trainers reduce
+with `weighted_mean` (each pair's weight: 1 for a comparison, 1 / (K choose 2) for each
+pair of a K-ranking). Shapes: scores are
 (B,) or (B, E) for an ensemble of E members; targets and margins are (B,) and broadcast.
 Policy-gradient losses live in `rlhf.policy.losses`.
 """
@@ -23,6 +25,26 @@ table 28: negligibly 0, slightly 1/3, better 2/3, significantly 1). No strength 
 def _col(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A (B,) tensor shaped to broadcast against `like` (B,) or (B, E)."""
     return x.reshape(x.shape + (1,) * (like.dim() - x.dim()))
+
+
+def weighted_mean(loss: torch.Tensor, weight: torch.Tensor,
+                  mean_weight: torch.Tensor | float | None = None) -> torch.Tensor:
+    """The batch loss with pair weights w: sum_i w_i loss_i / sum_i w_i, so that the K choose
+    2 pairs of one K-ranking (weight 1 / (K choose 2) each) count as one judgement, as
+    InstructGPT's reward model does (Ouyang et al. 2022, sec. 3.5 and eq. 1: each ranking's
+    pairs in one batch element, the loss scaled by 1 / (K choose 2)). Departure: InstructGPT
+    counts every ranking as one batch element whatever else is in the batch; here a ranking's
+    pairs can fall into different batches, and each batch is normalised by its own total
+    weight, so comparisons (w = 1) and rankings mix in one batch. All weights 1 gives the plain
+    mean exactly.
+
+    loss (B,) or (B, E) (ensemble members averaged), weight (B,). `mean_weight`: the mean
+    weight of the whole global batch when `loss` is one micro-batch of it (gradient
+    accumulation, data parallel): the micro-batch means of mean(w loss) / mean_weight then
+    average to the global batch's weighted mean. None: this batch's own mean weight."""
+    w = _col(weight.to(loss.dtype), loss)
+    mw = weight.mean() if mean_weight is None else mean_weight
+    return (loss * w).mean() / mw
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -185,3 +207,34 @@ def ipo_loss(logratio_chosen: torch.Tensor, logratio_rejected: torch.Tensor, bet
 
 DIRECT_LOSSES = {"dpo": dpo_loss, "ipo": ipo_loss}
 """The direct preference losses by name (`rlhf train-dpo`'s loss.kind)."""
+
+
+# ----------------------------------------------------------------------------- unpaired (KTO)
+
+
+def kto_loss(logratio: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor, beta: float,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
+    """KTO (Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization",
+    sec. 4.1, the KTO loss; the equation TRL's `KTOTrainer` cites as eq. 7):
+    L = lambda_y - v(x, y), with r = log pi(y|x) - log pi_ref(y|x) (summed over the
+    completion's tokens) and the reference point z0 = max(0, kl):
+
+        v = lambda_D sigmoid(beta (r - z0))   for a desirable completion,
+        v = lambda_U sigmoid(beta (z0 - r))   for an undesirable one,
+
+    so each row's loss is lambda_D (1 - sigmoid(beta (r - z0))) or lambda_U (1 - sigmoid(
+    beta (z0 - r))). `kl` is the batch's estimate of KL(pi || pi_ref): the mean log-ratio of
+    mismatched (prompt, completion) pairs of the batch (the paper's and TRL's estimate),
+    clamped at 0 and detached here (no gradient flows through the reference point, as in
+    both). The paper suggests lambda_D n_D / (lambda_U n_U) in [1, 4/3] (their eq. 8).
+    Same numbers as TRL 1.16's `KTOTrainer` (loss_type 'kto'); the batch mean of these
+    per-row losses is its loss. No departure, except that TRL takes the mean over the
+    concatenated desirable and undesirable rows, here the caller's mean over rows in their
+    order (the same number).
+
+    logratio (B,), desirable (B,) bool, kl () -> loss (B,)."""
+    z0 = kl.detach().clamp(min=0).to(logratio.dtype)  # ()
+    u = beta * (logratio - z0)  # (B,)
+    d = desirable.to(torch.bool)
+    return torch.where(d, desirable_weight * (1 - torch.sigmoid(u)),
+                       undesirable_weight * (1 - torch.sigmoid(-u)))

@@ -1,8 +1,10 @@
-"""`rlhf train-reward CONFIG [overrides]`: fit a reward model to pairwise comparisons.
+"""`rlhf train-reward CONFIG [overrides]`: fit a reward model to pairwise comparisons (and the
+pairs of rankings, corrections and ratings: `data.kinds`).
 
 One loop (`train`), read top to bottom:
 1. processes (torchrun: one per rank), seeds, the run folder (`rlhf.harness.run`);
-2. data: comparison stores / imported files -> pairs -> train/validation split *by prompt*
+2. data: comparison stores / imported files -> pairs (each with its weight: 1 / (K choose 2)
+   for a K-ranking's) -> train/validation split *by prompt*
    (no prompt on both sides) -> token ids, truncated by the stated rule and counted
    (`rlhf.preferences.data`);
 3. model (from a policy folder or a previous reward model), AdamW, resume from `state/`;
@@ -10,7 +12,8 @@ One loop (`train`), read top to bottom:
    length so a batch is padded only as far as it needs); each rank takes its `shard`, splits
    it into micro-batches (gradient accumulation), chosen and rejected in one forward pass
    with their shared prompt computed once (`rlhf.preferences.tokens.pack_pairs`);
-   warmup + cosine learning rate; validation every `eval_every` steps; checkpoints;
+   loss = sum(w loss) / sum(w) over the global batch (`weighted_mean`); warmup + cosine
+   learning rate; validation every `eval_every` steps (every pair counted once); checkpoints;
 5. normalisation statistics on the training responses, the saved model, a summary.
 
 Distributed (torchrun, gloo on CPU / nccl on CUDA): every rank builds the same global batch,
@@ -36,6 +39,7 @@ from rlhf.preferences.losses import (
     davidson_loss,
     initial_log_nu,
     preference_loss,
+    weighted_mean,
 )
 from rlhf.preferences.tokens import pack_pairs, pad_right
 from rlhf.reward.config import RewardTrainConfig
@@ -52,10 +56,12 @@ from rlhf.reward.probe import cache_features
 
 
 def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.Tensor,
-                     cfg: RewardTrainConfig, device) -> dict:
-    """Mean weighted loss of pairs `idx`, chosen and rejected in one forward with their
-    shared prompt computed once (`pack_pairs`), the training accuracy (clear pairs whose
-    ensemble-mean score difference is positive) and the mean score difference (margin)."""
+                     cfg: RewardTrainConfig, device, mean_weight: float | None = None) -> dict:
+    """Weighted mean loss of pairs `idx` (members' bootstrap `weights`; pair weights
+    `data.weight` by `weighted_mean`, `mean_weight` the global batch's), chosen and rejected
+    in one forward with their shared prompt computed once (`pack_pairs`), the training
+    accuracy (clear pairs whose ensemble-mean score difference is positive; every pair
+    counted once) and the mean score difference (margin)."""
     b, rm = len(idx), getattr(model, "module", model)
     chosen, rejected = [data.chosen[i] for i in idx], [data.rejected[i] for i in idx]
     with autocast(cfg.runtime, device):
@@ -76,7 +82,8 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
         loss = preference_loss(rc, rr, target, margin)
     if cfg.loss.centring > 0:
         loss = loss + cfg.loss.centring * centring_penalty(rc, rr)
-    loss = (loss * weights[idx].to(device)).mean()
+    loss = weighted_mean(loss * weights[idx].to(device), data.weight[idx].to(device),
+                         mean_weight)
     d, clear = (rc.mean(-1) - rr.mean(-1)).detach(), target == 1.0  # (b,), (b,)
     return {"loss": loss, "accuracy": ((d > 0) & clear).float().sum() / clear.sum().clamp(min=1),
             "margin": d.mean()}
@@ -157,8 +164,11 @@ def train(cfg: RewardTrainConfig, hand: Handover | None = None) -> dict:
         for step in run.steps(total, cfg.train.save_every, cfg.train.stop_at):
             lr = lr_at(step, total, cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr_ratio)
             set_rates(opt, lr, cfg)
-            m = accumulated_step(model, opt, batches(step), accum, lambda idx: micro_batch_loss(
-                model, train_d, idx, weights, cfg, run.device), cfg.train.max_grad_norm, run.info)
+            batch = batches(step)
+            mean_w = float(train_d.weight[batch].mean())  # the global batch's, for every rank
+            m = accumulated_step(model, opt, batch, accum, lambda idx, mw=mean_w: micro_batch_loss(
+                model, train_d, idx, weights, cfg, run.device, mw), cfg.train.max_grad_norm,
+                run.info)
             row = {"step": step + 1, "lr": lr, **m,
                    "pairs_per_s": run.per_second(step + 1, cfg.train.batch_size)}
             run.validate(row, lambda: validate(rm, val_d, tok, cfg), cfg.train.eval_every)
