@@ -13,6 +13,8 @@ The packages follow the pipeline, and each imports only from those before it:
     reward       the reward model: training, evaluation, export
     policy       policy-gradient fine-tuning against a reward
     dpo          direct preference optimisation (no reward model)
+    sft          supervised fine-tuning on demonstrations, corrections, text
+    kto          KTO: the policy learns from unpaired thumbs up/down
     loop         the rounds of the whole cycle, and its report
     cli          the `rlhf` command
 

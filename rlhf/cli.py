@@ -24,11 +24,13 @@ from rlhf.dpo import train as train_dpo
 from rlhf.feedback import export, formats, pairs, stats
 from rlhf.harness import distributed as dist
 from rlhf.harness.folder import Interrupted
+from rlhf.kto import train as train_kto
 from rlhf.lm import cli as generate
 from rlhf.loop import cycle, report
 from rlhf.policy import train as train_policy
 from rlhf.raters import rate, web
 from rlhf.reward import train as train_reward
+from rlhf.sft import train as train_sft
 
 COMMANDS = {
     # name: (the stage's `cli(argv)`, one-line description)
@@ -39,9 +41,11 @@ COMMANDS = {
     "rate": (rate.cli, "compare, rank, rate or correct the items of a queue (terminal or stdin)"),
     "serve": (web.cli, "the rating page for browsers: one private link per rater"),
     "stats": (stats.cli, "counts, bias, consistency and agreement of a feedback store, by kind"),
+    "train-sft": (train_sft.cli, "supervised fine-tuning on demonstrations, corrections, text"),
     "train-reward": (train_reward.cli, "train a reward model from comparisons"),
     "eval-reward": (dpo_eval.cli, "accuracy, calibration, length baseline (RM or DPO policy)"),
     "train-dpo": (train_dpo.cli, "fine-tune the policy on comparisons directly (DPO/IPO)"),
+    "train-kto": (train_kto.cli, "fine-tune the policy on thumbs up/down, unpaired (KTO)"),
     "train-policy": (train_policy.cli, "fine-tune the policy (RLOO/REINFORCE/PPO)"),
     "loop": (cycle.cli, "rounds of sample, rate, train reward, train policy"),
     "report": (report.cli, "a Markdown report with plots of a run folder"),

@@ -22,17 +22,21 @@ from typing import Any, Literal
 from rlhf.config import field_docs
 from rlhf.dpo.config import DPOTrainConfig
 from rlhf.feedback.config import PairsConfig
+from rlhf.kto.config import KTOTrainConfig
 from rlhf.lm.config import GenerateConfig
 from rlhf.loop.config import LOOP_SETS, LoopConfig
 from rlhf.policy.config import PolicyTrainConfig
 from rlhf.reward.config import EvalRewardConfig, RewardTrainConfig
+from rlhf.sft.config import SFTConfig
 
 COMMANDS: list[tuple[str, type]] = [  # pipeline order, as `rlhf --help` lists them
     ("generate", GenerateConfig),
     ("sample-pairs", PairsConfig),
+    ("train-sft", SFTConfig),
     ("train-reward", RewardTrainConfig),
     ("eval-reward", EvalRewardConfig),
     ("train-dpo", DPOTrainConfig),
+    ("train-kto", KTOTrainConfig),
     ("train-policy", PolicyTrainConfig),
     ("loop", LoopConfig),
 ]

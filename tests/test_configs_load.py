@@ -20,6 +20,14 @@ def config_class(name: str):
         from rlhf.dpo.config import DPOTrainConfig
 
         return DPOTrainConfig
+    if name.startswith("sft"):
+        from rlhf.sft.config import SFTConfig
+
+        return SFTConfig
+    if name.startswith("kto"):
+        from rlhf.kto.config import KTOTrainConfig
+
+        return KTOTrainConfig
     if name.startswith("policy"):
         from rlhf.policy.config import PolicyTrainConfig
 

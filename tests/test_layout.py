@@ -22,6 +22,8 @@ LAYERS = [  # each may import from its own layer (no cycles) and the ones above 
     ["rlhf.reward"],
     ["rlhf.policy"],
     ["rlhf.dpo"],
+    ["rlhf.sft"],
+    ["rlhf.kto"],
     ["rlhf.loop"],
     ["rlhf.cli", "rlhf.__main__", "rlhf.configref"],
 ]

@@ -1,0 +1,140 @@
+"""Unpaired rows (KTO) as training data: answers -> rows judged desirable or undesirable
+(`rlhf.feedback.derive`: ratings, "both bad" comparisons, and, when asked, clear comparisons
+unpaired), split *by prompt*, tokenised as [BOS | prompt | completion | EOS]; each row's
+completion log-prob, and the mismatched pairs of a batch from which KTO estimates its
+reference point.
+
+Tokens: prompt + completion are tokenised as one text (as the pair stages do); the completion
+starts where the prompt's own tokens and the whole text's first differ (TRL's
+`common_prefix_length` rule: a token merging across the boundary belongs to the completion).
+Truncation (longer than `max_len`): the prompt loses its start first, then the completion;
+BOS and the completion's end (EOS included) are always kept, and one context token at least.
+
+Log-probs: a batch is laid out as a sampled one is (`rlhf.lm.generation.Generation`: left-padded
+prompts, right-padded completions), so `rlhf.lm.logprobs.response_logprobs`, the policy
+update's own, gives each completion token's log-prob; a row's log-prob is their sum, in
+float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhf.config import ConfigError
+from rlhf.feedback.derive import UnpairedRow, training_data
+from rlhf.lm.generation import Generation
+from rlhf.lm.logprobs import response_logprobs
+from rlhf.preferences.data import read_feedback, split_by_group
+from rlhf.preferences.tokens import bos_ids
+
+
+def unpaired_rows(records, origins) -> list[UnpairedRow]:
+    """Answers -> unpaired rows of the kinds in `origins` ('rating', 'both_bad', and
+    'comparison': a clear comparison's preferred response desirable, the other undesirable,
+    as TRL's `unpair_preference_dataset`). Ratings and "both bad" first, in order."""
+    data = training_data(records, ties="drop")
+    rows = [r for r in data.unpaired if r.origin in origins]
+    if "comparison" in origins:
+        for p in data.pairs:
+            if p.origin == "comparison" and p.target == 1.0:
+                rows += [UnpairedRow(p.prompt, p.chosen, True, p.group, "comparison"),
+                         UnpairedRow(p.prompt, p.rejected, False, p.group, "comparison")]
+    return rows
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two id lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def encode_row(tok, prompt: str, completion: str, max_len: int
+               ) -> tuple[list[int], list[int], bool]:
+    """(context ids, completion ids, truncated) by the module's rule: context = [BOS] + the
+    prompt's tokens, completion = the rest of ids(prompt + completion) + [EOS]."""
+    bos = bos_ids(tok)
+    p = tok.encode(prompt, bos=False)
+    whole = tok.encode(prompt + completion, bos=False)
+    cut = common_prefix(p, whole)
+    ctx, comp = bos + whole[:cut], whole[cut:] + [tok.eos_id]
+    if not ctx:  # no BOS and an empty prompt: the first token is context
+        ctx, comp = comp[:1], comp[1:] or [tok.eos_id]
+    truncated = len(ctx) + len(comp) > max_len
+    if truncated:
+        comp = comp[-(max_len - 1):]
+        body, n = ctx[len(bos):], max_len - len(comp) - len(bos)  # n >= 0; >= 1 without BOS
+        ctx = bos + body[len(body) - n:]
+    return ctx, comp, truncated
+
+
+@dataclass
+class EncodedRows:
+    context: list[list[int]]
+    completion: list[list[int]]
+    label: torch.Tensor  # (N,) bool: desirable
+    truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.context)
+
+    def lengths(self) -> list[int]:
+        return [len(c) + len(r) for c, r in zip(self.context, self.completion)]
+
+
+def encode_rows(rows: list[UnpairedRow], tok, max_len: int) -> EncodedRows:
+    enc = [encode_row(tok, r.prompt, r.completion, max_len) for r in rows]
+    return EncodedRows([e[0] for e in enc], [e[1] for e in enc],
+                       torch.tensor([r.label for r in rows], dtype=torch.bool),
+                       sum(e[2] for e in enc))
+
+
+def prepare_rows(cfg, tok) -> tuple[EncodedRows, EncodedRows]:
+    """Read, convert, split by prompt and tokenise: (train, validation). `cfg`: a
+    `KTOTrainConfig`."""
+    d = cfg.data
+    rows = unpaired_rows(read_feedback(d.paths), d.origins)
+    if d.max_rows:
+        rows = rows[:d.max_rows]
+    if not rows:
+        raise ConfigError(f"data.paths: no desirable or undesirable rows of the kinds "
+                          f"{', '.join(d.origins)} in {', '.join(d.paths)}")
+    train, val = split_by_group(rows, d.val_fraction, cfg.runtime.seed)
+    if len(train) < cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is more than the "
+                          f"{len(train)} training rows")
+    return encode_rows(train, tok, d.max_len), encode_rows(val, tok, d.max_len)
+
+
+def mismatched(n: int) -> list[int]:
+    """The completion each row of a batch of n is paired with for the reference point: row i
+    gets row i - 1's (row 0 the last's), TRL's rotation; a row never gets its own (n >= 2)."""
+    return [(i - 1) % n for i in range(n)]
+
+
+def as_generation(context: list[list[int]], completion: list[list[int]], device) -> Generation:
+    """Rows in a sampled batch's layout: [left padding | context | completion | padding]."""
+    P, N = max(map(len, context)), max(map(len, completion))
+    B = len(context)
+    tokens = torch.zeros((B, P + N), dtype=torch.long)
+    mask = torch.zeros((B, P + N), dtype=torch.long)
+    for i, (c, r) in enumerate(zip(context, completion)):
+        tokens[i, P - len(c):P + len(r)] = torch.tensor(c + r)
+        mask[i, P - len(c):P + len(r)] = 1
+    tokens, mask = tokens.to(device), mask.to(device)
+    return Generation(tokens=tokens, mask=mask, prompt_width=P, response_mask=mask[:, P:],
+                      logprobs=torch.zeros((B, N), device=device),
+                      ended=torch.ones(B, dtype=torch.bool, device=device))
+
+
+def completion_logprobs(model, context: list[list[int]], completion: list[list[int]], device
+                        ) -> torch.Tensor:
+    """log pi(completion | context) of each row, summed over its tokens (EOS included):
+    (B,) float64, differentiable when grad is enabled. One forward pass."""
+    logp, _ = response_logprobs(model, as_generation(context, completion, device))  # (B, N)
+    return logp.double().sum(-1)

@@ -1,0 +1,118 @@
+"""Typed configuration of `rlhf train-sft` (`SFTConfig`); each field's docstring is its
+documentation (`--help` lists them); `check()` rejects impossible values by key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf.config import RuntimeConfig, require
+
+
+@dataclass
+class SFTDataConfig:
+    paths: list[str] = field(default_factory=lambda: [
+        "../shared/data/text/tinystories-sample.txt"])
+    """Where the rows come from, any mix of: TRL prompt-completion files ({"prompt",
+    "completion"}, text or chat messages) and language-modelling files ({"text"} or
+    {"messages"}) as JSONL / JSON / parquet / a `datasets` folder; comparison stores (their
+    corrections: prompt -> corrected text); plain text files (*.txt: one row per paragraph,
+    paragraphs separated by blank lines). Other kinds of answer in a store are left out."""
+    completion_only: bool = True
+    """Train on the completion tokens only (the prompt is context, not a target), as TRL's
+    SFTTrainer does for prompt-completion rows. Rows without a prompt (plain text,
+    language-modelling rows) always train on all their tokens. false = every token."""
+    max_len: int = 256
+    """Token limit per row (BOS and EOS included); longer rows keep their first max_len
+    tokens (TRL's default truncation) and are counted in the metrics as truncated."""
+    val_fraction: float = 0.1
+    """Share of groups (prompts; for plain text, texts) held out for validation; 0 = none."""
+    max_rows: int = 0
+    """Use only the first N rows (0 = all); for quick runs."""
+
+    def check(self) -> None:
+        require(len(self.paths) > 0, "paths", "must name at least one file or store")
+        require(self.max_len >= 3, "max_len", "must be >= 3 (BOS, a token, EOS)")
+        require(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
+        require(self.max_rows >= 0, "max_rows", "must be >= 0")
+
+
+@dataclass
+class SFTModelConfig:
+    init: str = "../shared/models/stories260K"
+    """The model to fine-tune (llama2.c or HF-style folder of a native family)."""
+
+
+@dataclass
+class SFTOptimConfig:
+    batch_size: int = 16
+    """Rows per optimiser step, over all processes (the global batch). The loss is the mean
+    over the batch's trained tokens (every token counts the same, as TRL's SFTTrainer with
+    gradient accumulation)."""
+    micro_batch_size: int = 0
+    """Rows per forward pass on each process; 0 = batch_size / processes (no accumulation).
+    Must divide batch_size / processes."""
+    packing: bool = True
+    """Pack each micro-batch's rows into as few sequences of at most max_len tokens as fit
+    (first-fit decreasing), each row seeing only its own tokens (block-diagonal causal mask,
+    positions restarting at 0): less padding, the same loss as unpacked rows."""
+    lr: float = 5e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay, on matrices only (rlhf.harness.optim's rule)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas (PyTorch's defaults)."""
+    warmup_steps: int = 10
+    """Linear warmup steps, then cosine decay to min_lr_ratio * lr."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a share of lr."""
+    epochs: float = 1.0
+    """Passes over the training rows (ignored when max_steps > 0)."""
+    max_steps: int = 0
+    """Optimiser steps (0 = from epochs)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 = off; rlhf.harness.optim)."""
+    group_by_length: bool = True
+    """Form batches of rows of similar length (less padding); order is still random."""
+    eval_every: int = 50
+    """Validation (held-out loss and token accuracy) every N steps (0 = only at the end)."""
+    save_every: int = 100
+    """Training-state checkpoint every N steps (0 = only at the end)."""
+    eval_batch_size: int = 32
+    """Rows per forward pass in validation."""
+    stop_at: int = 0
+    """Leave after this global step with a checkpoint, unfinished (the schedule still spans
+    the whole run): for time-boxed jobs that resume later. 0 = run to the end."""
+
+    def check(self) -> None:
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        for key in ("micro_batch_size", "warmup_steps", "max_steps", "eval_every",
+                    "save_every", "stop_at"):
+            require(getattr(self, key) >= 0, key, "must be >= 0")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        require(self.epochs > 0, "epochs", "must be > 0")
+        require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+        require(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
+                "must be two numbers in [0, 1)")
+
+
+@dataclass
+class SFTConfig:
+    """`rlhf train-sft`: supervised fine-tuning on demonstrations, corrections or text."""
+
+    out_dir: str = "runs/sft"
+    """Run folder: config.yaml, metrics.jsonl, state/ (resumable), policy/ (the trained
+    model, with sft.json), summary.json."""
+    resume: bool = True
+    """Continue from out_dir/state when it exists."""
+    progress: bool = True
+    """Show a tqdm progress bar (only when attached to a terminal)."""
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    """Which rows, what is trained, truncation and the validation split."""
+    model: SFTModelConfig = field(default_factory=SFTModelConfig)
+    """The model to fine-tune."""
+    train: SFTOptimConfig = field(default_factory=SFTOptimConfig)
+    """Optimiser, schedule, batches, packing, evaluation and checkpoint cadence."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Seed, threads, device, precision, ddp/fsdp."""
