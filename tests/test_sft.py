@@ -23,6 +23,7 @@ from rlhf.sft.data import (
     encode_rows,
     layout,
     pack_bins,
+    pack_width,
     read_rows,
 )
 from rlhf.sft.losses import sft_loss, token_hits, token_nll
@@ -45,6 +46,14 @@ def test_masked_loss_by_hand():
 def test_pack_bins_first_fit_decreasing():
     assert pack_bins([5, 3, 4, 2], 7) == [[0, 3], [2, 1]]
     assert pack_bins([9, 1], 7) == [[0], [1]]  # too long: alone
+
+
+def test_pack_width_packs_only_where_it_saves_a_quarter():
+    # bins [5, 2] and [4, 3]: 2 x 7 = 14 positions vs 4 x 5 = 20 padded (14 <= 15): packed
+    assert pack_width([5, 3, 4, 2], 7) == 7
+    # bins [6, 1] and [6]: 2 x 7 = 14 vs 3 x 6 = 18 (14 > 13.5): padded
+    assert pack_width([6, 6, 1], 7) == 0
+    assert pack_width([6, 6, 6], 7) == 0  # nothing fits together
 
 
 def test_packing_changes_no_rows_loss():

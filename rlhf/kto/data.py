@@ -10,10 +10,12 @@ starts where the prompt's own tokens and the whole text's first differ (TRL's
 Truncation (longer than `max_len`): the prompt loses its start first, then the completion;
 BOS and the completion's end (EOS included) are always kept, and one context token at least.
 
-Log-probs: a batch is laid out as a sampled one is (`rlhf.lm.generation.Generation`: left-padded
-prompts, right-padded completions), so `rlhf.lm.logprobs.response_logprobs`, the policy
-update's own, gives each completion token's log-prob; a row's log-prob is their sum, in
-float64.
+Log-probs: a batch is laid out right-padded, each row [context | completion | padding] from
+position 0, so the model runs its plain causal attention (padding after a row's tokens changes
+none of them: SDPA's fast causal kernel, no mask; a left-padded layout needs an explicit mask
+and is several times slower on a CPU); each completion token's log-prob is
+`rlhf.lm.logprobs.token_logprobs`'s (the one home of that computation), and a row's log-prob is
+their sum, in float64.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ import torch
 
 from rlhf.config import ConfigError
 from rlhf.feedback.derive import UnpairedRow, training_data
-from rlhf.lm.generation import Generation
-from rlhf.lm.logprobs import response_logprobs
+from rlhf.lm.logprobs import token_logprobs
 from rlhf.preferences.data import read_feedback, split_by_group
 from rlhf.preferences.tokens import bos_ids
 
@@ -117,24 +118,26 @@ def mismatched(n: int) -> list[int]:
     return [(i - 1) % n for i in range(n)]
 
 
-def as_generation(context: list[list[int]], completion: list[list[int]], device) -> Generation:
-    """Rows in a sampled batch's layout: [left padding | context | completion | padding]."""
-    P, N = max(map(len, context)), max(map(len, completion))
-    B = len(context)
-    tokens = torch.zeros((B, P + N), dtype=torch.long)
-    mask = torch.zeros((B, P + N), dtype=torch.long)
+def right_padded(context: list[list[int]], completion: list[list[int]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [context | completion | padding (id 0)]: (tokens (B, T), targets (B, T - 1)), the
+    targets 1 in the columns of `token_logprobs` that score a completion token (column t
+    scores token t + 1)."""
+    T = max(len(c) + len(r) for c, r in zip(context, completion))
+    tokens = torch.zeros((len(context), T), dtype=torch.long)
+    targets = torch.zeros((len(context), T - 1))
     for i, (c, r) in enumerate(zip(context, completion)):
-        tokens[i, P - len(c):P + len(r)] = torch.tensor(c + r)
-        mask[i, P - len(c):P + len(r)] = 1
-    tokens, mask = tokens.to(device), mask.to(device)
-    return Generation(tokens=tokens, mask=mask, prompt_width=P, response_mask=mask[:, P:],
-                      logprobs=torch.zeros((B, N), device=device),
-                      ended=torch.ones(B, dtype=torch.bool, device=device))
+        tokens[i, :len(c) + len(r)] = torch.tensor(c + r)
+        targets[i, len(c) - 1:len(c) + len(r) - 1] = 1
+    return tokens, targets
 
 
 def completion_logprobs(model, context: list[list[int]], completion: list[list[int]], device
                         ) -> torch.Tensor:
     """log pi(completion | context) of each row, summed over its tokens (EOS included):
     (B,) float64, differentiable when grad is enabled. One forward pass."""
-    logp, _ = response_logprobs(model, as_generation(context, completion, device))  # (B, N)
+    tokens, targets = (x.to(device) for x in right_padded(context, completion))
+    start = min(map(len, context)) - 1  # the output layer runs from the first target on
+    logits = model(tokens, start=start)  # (B, T - start, V)
+    logp = token_logprobs(logits, tokens[:, start:]) * targets[:, start:]  # (B, T - 1 - start)
     return logp.double().sum(-1)

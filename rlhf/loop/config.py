@@ -10,10 +10,13 @@ from typing import Literal
 
 from rlhf.config import RuntimeConfig, get_key, require
 from rlhf.dpo.config import DPOTrainConfig
+from rlhf.feedback.config import MAX_RANK_K, AskMix, ScaleConfig
+from rlhf.kto.config import KTODataConfig, KTOTrainConfig
 from rlhf.lm.config import SamplingConfig
 from rlhf.policy.config import PolicyTrainConfig
 from rlhf.raters.scorers import is_rater_class, resolve, scorer_problem
 from rlhf.reward.config import RewardTrainConfig
+from rlhf.sft.config import SFTConfig
 
 LOOP_SETS = {
     "reward": {
@@ -42,9 +45,29 @@ LOOP_SETS = {
         "progress": "off: the loop prints its own progress",
         "runtime": "the loop's runtime section",
     },
+    "sft": {
+        "out_dir": "the round's sft/ folder",
+        "data.paths": "the round's corrections (corrections_used.jsonl)",
+        "model.init": "the previous round's policy",
+        "progress": "off: the loop prints its own progress",
+        "runtime": "the loop's runtime section",
+    },
+    "kto": {
+        "out_dir": "the round's policy_train/ folder",
+        "data.paths": "the round's answers (comparisons_used.jsonl)",
+        "model.init": "the previous round's policy (or the round's SFT policy)",
+        "model.reference": "the starting policy",
+        "progress": "off: the loop prints its own progress",
+        "runtime": "the loop's runtime section",
+    },
 }
 """The keys of the nested stage configs that the loop sets itself each round, and why; setting
 one of them in a loop config is refused (it would be silently replaced)."""
+
+
+def loop_kto() -> KTOTrainConfig:
+    """The loop's default KTO section: `data.paths` is the loop's to set (each round's)."""
+    return KTOTrainConfig(data=KTODataConfig(paths=["set by the loop"]))
 
 
 @dataclass
@@ -131,7 +154,18 @@ class LoopConfig:
     rounds: int = 3
     """Rounds of feedback after round 0 (the starting policy)."""
     pairs_per_round: int = 100
-    """Pairs sampled and rated each round."""
+    """Items sampled and rated each round (pairs to compare, by default; `mix`)."""
+    mix: AskMix = field(default_factory=AskMix)
+    """What each round's items ask (weights of compare, rank, rate, correct; the counts are
+    the weights' shares of pairs_per_round, rounded). Each kind goes to the stage that learns
+    from it: corrections to a supervised step (`sft`) before the other training steps and, as
+    corrected-over-original pairs, to the reward model / DPO with comparisons, rankings and
+    ratings (`reward.data.kinds`, `dpo.data.kinds`); ratings to KTO with policy_method=kto.
+    Default: every item compares two."""
+    rank_k: int = 4
+    """Responses sampled for each rank item (3 to 9)."""
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    """The scale of rate items (thumbs by default)."""
     selection: Literal["random", "disagreement"] = "random"
     """Which pairs are rated: 'random', or the ones the reward-model ensemble disagrees on
     most among `oversample` times as many candidates (Christiano et al. 2017)."""
@@ -146,10 +180,12 @@ class LoopConfig:
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     """Reward-model training: rlhf.reward.train's keys. The loop sets `out_dir` (the round's
     folder), `data.paths` (its snapshot of the store), `model.init` and `runtime`."""
-    policy_method: Literal["rl", "dpo"] = "rl"
-    """The policy step: 'rl' trains a reward model on every comparison so far, then RL
+    policy_method: Literal["rl", "dpo", "kto"] = "rl"
+    """The policy step: 'rl' trains a reward model on every answer so far, then RL
     against it (sections `reward`, `rl`); 'dpo' optimises the policy directly on this round's
-    comparisons, of pairs sampled from the current policy (on-policy; section `dpo`)."""
+    answers' pairs, of responses sampled from the current policy (on-policy; section `dpo`);
+    'kto' optimises it with KTO on this round's ratings and "both bad" comparisons (unpaired
+    rows; section `kto`, reference: the starting policy)."""
     dpo_reference: Literal["start", "previous"] = "start"
     """policy_method=dpo: the reference pi_ref of round r's DPO. 'start': the starting policy
     (the same anchor as RL's KL; each round's implicit reward is relative to the start);
@@ -158,6 +194,15 @@ class LoopConfig:
     """policy_method=dpo: rlhf.dpo.train's keys. The loop sets `out_dir`, `data.paths` (the
     round's comparisons), `model.init` (the previous round's policy), `model.reference`
     (dpo_reference), `progress` and `runtime`."""
+    kto: KTOTrainConfig = field(default_factory=loop_kto)
+    """policy_method=kto: rlhf.kto.train's keys. The loop sets `out_dir`, `data.paths` (the
+    round's answers), `model.init`, `model.reference` (the starting policy), `progress` and
+    `runtime`."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """The supervised step on each round's corrections (skipped in a round without any):
+    rlhf.sft.train's keys. The loop sets `out_dir` (the round's sft/ folder), `data.paths`
+    (the round's corrections), `model.init` (the previous round's policy), `progress` and
+    `runtime`; the round's policy step continues from its result."""
     rl: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
     """Policy fine-tuning each round: rlhf.policy.train's keys (`steps` is per round). The
     loop sets `policy` (the previous round's), `reference` (the starting policy), `out_dir`,
@@ -176,11 +221,17 @@ class LoopConfig:
         require(self.pairs_per_round >= 2, "pairs_per_round", "must be >= 2")
         require(self.oversample >= 1, "oversample", "must be >= 1")
         require(bool(self.out_dir), "out_dir", "must name a folder")
-        require(not (self.policy_method == "dpo" and self.selection == "disagreement"),
+        require(not (self.policy_method != "rl" and self.selection == "disagreement"),
                 "selection", "disagreement ranks pairs by a reward-model ensemble, which "
-                "policy_method=dpo does not train; use selection=random")
+                f"policy_method={self.policy_method} does not train; use selection=random")
+        require(3 <= self.rank_k <= MAX_RANK_K, "rank_k", f"must be 3 to {MAX_RANK_K}, got "
+                f"{self.rank_k}")
+        require(self.selection == "random" or set(
+            a for a, w in self.mix.weights().items() if w > 0) == {"compare"}, "selection",
+            "disagreement ranks pairs to compare; with other kinds in `mix` use "
+            "selection=random")
         defaults = {"reward": RewardTrainConfig(), "rl": PolicyTrainConfig(),
-                    "dpo": DPOTrainConfig()}
+                    "dpo": DPOTrainConfig(), "sft": SFTConfig(), "kto": loop_kto()}
         for section, keys in LOOP_SETS.items():
             for key, why in keys.items():
                 require(get_key(getattr(self, section), key) == get_key(defaults[section], key),

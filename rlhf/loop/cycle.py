@@ -5,9 +5,12 @@ simulated rater, or people through `rlhf rate`), (3) train the reward model on a
 comparisons so far, (4) fine-tune the policy against it (KL to the starting policy),
 (5) evaluate on fresh samples from held-out prompts. Round 0 is the starting policy,
 evaluated only. With `policy_method: dpo`, (3) snapshots the round's comparisons and (4) is
-DPO on them (`rlhf.loop.steps`). The loop ends by printing one JSON line: gold_start,
-gold_end, kl, report. Models stay in memory from step to step (`rlhf.loop.models`): each is
-read from its folder only when this process does not hold it (its first use, a restart).
+DPO on them (`rlhf.loop.steps`); with `policy_method: kto`, KTO on the round's ratings. When
+the round's items ask for corrections (`mix.correct`), a supervised step on them runs first,
+in (3), and the round's policy step continues from its result. The loop ends by printing
+one JSON line: gold_start, gold_end, kl, report. Models stay in memory from step to step
+(`rlhf.loop.models`): each is read from its folder only when this process does not hold it
+(its first use, a restart).
 
 Run folder (`out_dir`):
     config.yaml              the resolved config
@@ -25,6 +28,9 @@ Run folder (`out_dir`):
     round_RR/ (RR >= 01)
         queue.jsonl          pairs sampled from the previous round's policy
         comparisons_used.jsonl  the store as it was when this round's reward model trained
+                             (dpo, kto: the round's own answers)
+        corrections_used.jsonl, sft/  the round's corrections and the supervised step on
+                             them (sft/policy/: where the policy step starts), when any
         reward_model/        the reward-model training folder (metrics.jsonl, state/,
                              model/: the round's reward model)
         policy_train/        the policy training folder (metrics.jsonl, state/, policy/: the
@@ -130,16 +136,22 @@ def do_step(cfg: LoopConfig, out: Path, r: int, step: str, models: Models, recor
             ) -> dict | None:
     """(2) One step of round r, by the policy method; the round's record so far, or None when
     the pairs still wait for ratings. Sampling, rating and evaluation are rank 0's."""
-    info, dpo = models.info, cfg.policy_method == "dpo"
+    info, method = models.info, cfg.policy_method
     if step == "sample" and info.is_main:
         return {"round": r, **steps.sample_step(cfg, out, r, models)}
     if step == "rate":
         return record if dist.from_main(steps.rate_step(cfg, out, r, record)
                                         if info.is_main else None, info) else None
     if step == "reward":
-        record.update((steps.dpo_data_step if dpo else steps.reward_step)(cfg, out, r, models))
+        if cfg.mix.correct > 0:  # corrections: a supervised step before the other training
+            record.update(steps.sft_step(cfg, out, r, models))
+        data_step = {"rl": steps.reward_step, "dpo": steps.dpo_data_step,
+                     "kto": steps.kto_data_step}[method]
+        record.update(data_step(cfg, out, r, models))
     elif step == "policy":
-        record.update((steps.dpo_step if dpo else steps.policy_step)(cfg, out, r, models))
+        policy_step = {"rl": steps.policy_step, "dpo": steps.dpo_step,
+                       "kto": steps.kto_step}[method]
+        record.update(policy_step(cfg, out, r, models))
     elif step == "eval" and info.is_main:
         return eval_record(cfg, out, r, models, record)
     return record

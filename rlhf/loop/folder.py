@@ -61,6 +61,23 @@ def policy_path(cfg: LoopConfig, out: Path, r: int) -> str:
     return cfg.policy if r == 0 else str(out / in_round(r, "policy_train", "policy"))
 
 
+def sft_policy_path(out: Path, r: int) -> Path:
+    """Round r's policy after its supervised step on the round's corrections (when it had
+    any): where its policy step starts."""
+    return out / in_round(r, "sft", "policy")
+
+
+def sft_done(out: Path, r: int) -> bool:
+    """Round r's supervised step has finished (its summary written after the policy)."""
+    return (out / in_round(r, "sft", "summary.json")).is_file()
+
+
+def start_path(cfg: LoopConfig, out: Path, r: int) -> str:
+    """Where round r's policy step starts: its SFT policy when the round had corrections,
+    else the policy after round r-1."""
+    return str(sft_policy_path(out, r)) if sft_done(out, r) else policy_path(cfg, out, r - 1)
+
+
 def reward_model_path(out: Path, r: int) -> Path:
     """Round r's reward model."""
     return out / in_round(r, "reward_model", "model")

@@ -19,7 +19,7 @@ from rlhf.harness import distributed as dist
 from rlhf.harness.run import Handover
 from rlhf.lm.folders import load_model
 from rlhf.loop.config import LoopConfig
-from rlhf.loop.folder import policy_path, reward_model_path
+from rlhf.loop.folder import policy_path, reward_model_path, sft_done, start_path
 from rlhf.reward.model import load_reward_model
 
 
@@ -29,7 +29,7 @@ class Models:
     def __init__(self, cfg: LoopConfig, out: Path, info: dist.DistInfo):
         self.cfg, self.out, self.info = cfg, out, info
         self.keeps = not (info.enabled and cfg.runtime.parallel == "fsdp")
-        self.policies: dict[int, tuple] = {}  # round -> (policy, tokenizer)
+        self.policies: dict = {}  # round (or "sft r") -> (policy, tokenizer)
         self.rewards: dict[int, tuple] = {}  # round -> (reward model, tokenizer)
         self._reference = None
         self._previous: tuple | None = None  # (round, the reference of its DPO policy)
@@ -46,6 +46,29 @@ class Models:
             self.policies = {r: load_model(policy_path(self.cfg, self.out, r))}
         model, tok = self.policies[r]
         return model.to(self.info.device), tok
+
+    def start(self, r: int) -> tuple:
+        """(policy, tokenizer) that round r's policy step starts from: the round's SFT result
+        when it had corrections (`folder.start_path`), else the policy after round r-1."""
+        if not sft_done(self.out, r):
+            return self.policy(r - 1)
+        key = f"sft {r}"
+        if key not in self.policies:
+            self.policies = {key: load_model(start_path(self.cfg, self.out, r))}
+        model, tok = self.policies[key]
+        return model.to(self.info.device), tok
+
+    def hand_sft(self, r: int) -> Handover:
+        """What round r's supervised step trains: round r-1's policy (it becomes the start of
+        the round's policy step)."""
+        start = self.policy(r - 1)
+        del self.policies[r - 1]
+        return Handover(start=(start[0].train(), start[1]))
+
+    def keep_sft(self, r: int, hand: Handover) -> None:
+        """Hold the policy round r's supervised step trained (not under FSDP: sharded)."""
+        if self.keeps and hand.trained is not None:
+            self.policies = {f"sft {r}": hand.trained}
 
     def reward(self, r: int) -> tuple:
         """(reward model in eval mode, tokenizer) of round r."""
@@ -66,13 +89,14 @@ class Models:
         return self._previous[1].to(self.info.device)
 
     def hand_policy(self, r: int, reference: str, with_reward: bool = False) -> Handover:
-        """What round r's policy step trains: round r-1's policy (no longer held as such: it
-        becomes round r's), its reference ('start': the starting policy; 'previous': the
-        policy it starts from, DPO's), and (RL) round r's reward model. Under FSDP no
-        reference is handed: the trainer shards the one it is handed in place, and the
-        loop's evaluation needs the held one whole; the trainer reads its own."""
-        start = self.policy(r - 1)
-        del self.policies[r - 1]
+        """What round r's policy step trains: round r-1's policy, or the round's SFT result
+        (no longer held as such: it becomes round r's), its reference ('start': the starting
+        policy; 'previous': the policy it starts from, DPO's), and (RL) round r's reward
+        model. Under FSDP no reference is handed: the trainer shards the one it is handed in
+        place, and the loop's evaluation needs the held one whole; the trainer reads its
+        own."""
+        start = self.start(r)
+        self.policies.clear()
         ref = None
         if self.keeps:
             ref = self.reference() if reference == "start" else start[0]

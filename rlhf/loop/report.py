@@ -243,6 +243,37 @@ def round_table(run: Path, rounds: list[dict]) -> list[str]:
     return lines
 
 
+def counts(d: dict | None) -> str:
+    """{"ranking": 2, "comparison": 4} -> "comparison 4, ranking 2" (by name)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted((d or {}).items()))
+
+
+def kinds_table(rounds: list[dict]) -> list[str]:
+    """Per round: the items asked, the answers of each kind that came in, and what each stage
+    learned from them (the supervised step's corrections and rows, the reward model's or DPO's
+    pairs by the kind of answer they came from, KTO's rows). Empty when every item compared."""
+    if all(set(r.get("asked") or {}) <= {"compare"} for r in rounds):
+        return []
+    lines = ["| round | asked | answers | SFT on corrections | pairs (reward model / DPO) | "
+             "KTO rows |", "|---" * 6 + "|"]
+    for r in rounds[1:]:
+        sft = r.get("sft") or {}
+        sft_cell = (f"{sft.get('corrections', 0)} corrections, {sft['train_rows']} train / "
+                    f"{sft['val_rows']} val rows, {sft['steps']} steps" if "train_rows" in sft
+                    else sft.get("skipped", ""))
+        pairs = r.get("reward_pairs") or r.get("dpo_pairs")
+        lines.append(f"| {r['round']} | {cell(counts(r.get('asked')))} | "
+                     f"{cell(counts(r.get('answers')))} | {cell(sft_cell)} | "
+                     f"{cell(counts(pairs))} | {cell(counts(r.get('kto_rows')))} |")
+    return ["## What each kind of answer trained", "",
+            "Answers that came in each round, and what each stage learned from: the supervised "
+            "step on the round's corrections (before the other steps; the policy continues from "
+            "it), the pairs the reward model (all rounds so far) or DPO (the round's) trained on "
+            "by the kind of answer they came from (a K-ranking gives K choose 2 pairs, together "
+            "weighing one), and KTO's unpaired rows (the round's ratings and \"both bad\").",
+            "", *lines, ""]
+
+
 def who_rates(run: Path, rounds: list[dict]) -> str:
     """The rater, its noise as used, and the gold scorer, in one sentence."""
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() \
@@ -365,6 +396,7 @@ def write_report(run_dir: str | Path) -> Path:
               *round_table(run, rounds), "",
               "![per round](rounds.png)", "",
               "Shares carry their 95% Wilson interval and count: value [low, high] n=count.", "",
+              *kinds_table(rounds),
               "## Over-optimisation signals (no gold needed)", "", *signals_section(rounds), "",
               "## Per training step (policy; reward model)", "", "![per step](steps.png)", "",
               "## KL-vs-reward frontier", "", "![frontier](frontier.png)", "",

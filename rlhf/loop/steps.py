@@ -22,6 +22,7 @@ import random
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -30,12 +31,15 @@ from rlhf.config import with_keys
 from rlhf.dpo import implicit
 from rlhf.dpo import train as dpo_stage
 from rlhf.feedback.derive import to_pairs
-from rlhf.feedback.pairs import sample_pairs
+from rlhf.feedback.pairs import draw_asks, sample_pairs
 from rlhf.feedback.queue import read_queue, write_queue
+from rlhf.feedback.records import Answer, Correction, Note
 from rlhf.feedback.store import ComparisonStore
 from rlhf.harness import distributed as dist
 from rlhf.harness.folder import signal_received
 from rlhf.harness.state import state_meta
+from rlhf.kto import train as kto_stage
+from rlhf.kto.data import unpaired_rows
 from rlhf.lm.sampling import decode_rows
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.folder import (
@@ -45,12 +49,15 @@ from rlhf.loop.folder import (
     read_json,
     reward_model_path,
     round_dir,
+    sft_done,
+    start_path,
     write_json,
 )
 from rlhf.loop.models import Models
 from rlhf.policy import train as policy_stage
 from rlhf.policy.evaluate import evaluate_policy
 from rlhf.policy.run import make_score_fn
+from rlhf.preferences.data import read_feedback, split_by_group, training_pairs
 from rlhf.prompts import load_prompts
 from rlhf.raters import web
 from rlhf.raters.scorers import get_scorer
@@ -58,6 +65,8 @@ from rlhf.raters.simulated import loop_rater
 from rlhf.reward import train as reward_stage
 from rlhf.reward.evaluate import evaluate as evaluate_reward_model
 from rlhf.reward.model import rank_pairs, score_texts
+from rlhf.sft import train as sft_stage
+from rlhf.sft.data import read_rows
 
 
 def sample_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
@@ -71,8 +80,10 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     src = policy_path(cfg, out, r - 1)
     model, tok = models.policy(r - 1)
     gen = torch.Generator(device=models.info.device).manual_seed(cfg.runtime.seed * 1000 + r)
+    asks = draw_asks(n, cfg.mix.weights(), cfg.runtime.seed * 1000 + r)
     items = sample_pairs(model, tok, prompts, cfg.sampling, gen,
-                         source={"model": src, "round": r - 1})
+                         source={"model": src, "round": r - 1}, asks=asks, rank_k=cfg.rank_k,
+                         scale=cfg.scale.as_item_scale())
     if active:
         scores = rank_pairs(*models.reward(r - 1), items)
         order = sorted(range(len(items)), key=lambda i: -scores[i])[:cfg.pairs_per_round]
@@ -83,7 +94,7 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
         it.meta["round"] = r
     write_queue(round_dir(out, r) / "queue.jsonl", items)
     return {"pairs_from": src, "n_pairs": len(items), "selection": "active" if active
-            else "random", "candidates": n}
+            else "random", "candidates": n, "asked": dict(Counter(it.ask for it in items))}
 
 
 def rate_step(cfg: LoopConfig, out: Path, r: int, record: dict) -> bool:
@@ -100,17 +111,23 @@ def rate_step(cfg: LoopConfig, out: Path, r: int, record: dict) -> bool:
             cfg.rater.tie_band, cfg.rater.name or None)
         done = store.answered_item_ids(rater.name)  # a resumed step rates only the rest
         store.extend(rater.rate_many([it for it in items if it.id not in done]))
+        record["answers"] = answer_counts(round_answers(store, r))
         return True
     if cfg.rater.kind == "web":  # the server runs until the round is rated
-        return web.serve_until_rated(queue, store.path, web.rater_names(
+        rated = web.serve_until_rated(queue, store.path, web.rater_names(
             cfg.rater.name or "rater", None), port=cfg.rater.port, say=lambda m: print(
             m, file=sys.stderr, flush=True), poll_seconds=cfg.rater.poll_seconds or 2.0,
             stop=signal_received, max_note=cfg.rater.max_note_chars)
+        if rated:
+            record["answers"] = answer_counts(round_answers(store, r))
+        return rated
     name = cfg.rater.name or "YOUR_NAME"
     while True:
-        answered = {c.item_id for c in store.load()}
+        answered = {a.item_id for a in store.answers() if isinstance(a, Answer)
+                    and not isinstance(a, Note)}
         missing = [it for it in items if it.id not in answered]
         if not missing:
+            record["answers"] = answer_counts(round_answers(store, r))
             return True
         print(f"round {r}: {len(items) - len(missing)}/{len(items)} pairs rated. Rate them "
               f"with:\n  rlhf rate {queue} --rater {name} --store {store.path}\n"
@@ -120,10 +137,64 @@ def rate_step(cfg: LoopConfig, out: Path, r: int, record: dict) -> bool:
         time.sleep(cfg.rater.poll_seconds)
 
 
-def snapshot(out: Path, r: int, comparisons, info: dist.DistInfo) -> Path:
+def round_answers(store: ComparisonStore, r: int) -> list:
+    """Round r's answers of every kind in the store (notes left out)."""
+    return [a for a in store.answers() if isinstance(a, Answer) and not isinstance(a, Note)
+            and a.meta.get("round") == r]
+
+
+def answer_counts(answers) -> dict[str, int]:
+    """{kind: answers}, e.g. {"comparison": 40, "ranking": 20, "correction": 18}; skipped
+    corrections (no edit made) as "correction_skipped"."""
+    return dict(Counter(a.kind + ("_skipped" if getattr(a, "skipped", False) else "")
+                        for a in answers))
+
+
+def pair_counts(path: Path, data) -> dict[str, int]:
+    """{origin: training pairs} that a pair-trained stage with data section `data` reads from
+    `path` (before its validation split): what the reward model or DPO learned from."""
+    pairs = training_pairs(read_feedback([str(path)]), data.ties, data.cant_tell, data.kinds)
+    return dict(Counter(p.origin for p in pairs))
+
+
+def sft_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
+    """(3a) Supervised fine-tuning of round r-1's policy on this round's corrections (the
+    corrected texts as completions of their prompts), before the reward and policy steps; the
+    round's policy step continues from its result. Skipped in a round without corrections.
+    The batch is cut to the round's training rows when there are fewer."""
+    info = models.info
+    fixes = [a for a in round_answers(ComparisonStore(out / "comparisons.jsonl"), r)
+             if isinstance(a, Correction) and not a.skipped]
+    if not fixes:
+        return {"sft": {"corrections": 0, "skipped": "no corrections this round"}}
+    snap = snapshot(out, r, fixes, info, "corrections_used.jsonl")
+    train_rows = split_by_group(read_rows([str(snap)])[0], cfg.sft.data.val_fraction,
+                                cfg.runtime.seed)[0]
+    if not train_rows:
+        return {"sft": {"corrections": len(fixes), "skipped": "no training rows"}}
+    keys = {"out_dir": str(out / in_round(r, "sft")), "data.paths": [str(snap)],
+            "model.init": policy_path(cfg, out, r - 1), "progress": False,
+            "runtime": cfg.runtime}
+    if len(train_rows) < cfg.sft.train.batch_size:
+        keys.update({"train.batch_size": len(train_rows), "train.micro_batch_size": 0})
+    scfg = with_keys(cfg.sft, keys, who="the loop")
+    if sft_done(out, r):  # a resumed round: its supervised step is already done
+        summary = read_json(out / in_round(r, "sft", "summary.json"))
+    else:
+        hand = models.hand_sft(r)
+        summary = sft_stage.train(scfg, hand)
+        models.keep_sft(r, hand)
+    return {"sft": {"corrections": len(fixes), "train_rows": summary.get("train_rows"),
+                    "val_rows": summary.get("val_rows"), "steps": summary.get("steps"),
+                    "policy": str(out / in_round(r, "sft", "policy")),
+                    "metrics_file": in_round(r, "sft", "metrics.jsonl")}}
+
+
+def snapshot(out: Path, r: int, comparisons, info: dist.DistInfo,
+             name: str = "comparisons_used.jsonl") -> Path:
     """The comparisons a round's training uses, frozen in its folder (a resumed step trains
     on the same snapshot): the whole store so far (`comparisons` None) or the given ones."""
-    snap = round_dir(out, r) / "comparisons_used.jsonl"
+    snap = round_dir(out, r) / name
     if info.is_main and not snap.is_file():
         tmp = snap.with_name(snap.name + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -158,7 +229,7 @@ def reward_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
             "previous_rm_on_new": fresh, "n_comparisons_new": len(new),
             "reward_init": init, "reward_model": str(reward_model_path(out, r)),
             "reward_metrics_file": in_round(r, "reward_model", "metrics.jsonl"),
-            "reward_metrics": metrics}
+            "reward_metrics": metrics, "reward_pairs": pair_counts(snap, rcfg.data)}
 
 
 def previous_accuracy(comparisons, evaluate) -> dict | None:
@@ -177,9 +248,10 @@ def dpo_data_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     """(3, dpo) Snapshot this round's comparisons for its DPO; the previous round's DPO
     policy's implicit-reward accuracy on them."""
     info = models.info
-    every = ComparisonStore(out / "comparisons.jsonl").load()
+    store = ComparisonStore(out / "comparisons.jsonl")
+    every = store.load()
     new = [c for c in every if c.meta.get("round") == r]
-    snap = snapshot(out, r, new, info)
+    snap = snapshot(out, r, round_answers(store, r), info)  # every kind: its pairs train
     fresh = None
     if r > 1 and info.is_main:
         path = policy_path(cfg, out, r - 1)
@@ -193,10 +265,38 @@ def dpo_data_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
             "previous_policy_on_new": fresh}
 
 
+def kto_data_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
+    """(3, kto) Snapshot this round's answers for its KTO; the unpaired rows they give
+    (`kto.data.origins`: ratings and "both bad" comparisons by default)."""
+    store = ComparisonStore(out / "comparisons.jsonl")
+    snap = snapshot(out, r, round_answers(store, r), models.info)
+    rows = unpaired_rows(read_feedback([str(snap)]), cfg.kto.data.origins)
+    n_d = sum(row.label for row in rows)
+    return {"comparisons": str(snap.relative_to(out)),
+            "kto_rows": {"desirable": n_d, "undesirable": len(rows) - n_d}}
+
+
+def kto_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
+    """(4, kto) KTO of the round's starting policy on this round's unpaired rows, the
+    starting policy as the reference."""
+    init = start_path(cfg, out, r)
+    kcfg = with_keys(cfg.kto, {  # what the loop decides (loop.config.LOOP_SETS["kto"])
+        "out_dir": str(out / in_round(r, "policy_train")),
+        "data.paths": [str(out / in_round(r, "comparisons_used.jsonl"))],
+        "model.init": init, "model.reference": cfg.policy, "progress": False,
+        "runtime": cfg.runtime}, who="the loop")
+    hand = models.hand_policy(r, "start")
+    summary = kto_stage.train(kcfg, hand)
+    models.keep_policy(r, hand)
+    return {"policy_init": init, "policy": policy_path(cfg, out, r),
+            "policy_metrics_file": in_round(r, "policy_train", "metrics.jsonl"),
+            "policy_gold_file": None, "policy_metrics": summary}
+
+
 def dpo_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     """(4, dpo) DPO of the previous round's policy on this round's comparisons, the reference
     by `dpo_reference` (the start, or the policy it starts from)."""
-    init = policy_path(cfg, out, r - 1)
+    init = start_path(cfg, out, r)
     ref = cfg.policy if cfg.dpo_reference == "start" else init
     dcfg = with_keys(cfg.dpo, {  # what the loop decides (loop.config.LOOP_SETS["dpo"])
         "out_dir": str(out / in_round(r, "policy_train")),
@@ -209,7 +309,8 @@ def dpo_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     return {"policy_init": init, "policy": policy_path(cfg, out, r), "dpo_reference": ref,
             "policy_metrics_file": in_round(r, "policy_train", "metrics.jsonl"),
             "dpo_metrics_file": in_round(r, "policy_train", "metrics.jsonl"),
-            "policy_gold_file": None, "policy_metrics": summary}
+            "policy_gold_file": None, "policy_metrics": summary,
+            "dpo_pairs": pair_counts(out / in_round(r, "comparisons_used.jsonl"), dcfg.data)}
 
 
 def policy_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
@@ -217,7 +318,7 @@ def policy_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     start. The gold score of every step's samples (all ranks') goes to
     policy_train/gold.jsonl."""
     info, rd = models.info, round_dir(out, r)
-    init = policy_path(cfg, out, r - 1)
+    init = start_path(cfg, out, r)
     pcfg = with_keys(cfg.rl, {  # what the loop decides (loop.config.LOOP_SETS["rl"])
         "policy": init, "reference": cfg.policy, "out_dir": str(rd / "policy_train"),
         "reward.kind": "model", "reward.path": str(reward_model_path(out, r)),
@@ -276,7 +377,7 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
         meta = implicit.read_meta(policy_path(cfg, out, r))
         reward = implicit.text_scorer(model, models.dpo_reference(r), tok, meta["beta"],
                                       meta["max_len"])
-    elif r > 0:
+    elif r > 0 and cfg.policy_method == "rl":  # kto: no judge of the round
         rm, rm_tok = models.reward(r)
         reward = lambda ps, ts: score_texts(rm, rm_tok, ps, ts).tolist()  # noqa: E731
     if r > 0:

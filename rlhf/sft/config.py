@@ -54,7 +54,9 @@ class SFTOptimConfig:
     packing: bool = True
     """Pack each micro-batch's rows into as few sequences of at most max_len tokens as fit
     (first-fit decreasing), each row seeing only its own tokens (block-diagonal causal mask,
-    positions restarting at 0): less padding, the same loss as unpacked rows."""
+    positions restarting at 0): less padding, the same loss as unpacked rows. A micro-batch
+    is packed only where that needs at most 3/4 of its right-padded positions (packed
+    attention is slower per position: rlhf.sft.data.pack_width)."""
     lr: float = 5e-4
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.0

@@ -26,12 +26,18 @@ import torch
 from rlhf.config import ConfigError
 from rlhf.harness import distributed as dist
 from rlhf.harness.optim import lr_at, make_optimizer, set_lr
-from rlhf.harness.run import accumulated_step, accumulation, stage_cli, training_run
+from rlhf.harness.run import (
+    Handover,
+    accumulated_step,
+    accumulation,
+    stage_cli,
+    training_run,
+)
 from rlhf.harness.runtime import autocast
 from rlhf.lm.folders import load_model, save_model
 from rlhf.preferences.data import PairBatches, split_by_group
 from rlhf.sft.config import SFTConfig
-from rlhf.sft.data import SFTData, encode_rows, layout, read_rows
+from rlhf.sft.data import SFTData, encode_rows, layout, pack_width, read_rows
 from rlhf.sft.losses import sft_loss, token_hits
 
 META_FILE = "sft.json"
@@ -51,8 +57,10 @@ def prepare(cfg: SFTConfig, tok) -> tuple[SFTData, SFTData, int]:
 
 
 def forward(model, data: SFTData, idx: list[int], cfg: SFTConfig, pad_id: int, device):
-    """Logits and the batch of rows `idx` (packed when `train.packing`)."""
-    b = layout(data, idx, pad_id, cfg.data.max_len if cfg.train.packing else 0).to(device)
+    """Logits and the batch of rows `idx` (packed when `train.packing` and it pays:
+    `pack_width`)."""
+    pack_to = pack_width([len(data.ids[i]) for i in idx], cfg.data.max_len)
+    b = layout(data, idx, pad_id, pack_to if cfg.train.packing else 0).to(device)
     with autocast(cfg.runtime, device):
         return model(b.tokens, **b.inputs()), b
 
@@ -82,16 +90,18 @@ def validate(model, val: SFTData, cfg: SFTConfig, pad_id: int, device) -> dict:
     return {"val_loss": nll / max(n, 1), "val_accuracy": hits / max(n, 1), "val_tokens": n}
 
 
-def train(cfg: SFTConfig) -> dict:
+def train(cfg: SFTConfig, hand: Handover | None = None) -> dict:
     """Fine-tune `model.init` on the rows `cfg.data` names; returns a summary (module
-    docstring)."""
+    docstring). `hand.start`: the model when the caller holds it (the loop), instead of
+    `model.init`; `hand.trained` receives the trained one."""
+    hand = hand or Handover()
     # 1. processes, seeds, run folder
     with training_run(cfg, "sft") as run:
         accum = accumulation(cfg.train.batch_size, cfg.train.micro_batch_size,
                              run.info.world_size)
         scale = accum * run.info.world_size  # micro-batch losses -> the global token mean
         # 2. data, split by group
-        policy, tok = load_model(cfg.model.init)
+        policy, tok = hand.start or load_model(cfg.model.init)
         train_d, val_d, other = prepare(cfg, tok)
         per_epoch = len(train_d) // cfg.train.batch_size
         total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
@@ -124,6 +134,7 @@ def train(cfg: SFTConfig) -> dict:
             if run.end_step(row, show={"loss": m["loss"], "acc": m["accuracy"]}):
                 return run.stopped()
         # 5. the policy (+ sft.json), summary
+        hand.trained = (policy, tok)
         return run.finish(finish(cfg, policy, tok, train_d, val_d, run, total))
 
 
