@@ -83,6 +83,27 @@ def test_a_mixed_queue_from_sample_pairs(tiny, tmp_path):
     assert [it.responses for it in again] == [it.responses for it in items]
 
 
+def test_rate_k_rates_several_responses_of_one_prompt_as_items(tiny):
+    """rate_k=3: a prompt asked to rate gives 3 items (one response each, one prompt and
+    group), the responses of one batched draw of 3; one rater's different ratings of them are
+    pairs for the reward model."""
+    model, tok = tiny
+    cfg = SamplingConfig(max_new_tokens=8)
+    asks = ["rate", "compare", "rate"]
+    items = sample_pairs(model, tok, PROMPTS[:3], cfg, torch.Generator().manual_seed(2),
+                         asks=asks, rate_k=3)
+    assert [(it.prompt, it.ask) for it in items] == [(PROMPTS[0], "rate")] * 3 + [
+        (PROMPTS[1], "compare")] + [(PROMPTS[2], "rate")] * 3
+    g = torch.Generator().manual_seed(2)
+    sample(model, tok, [PROMPTS[1]], cfg, g, n=2)  # the compare draw comes first (ASKS order)
+    s = sample(model, tok, [PROMPTS[0], PROMPTS[2]], cfg, g, n=3)
+    assert [it.a for it in items if it.ask == "rate"] == s.responses
+    assert [it.source_a["sample"] for it in items if it.ask == "rate"] == [0, 1, 2, 0, 1, 2]
+    assert len({it.id for it in items}) == 7 and {it.group for it in items[:3]} == {PROMPTS[0]}
+    with pytest.raises(ConfigError, match="rate_k"):
+        load_config(PairsConfig, None, ["rate_k=0"])
+
+
 def test_the_default_is_todays_pairs(tiny):
     """All compare: one batched draw of two responses per prompt, as before."""
     model, tok = tiny

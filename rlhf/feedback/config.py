@@ -102,6 +102,10 @@ class PairsConfig:
     shuffled by runtime.seed). Default: every item compares two."""
     rank_k: int = 4
     """Responses sampled for each rank item (3 to 9)."""
+    rate_k: int = 1
+    """Responses sampled for each prompt asked to rate, each rated as its own item: 1 gives
+    unpaired rows (KTO); 2 or more also gives the reward model / DPO pairs between the
+    responses one rater rated differently."""
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     """The scale of rate items."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=96))
@@ -112,5 +116,6 @@ class PairsConfig:
     def check(self) -> None:
         require(self.n_prompts >= 0, "n_prompts", "must be >= 0")
         require(bool(self.out), "out", "must name a file")
+        require(1 <= self.rate_k <= MAX_RANK_K, "rate_k", f"must be 1 to {MAX_RANK_K}")
         require(3 <= self.rank_k <= MAX_RANK_K, "rank_k", f"must be 3 to {MAX_RANK_K} (two "
                 f"responses are a comparison: use mix.compare), got {self.rank_k}")

@@ -57,18 +57,21 @@ def draw_asks(n: int, weights: dict[str, float], seed: int) -> list[str]:
     return asks
 
 
-def responses_per_item(ask: str, rank_k: int) -> int:
-    return {"compare": 2, "rank": rank_k, "rate": 1, "correct": 1}[ask]
+def responses_per_item(ask: str, rank_k: int, rate_k: int = 1) -> int:
+    """Responses sampled for a prompt with this ask (`rate_k` rate items share one prompt)."""
+    return {"compare": 2, "rank": rank_k, "rate": rate_k, "correct": 1}[ask]
 
 
 def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
                  generator: torch.Generator | None = None, source: dict | None = None,
                  runtime: RuntimeConfig | None = None, asks: list[str] | None = None,
-                 rank_k: int = 4, scale: dict | None = None) -> list[Item]:
-    """Items for `prompts` (one each, in order): `asks[i]` says what item i asks (default:
-    all compare). Responses are sampled in one batched call per ask, in the order of ASKS;
-    `source` (model, checkpoint...) is recorded for each response with the sampling settings,
-    the sample index and whether it ended. `scale` is put on rate items (None = thumbs)."""
+                 rank_k: int = 4, scale: dict | None = None, rate_k: int = 1) -> list[Item]:
+    """Items for `prompts` in order: `asks[i]` says what prompt i's item asks (default: all
+    compare); a prompt asked to rate gives `rate_k` rate items, one per response, so that one
+    rater's different ratings of them are pairs. Responses are sampled in one batched call
+    per ask, in the order of ASKS; `source` (model, checkpoint...) is recorded for each
+    response with the sampling settings, the sample index and whether it ended. `scale` is
+    put on rate items (None = thumbs)."""
     asks = asks or ["compare"] * len(prompts)
     if len(asks) != len(prompts) or not set(asks) <= set(ASKS):
         raise ValueError(f"need one ask of {ASKS} per prompt")
@@ -78,7 +81,7 @@ def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
         idx = [i for i, a in enumerate(asks) if a == ask]
         if not idx:
             continue
-        n = responses_per_item(ask, rank_k)
+        n = responses_per_item(ask, rank_k, rate_k)
         s = sample(model, tokenizer, [prompts[i] for i in idx], sampling, generator, runtime,
                    n=n)
         for j, i in enumerate(idx):
@@ -86,8 +89,14 @@ def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
             drawn[i] = ([s.responses[r] for r in rows],
                         [{**base, "sample": k, "ended": bool(s.ended[r])}
                          for k, r in enumerate(rows)])
-    return [make_item(prompt, ask, *drawn[i], scale) for i, (prompt, ask)
-            in enumerate(zip(prompts, asks))]
+    items = []
+    for i, (prompt, ask) in enumerate(zip(prompts, asks)):
+        texts, sources = drawn[i]
+        if ask == "rate":  # each response its own item, on one prompt
+            items += [make_item(prompt, ask, [t], [s], scale) for t, s in zip(texts, sources)]
+        else:
+            items.append(make_item(prompt, ask, texts, sources, scale))
+    return items
 
 
 def make_item(prompt: str, ask: str, texts: list[str], sources: list[dict],
@@ -137,7 +146,7 @@ def cli(argv: list[str]) -> int:
                   "seed": cfg.runtime.seed}
         asks = draw_asks(len(prompts), cfg.mix.weights(), cfg.runtime.seed)
         items = sample_pairs(model, tok, prompts, cfg.sampling, gen, source, cfg.runtime,
-                             asks, cfg.rank_k, cfg.scale.as_item_scale())
+                             asks, cfg.rank_k, cfg.scale.as_item_scale(), cfg.rate_k)
     write_queue(cfg.out, items)
     kinds = Counter(it.ask for it in items)
     mix = ", ".join(f"{kinds[a]} {a}" for a in ASKS if kinds[a])

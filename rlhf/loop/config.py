@@ -164,6 +164,10 @@ class LoopConfig:
     Default: every item compares two."""
     rank_k: int = 4
     """Responses sampled for each rank item (3 to 9)."""
+    rate_k: int = 1
+    """Responses sampled for each prompt asked to rate, each rated as its own item: 1 gives
+    unpaired rows (KTO); 2 or more also gives the reward model / DPO pairs between the
+    responses one rater rated differently."""
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     """The scale of rate items (thumbs by default)."""
     selection: Literal["random", "disagreement"] = "random"
@@ -224,6 +228,7 @@ class LoopConfig:
         require(not (self.policy_method != "rl" and self.selection == "disagreement"),
                 "selection", "disagreement ranks pairs by a reward-model ensemble, which "
                 f"policy_method={self.policy_method} does not train; use selection=random")
+        require(1 <= self.rate_k <= MAX_RANK_K, "rate_k", f"must be 1 to {MAX_RANK_K}")
         require(3 <= self.rank_k <= MAX_RANK_K, "rank_k", f"must be 3 to {MAX_RANK_K}, got "
                 f"{self.rank_k}")
         require(self.selection == "random" or set(

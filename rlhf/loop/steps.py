@@ -83,7 +83,7 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     asks = draw_asks(n, cfg.mix.weights(), cfg.runtime.seed * 1000 + r)
     items = sample_pairs(model, tok, prompts, cfg.sampling, gen,
                          source={"model": src, "round": r - 1}, asks=asks, rank_k=cfg.rank_k,
-                         scale=cfg.scale.as_item_scale())
+                         scale=cfg.scale.as_item_scale(), rate_k=cfg.rate_k)
     if active:
         scores = rank_pairs(*models.reward(r - 1), items)
         order = sorted(range(len(items)), key=lambda i: -scores[i])[:cfg.pairs_per_round]
