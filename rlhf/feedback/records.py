@@ -349,6 +349,13 @@ def as_line(record: Answer | Unknown) -> dict:
     return {"type": record.kind, "schema": SCHEMA, **record.to_dict()}
 
 
+def item_answers(records) -> list[Answer]:
+    """The answers to queue items among `records`, of every kind (notes and unknown records
+    left out)."""
+    return [r for r in records if isinstance(r, Answer) and not isinstance(r, Note)
+            and r.item_id]
+
+
 def notes(records) -> list[Note]:
     """Every note among `records`, and each schema-1 comparison comment as a note about its
     comparison (same rater and time), in the order written."""

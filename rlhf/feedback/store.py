@@ -59,6 +59,7 @@ from rlhf.feedback.records import (
     RecordError,
     Unknown,
     as_line,
+    item_answers,
     parse_record,
 )
 
@@ -142,8 +143,7 @@ class ComparisonStore:
         it is theirs to answer again)."""
         with self._locked() as fd:
             answers = self.answers(_locked=True)
-            live = [a for a in answers if getattr(a, "rater", None) == rater
-                    and not isinstance(a, (Note, Unknown)) and a.item_id]
+            live = [a for a in self.item_answers(_locked=True) if a.rater == rater]
             if not live:
                 return None
             last = live[-1]
@@ -239,8 +239,7 @@ class ComparisonStore:
         """The item `rater` should see next, leased to them (see the module docstring);
         None when every item has its `overlap` raters or was answered by this rater."""
         with self._locked():
-            comps = [a for a in self.answers(_locked=True) if isinstance(a, Answer)
-                     and not isinstance(a, Note) and a.item_id]
+            comps = self.item_answers(_locked=True)
             mine = {c.item_id for c in comps if c.rater == rater}
             counted: dict[str, set[str]] = {}
             for c in comps:
@@ -350,7 +349,11 @@ class ComparisonStore:
         retracted = {rec["id"] for _, rec, _ in rows if rec["type"] == "retract"}
         return [a for _, _, a in rows if a is not None and a.id not in retracted]
 
-    def answered_item_ids(self, rater: str) -> set[str]:
-        """Items `rater` has a live answer to, of any kind (skips included: answers too)."""
-        return {a.item_id for a in self.answers() if isinstance(a, Answer)
-                and not isinstance(a, Note) and a.rater == rater and a.item_id}
+    def item_answers(self, _locked: bool = False) -> list[Answer]:
+        """Live answers to queue items, of every kind (notes and unknown records left out)."""
+        return item_answers(self.answers(_locked))
+
+    def answered_item_ids(self, rater: str | None = None) -> set[str]:
+        """Items `rater` (None: anyone) has a live answer to, of any kind (skips included:
+        they are answers too)."""
+        return {a.item_id for a in self.item_answers() if rater is None or a.rater == rater}

@@ -33,7 +33,7 @@ from rlhf.dpo import train as dpo_stage
 from rlhf.feedback.derive import to_pairs
 from rlhf.feedback.pairs import draw_asks, sample_pairs
 from rlhf.feedback.queue import read_queue, write_queue
-from rlhf.feedback.records import Answer, Correction, Note
+from rlhf.feedback.records import Correction
 from rlhf.feedback.store import ComparisonStore
 from rlhf.harness import distributed as dist
 from rlhf.harness.folder import signal_received
@@ -123,8 +123,7 @@ def rate_step(cfg: LoopConfig, out: Path, r: int, record: dict) -> bool:
         return rated
     name = cfg.rater.name or "YOUR_NAME"
     while True:
-        answered = {a.item_id for a in store.answers() if isinstance(a, Answer)
-                    and not isinstance(a, Note)}
+        answered = store.answered_item_ids()
         missing = [it for it in items if it.id not in answered]
         if not missing:
             record["answers"] = answer_counts(round_answers(store, r))
@@ -139,8 +138,7 @@ def rate_step(cfg: LoopConfig, out: Path, r: int, record: dict) -> bool:
 
 def round_answers(store: ComparisonStore, r: int) -> list:
     """Round r's answers of every kind in the store (notes left out)."""
-    return [a for a in store.answers() if isinstance(a, Answer) and not isinstance(a, Note)
-            and a.meta.get("round") == r]
+    return [a for a in store.item_answers() if a.meta.get("round") == r]
 
 
 def answer_counts(answers) -> dict[str, int]:

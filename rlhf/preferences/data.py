@@ -21,26 +21,26 @@ from rlhf.preferences.losses import margins_from_strengths
 from rlhf.preferences.tokens import encode_pair_side, packed_length
 
 
-def read_comparisons(paths: list[str]):
-    """Comparisons from stores and imported files, in order (`rlhf.feedback.formats.read_any`)."""
+def _read_all(paths: list[str], reader) -> list:
+    """`reader(path)` of each path, in order; a missing path names `data.paths`."""
     out = []
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(f"data.paths: {p} not found")
-        out.extend(read_any(p))
+        out.extend(reader(p))
     return out
+
+
+def read_comparisons(paths: list[str]):
+    """Comparisons from stores and imported files, in order (`rlhf.feedback.formats.read_any`)."""
+    return _read_all(paths, read_any)
 
 
 def read_feedback(paths: list[str]) -> list:
     """Answers of every kind from stores and data files, in order
     (`rlhf.feedback.formats.read_records`); from a store holding only comparisons, exactly
     the comparisons `read_comparisons` reads."""
-    out = []
-    for p in paths:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"data.paths: {p} not found")
-        out.extend(read_records(p))
-    return out
+    return _read_all(paths, read_records)
 
 
 def split_by_group(pairs: list[PreferencePair], val_fraction: float, seed: int

@@ -36,6 +36,7 @@ from rlhf.feedback.records import (
     Rating,
     RecordError,
     correction_problem,
+    item_answers,
 )
 from rlhf.feedback.store import ComparisonStore
 
@@ -135,8 +136,7 @@ class Session:
     def refresh(self) -> None:
         """Re-read the store (other raters may be writing to it too)."""
         records = self.store.answers()
-        comps = [a for a in records if isinstance(a, Answer) and not isinstance(a, Note)
-                 and a.item_id in self.by_id]
+        comps = [a for a in item_answers(records) if a.item_id in self.by_id]
         self.mine: list[Answer] = [c for c in comps if c.rater == self.rater]
         self.notes = {n.about: n for n in records if isinstance(n, Note)
                       and n.rater == self.rater and n.about}

@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from rlhf.config import UserError
 from rlhf.feedback.queue import read_queue
-from rlhf.feedback.records import Answer, Note, RecordError
+from rlhf.feedback.records import RecordError
 from rlhf.feedback.store import ComparisonStore
 from rlhf.raters.session import GUIDELINES, MAX_CORRECTION, MAX_NOTE, Refused
 from rlhf.raters.web_api import MAX_BODY, RatingServer, max_body  # noqa: F401 (re-exported)
@@ -215,8 +215,7 @@ def serve_until_rated(queue, store_path, names: list[str], host: str = "127.0.0.
     store, wanted = ComparisonStore(store_path), {it.id for it in items}
     try:
         while thread.is_alive():
-            left = wanted - {a.item_id for a in store.answers()
-                             if isinstance(a, Answer) and not isinstance(a, Note)}
+            left = wanted - store.answered_item_ids()
             if not left:
                 return True
             if stop is not None and stop():
