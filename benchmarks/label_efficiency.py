@@ -22,9 +22,18 @@ CONFIG is a `rlhf loop` config (default configs/demo.yaml); every run uses its s
 3. For each N: gain fraction = (gold_N - gold_0) / (gold_direct(KL_N) - gold_0), with
    gold_direct read off the direct-RL frontier at the loop's final KL (linear between points;
    its last point if KL_N is beyond every direct-RL point: the share is then an upper
-   bound, marked `≤`).
+   bound, marked `≤`). Below direct RL's first measured point (a run that hardly moved)
+   there is no frontier to read: the share is n/a, and the gain and KL speak for it.
+4. By kind (`--kinds`): the same N answered items of one kind each, learned from as the loop
+   routes it (KINDS below): comparisons (the `--methods`), rankings of 4 (their 6 pairs each,
+   weighted 1/6, to the reward model, then RL), thumbs ratings (2 per prompt, so one rater's
+   up and down on a prompt is a pair, to the reward model then RL; or KTO on the ratings
+   alone), corrections (a supervised step on the corrected texts alone, `rl.steps=0`; or that
+   and RL against a reward model trained on corrected-over-original pairs).
 Prints one JSON line, then Markdown tables: each run, and the mean over seeds.
-The README's table: `configs/demo.yaml --seeds 0 1 2 rounds=2 rl.kl.coef=0.05`.
+The README's table: `configs/demo.yaml --seeds 0 1 2 rounds=2 rl.kl.coef=0.05`; the table by
+kind (docs/feedback-kinds.md): `configs/demo.yaml --labels 100 300 --seeds 0 1 2 --methods rm
+--kinds compare rank rate rate-kto correct-sft correct-sft-rl rounds=2`.
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -54,6 +65,24 @@ DPO_SETTINGS = ["dpo.data.val_fraction=0.2", "dpo.train.batch_size=16", "dpo.tra
                 "dpo.train.warmup_steps=2", "dpo.train.lr=5e-4", "dpo.loss.beta=0.1"]
 """The DPO runs' keys (before the command line's overrides): the demo's reward-model split,
 batch and epochs; lr as the demo's policy; beta 0.1 (Rafailov et al. 2023's default)."""
+KTO_SETTINGS = ["kto.data.val_fraction=0.2", "kto.train.batch_size=16", "kto.train.epochs=4",
+                "kto.train.warmup_steps=2", "kto.train.lr=5e-4", "kto.loss.beta=0.1"]
+"""The KTO runs' keys: as DPO's (beta 0.1 is also Ethayarajh et al. 2024's default)."""
+SFT_SETTINGS = ["sft.train.batch_size=8", "sft.train.epochs=2", "sft.train.warmup_steps=0"]
+"""The supervised step on corrections: configs/demo_feedback.yaml's."""
+SETTINGS = DPO_SETTINGS + KTO_SETTINGS + SFT_SETTINGS
+
+
+KINDS = {  # kind: (the loop keys that make every item of that kind, policy method)
+    "compare": ([], None),  # the --methods (and --selections) runs
+    "rank": (["mix.compare=0", "mix.rank=1", "rank_k=4"], "rl"),
+    "rate": (["mix.compare=0", "mix.rate=1", "rate_k=2"], "rl"),
+    "rate-kto": (["mix.compare=0", "mix.rate=1", "rate_k=2"], "kto"),
+    "correct-sft": (["mix.compare=0", "mix.correct=1", "rl.steps=0"], "rl"),
+    "correct-sft-rl": (["mix.compare=0", "mix.correct=1"], "rl"),
+}
+"""What each `--kinds` entry asks for and how the loop learns from it. Ratings are asked 2 to a
+prompt (rate_k=2), so N rated items are N/2 prompts; every other kind is one item a prompt."""
 
 
 def direct_rl(cfg: LoopConfig, out: Path, kl_coef: float, every: int) -> list[dict]:
@@ -113,26 +142,30 @@ def share(r: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     """Per run, then the mean over seeds for each number of comparisons, method, selection."""
-    out = ["| comparisons | method | selection | seed | KL to start | gold score, start -> end "
+    out = ["| answered items | method | selection | seed | KL to start | gold score, start -> end "
            "| direct RL gold at that KL | share of direct RL's gain |",
            "|---|---|---|---|---|---|---|---|"]
     out += [f"| {r['labels']} | {method_name(r['method'])} | {r['selection']} | {r['seed']} | "
             f"{r['kl']:.1f} | {r['gold_start']:.3f} -> {r['gold']:.3f} | {r['direct_gold']:.3f} "
             f"| {share(r)} |" for r in rows]
-    out += ["", "| comparisons | method | selection | mean KL | mean gold gain | mean share of "
-            "direct RL's gain | per seed |", "|---|---|---|---|---|---|---|"]
+    out += ["", "| answered items | method | selection | mean KL | mean gold gain ± s.e. "
+            "| mean share of direct RL's gain | per seed |", "|---|---|---|---|---|---|---|"]
     for n, method, sel in sorted({(r["labels"], r["method"], r["selection"]) for r in rows}):
         rs = [r for r in rows if (r["labels"], r["method"], r["selection"]) == (n, method, sel)]
         kl, gain = sum(r["kl"] for r in rs) / len(rs), sum(r["gain"] for r in rs) / len(rs)
+        se = statistics.stdev(r["gain"] for r in rs) / math.sqrt(len(rs)) if len(rs) > 1 else 0
         fracs = [r["fraction"] for r in rs if not math.isnan(r["fraction"])]
         frac = sum(fracs) / len(fracs) if fracs else float("nan")
         mean = "n/a" if math.isnan(frac) else f"{100 * frac:.0f}%"
-        out.append(f"| {n} | {method_name(method)} | {sel} | {kl:.1f} | {gain:+.3f} | {mean} | "
+        out.append(f"| {n} | {method_name(method)} | {sel} | {kl:.1f} | {gain:+.3f} ± {se:.3f} "
+                   f"| {mean} | "
                    f"{', '.join(share(r) for r in rs)} |")
     return "\n".join(out)
 
 
-METHOD_NAMES = {"rm": "RM + RLOO", "dpo": "DPO"}
+METHOD_NAMES = {"rm": "RM + RLOO", "dpo": "DPO", "rank": "rankings of 4: RM + RLOO",
+                "rate": "thumbs: RM + RLOO", "rate-kto": "thumbs: KTO",
+                "correct-sft": "corrections: SFT", "correct-sft-rl": "corrections: SFT, RM + RLOO"}
 
 
 def method_name(method: str) -> str:
@@ -141,9 +174,19 @@ def method_name(method: str) -> str:
     return METHOD_NAMES[kind] + (f" (beta {beta})" if beta else "")
 
 
+def round_records(folder: Path) -> list[dict]:
+    """A loop run's round records (rounds.jsonl)."""
+    path = folder / "rounds.jsonl"
+    return [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+
+
 def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path,
-             methods: list[str], selections: list[str] | None = None) -> tuple[list, list]:
-    """Direct RL's (KL, gold) points and the loop runs' rows for one seed."""
+             methods: list[str], selections: list[str] | None = None,
+             kinds: tuple[str, ...] = ("compare",), config: str = "",
+             overrides: tuple[str, ...] = ()) -> tuple[list, list]:
+    """Direct RL's (KL, gold) points and the loop runs' rows for one seed: the comparison
+    runs by `methods` (and `selections`), and one run for each other entry of `kinds`, made
+    from `config` with KINDS' keys, then `overrides`."""
     # 1. direct RL on the gold scorer: (KL, gold) points at two KL coefficients
     curve = []
     for coef in (cfg.rl.kl.coef, cfg.rl.kl.coef / 4):
@@ -160,21 +203,36 @@ def one_seed(cfg: LoopConfig, labels: list[int], every: int, out: Path,
     rows = []
     runs = [(n, m, sel) for n in labels for m in methods
             for sel in (selections or [cfg.selection] if m == "rm" else ["random"])]
+    runs += [(n, kind, "random") for n in labels for kind in kinds if kind != "compare"]
+    if "compare" not in kinds:
+        runs = [r for r in runs if r[1] in KINDS]
     for n, method, sel in runs:
-        tag = "" if method == "rm" else f"_dpo_b{cfg.dpo.loss.beta:g}"
-        folder = out / f"labels_{n}{tag}{f'_{sel}' if selections else ''}"
-        res = run(dataclasses.replace(cfg, out_dir=str(folder), pairs_per_round=n // cfg.rounds,
-                                      selection=sel,
-                                      policy_method="dpo" if method == "dpo" else "rl"))
+        per_round, kcfg = n // cfg.rounds, cfg
+        if method in KINDS:  # one kind of item: the loop's keys for it
+            kcfg = load_config(LoopConfig, config, [*SETTINGS, *KINDS[method][0],
+                                                    *overrides, f"runtime.seed={cfg.runtime.seed}"])
+            folder = out / f"labels_{n}_{method}"
+            kcfg = dataclasses.replace(kcfg, policy_method=KINDS[method][1])
+            per_round //= kcfg.rate_k if method.startswith("rate") else 1  # prompts a round
+        else:
+            tag = "" if method == "rm" else f"_dpo_b{cfg.dpo.loss.beta:g}"
+            folder = out / f"labels_{n}{tag}{f'_{sel}' if selections else ''}"
+            kcfg = dataclasses.replace(cfg, selection=sel,
+                                       policy_method="dpo" if method == "dpo" else "rl")
+        res = run(dataclasses.replace(kcfg, out_dir=str(folder), pairs_per_round=per_round))
+        answers = Counter()
+        for rec in round_records(folder):
+            answers.update(rec.get("answers", {}))
         direct, beyond = gold_at(curve, res["kl"])
-        rows.append({"labels": n // cfg.rounds * cfg.rounds,
-                     "method": method if method == "rm" else f"dpo b{cfg.dpo.loss.beta:g}",
+        first = min(p["kl"] for p in curve if p["step"] > 0)
+        rows.append({"labels": n // cfg.rounds * cfg.rounds, "answers": dict(answers),
+                     "method": method if method != "dpo" else f"dpo b{cfg.dpo.loss.beta:g}",
                      "selection": sel, "warnings": sorted(res.get("warnings", {})),
                      "seed": cfg.runtime.seed,
                      "kl": res["kl"], "gold_start": gold_0, "gold": res["gold_end"],
                      "gain": res["gold_end"] - gold_0, "direct_gold": direct, "beyond": beyond,
                      "fraction": (res["gold_end"] - gold_0) / (direct - gold_0)
-                     if direct - gold_0 > 1e-6 else float("nan")})  # no direct-RL gain
+                     if direct - gold_0 > 1e-6 and res["kl"] >= first else float("nan")})
         print(json.dumps({"rlhf": rows[-1]}), file=sys.stderr, flush=True)
     return curve, rows
 
@@ -190,15 +248,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--methods", nargs="+", choices=sorted(METHOD_NAMES), default=["rm", "dpo"])
     p.add_argument("--selections", nargs="+", choices=["random", "disagreement"], default=None,
                    help="pair selections for the RM + RLOO runs (default: the config's)")
+    p.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=["compare"],
+                   help="what the answered items are (KINDS); compare runs by --methods")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
     torch.set_num_threads(1)
     t0, curves, rows = time.time(), {}, []
     for seed in a.seeds:
-        cfg: LoopConfig = load_config(LoopConfig, a.config, [*DPO_SETTINGS, *a.overrides,
+        cfg: LoopConfig = load_config(LoopConfig, a.config, [*SETTINGS, *a.overrides,
                                                              f"runtime.seed={seed}"])
         curves[seed], seed_rows = one_seed(cfg, a.labels, a.every, Path(a.out) / f"seed{seed}",
-                                           a.methods, a.selections)
+                                           a.methods, a.selections, tuple(a.kinds), a.config,
+                                           tuple(a.overrides))
         rows += seed_rows
     print(json.dumps({"direct_rl": curves, "rlhf": rows, "seconds": round(time.time() - t0)}))
     print(table(rows))

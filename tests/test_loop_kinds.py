@@ -14,6 +14,7 @@ from rlhf.feedback.records import Comparison, Correction, Note, Ranking, Rating
 from rlhf.feedback.store import ComparisonStore
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.cycle import run
+from rlhf.raters.simulated import SimulatedRater
 
 TINY = ["pairs_per_round=10", f"policy={STORIES}", "eval.n_prompts=4",
         "eval.samples_per_prompt=1", "sampling.max_new_tokens=12", "rank_k=3"]
@@ -103,3 +104,94 @@ def test_kto_policy_method_learns_from_ratings(tmp_path):
     assert rec["policy_metrics"]["steps"] == 2
     assert rec["eval"]["kl"] != 0.0  # the policy moved
     assert "desirable" in (out / "report/report.md").read_text()
+
+
+class AlwaysFixes(SimulatedRater):
+    """The vader rater, but every correction it is asked for is made (a sentence appended), so
+    that a round's corrections exist whatever the tiny model wrote."""
+
+    def corrections(self, texts):
+        return [(t + " They were happy.", {"edit": "appended"}) for t in texts]
+
+
+FEW = ["rounds=1", "mix.compare=0.5", "mix.correct=0.5", "sft.train.batch_size=64",
+       "sft.train.max_steps=2", "rater.scorer=test_loop_kinds:AlwaysFixes"]
+"""Half compare, half correct, every correction made; a batch far larger than the round's
+rows (the loop cuts it)."""
+
+
+def test_dpo_round_with_corrections(tmp_path):
+    """policy_method=dpo: the round's corrections train the supervised step, DPO continues
+    from its policy and learns from the comparisons and the corrected-over-original pairs,
+    with batches cut to the few rows a round has."""
+    need_shared()
+    out = tmp_path / "run"
+    run(load_config(LoopConfig, None, [
+        *TINY, *FEW, "policy_method=dpo", "dpo.train.batch_size=64", "dpo.train.epochs=1",
+        f"out_dir={out}"]))
+    rec = records(out)[1]
+    mine = of_round(ComparisonStore(out / "comparisons.jsonl").answers(), 1)
+    fixes = [a for a in mine if isinstance(a, Correction) and not a.skipped]
+    assert len(fixes) == 5 and rec["sft"]["corrections"] == 5
+    assert all(a.corrected == a.response + " They were happy." for a in fixes)
+    assert rec["policy_init"] == str(out / "round_01/sft/policy")
+    assert rec["dpo_pairs"] == {"comparison": 5, "correction": 5}
+    steps = [json.loads(s) for s in (out / "round_01/policy_train/metrics.jsonl")
+             .read_text().splitlines() if '"train_loss"' in s or '"loss"' in s]
+    assert steps  # DPO trained on the cut batch
+
+
+def test_kto_round_with_corrections(tmp_path):
+    """policy_method=kto with ratings and corrections: the corrections train the supervised
+    step, KTO continues from it on the round's thumbs."""
+    need_shared()
+    out = tmp_path / "run"
+    run(load_config(LoopConfig, None, [
+        *TINY, "rounds=1", "mix.compare=0", "mix.rate=0.6", "mix.correct=0.4",
+        "sft.train.max_steps=2", "rater.scorer=test_loop_kinds:AlwaysFixes",
+        "policy_method=kto", "kto.train.batch_size=64",
+        "kto.train.max_steps=2", f"out_dir={out}"]))
+    rec = records(out)[1]
+    mine = of_round(ComparisonStore(out / "comparisons.jsonl").answers(), 1)
+    ratings = [a for a in mine if isinstance(a, Rating)]
+    assert len(ratings) == 6 and rec["answers"]["rating"] == 6
+    ups = sum(a.value for a in ratings)
+    assert rec["kto_rows"] == {"desirable": ups, "undesirable": 6 - ups}
+    assert rec["sft"]["corrections"] == 4 == len(
+        [a for a in mine if isinstance(a, Correction) and not a.skipped])
+    assert rec["policy_init"] == str(out / "round_01/sft/policy")
+    assert rec["policy_metrics"]["steps"] == 2
+
+
+def test_resume_after_the_supervised_step(tmp_path, monkeypatch):
+    """A loop killed after a round's supervised step, in its reward step, resumes without
+    training the supervised step again, and the policy step starts from its policy."""
+    need_shared()
+    from rlhf.loop import steps
+    out = tmp_path / "run"
+    keys = [*TINY, *FEW, "reward.train.batch_size=64", "reward.train.epochs=1",
+            "reward.model.n_members=1", "rl.steps=1", "rl.prompts.batch_prompts=2",
+            "rl.algo.k=2", f"out_dir={out}"]
+    real_reward, real_sft, calls = steps.reward_stage.train, steps.sft_stage.train, []
+
+    def dies(*a, **k):
+        raise RuntimeError("killed in the reward step")
+
+    def counted(*a, **k):
+        calls.append("sft")
+        return real_sft(*a, **k)
+
+    monkeypatch.setattr(steps.sft_stage, "train", counted)
+    monkeypatch.setattr(steps.reward_stage, "train", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(load_config(LoopConfig, None, keys))
+    assert calls == ["sft"] and (out / "round_01/sft/summary.json").is_file()
+    assert json.loads((out / "state.json").read_text()) == {"round": 1, "step": "rate"}
+    summary = (out / "round_01/sft/summary.json").read_text()
+    monkeypatch.setattr(steps.reward_stage, "train", real_reward)
+    run(load_config(LoopConfig, None, keys))
+    assert calls == ["sft"]  # not trained again
+    assert (out / "round_01/sft/summary.json").read_text() == summary
+    rec = records(out)[1]
+    assert rec["sft"]["steps"] == 2 and rec["policy_init"] == str(out / "round_01/sft/policy")
+    assert rec["reward_pairs"]["comparison"] == 5

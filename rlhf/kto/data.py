@@ -95,17 +95,23 @@ def encode_rows(rows: list[UnpairedRow], tok, max_len: int) -> EncodedRows:
                        sum(e[2] for e in enc))
 
 
-def prepare_rows(cfg, tok) -> tuple[EncodedRows, EncodedRows]:
-    """Read, convert, split by prompt and tokenise: (train, validation). `cfg`: a
-    `KTOTrainConfig`."""
-    d = cfg.data
+def split_rows(d, seed: int) -> tuple[list[UnpairedRow], list[UnpairedRow]]:
+    """The (train, validation) rows of data section `d` (`KTODataConfig`), split by prompt
+    with `seed`."""
     rows = unpaired_rows(read_feedback(d.paths), d.origins)
     if d.max_rows:
         rows = rows[:d.max_rows]
     if not rows:
         raise ConfigError(f"data.paths: no desirable or undesirable rows of the kinds "
                           f"{', '.join(d.origins)} in {', '.join(d.paths)}")
-    train, val = split_by_group(rows, d.val_fraction, cfg.runtime.seed)
+    return split_by_group(rows, d.val_fraction, seed)
+
+
+def prepare_rows(cfg, tok) -> tuple[EncodedRows, EncodedRows]:
+    """Read, convert, split by prompt and tokenise: (train, validation). `cfg`: a
+    `KTOTrainConfig`."""
+    d = cfg.data
+    train, val = split_rows(d, cfg.runtime.seed)
     if len(train) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is more than the "
                           f"{len(train)} training rows")

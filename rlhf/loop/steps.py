@@ -39,7 +39,7 @@ from rlhf.harness import distributed as dist
 from rlhf.harness.folder import signal_received
 from rlhf.harness.state import state_meta
 from rlhf.kto import train as kto_stage
-from rlhf.kto.data import unpaired_rows
+from rlhf.kto.data import split_rows, unpaired_rows
 from rlhf.lm.sampling import decode_rows
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.folder import (
@@ -57,7 +57,7 @@ from rlhf.loop.models import Models
 from rlhf.policy import train as policy_stage
 from rlhf.policy.evaluate import evaluate_policy
 from rlhf.policy.run import make_score_fn
-from rlhf.preferences.data import read_feedback, split_by_group, training_pairs
+from rlhf.preferences.data import read_feedback, split_by_group, split_pairs, training_pairs
 from rlhf.prompts import load_prompts
 from rlhf.raters import web
 from rlhf.raters.scorers import get_scorer
@@ -170,12 +170,10 @@ def sft_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
                                 cfg.runtime.seed)[0]
     if not train_rows:
         return {"sft": {"corrections": len(fixes), "skipped": "no training rows"}}
-    keys = {"out_dir": str(out / in_round(r, "sft")), "data.paths": [str(snap)],
-            "model.init": policy_path(cfg, out, r - 1), "progress": False,
-            "runtime": cfg.runtime}
-    if len(train_rows) < cfg.sft.train.batch_size:
-        keys.update({"train.batch_size": len(train_rows), "train.micro_batch_size": 0})
-    scfg = with_keys(cfg.sft, keys, who="the loop")
+    scfg = fit_batch(with_keys(cfg.sft, {
+        "out_dir": str(out / in_round(r, "sft")), "data.paths": [str(snap)],
+        "model.init": policy_path(cfg, out, r - 1), "progress": False,
+        "runtime": cfg.runtime}, who="the loop"), len(train_rows))
     if sft_done(out, r):  # a resumed round: its supervised step is already done
         summary = read_json(out / in_round(r, "sft", "summary.json"))
     else:
@@ -186,6 +184,16 @@ def sft_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
                     "val_rows": summary.get("val_rows"), "steps": summary.get("steps"),
                     "policy": str(out / in_round(r, "sft", "policy")),
                     "metrics_file": in_round(r, "sft", "metrics.jsonl")}}
+
+
+def fit_batch(stage_cfg, n_train: int):
+    """A stage's config with its batch cut to `n_train` training rows (pairs) when a round has
+    fewer than `train.batch_size` (a round with few corrections or ratings, say), without
+    gradient accumulation; else `stage_cfg` itself."""
+    if 0 < n_train < stage_cfg.train.batch_size:
+        return with_keys(stage_cfg, {"train.batch_size": n_train, "train.micro_batch_size": 0},
+                         who="the loop (fewer training rows than train.batch_size)")
+    return stage_cfg
 
 
 def snapshot(out: Path, r: int, comparisons, info: dist.DistInfo,
@@ -216,6 +224,7 @@ def reward_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     rcfg = with_keys(cfg.reward, {  # what the loop decides (loop.config.LOOP_SETS["reward"])
         "out_dir": str(out / in_round(r, "reward_model")), "data.paths": [str(snap)],
         "model.init": init, "runtime": cfg.runtime}, who="the loop")
+    rcfg = fit_batch(rcfg, len(split_pairs(rcfg.data, rcfg.runtime.seed)[0]))
     new = [c for c in used if c.meta.get("round") == r]
     fresh = previous_accuracy(new, lambda pairs: evaluate_reward_model(
         *models.reward(r - 1), pairs)) if r > 1 and info.is_main else None
@@ -283,6 +292,7 @@ def kto_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
         "data.paths": [str(out / in_round(r, "comparisons_used.jsonl"))],
         "model.init": init, "model.reference": cfg.policy, "progress": False,
         "runtime": cfg.runtime}, who="the loop")
+    kcfg = fit_batch(kcfg, len(split_rows(kcfg.data, kcfg.runtime.seed)[0]))
     hand = models.hand_policy(r, "start")
     summary = kto_stage.train(kcfg, hand)
     models.keep_policy(r, hand)
@@ -301,6 +311,7 @@ def dpo_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
         "data.paths": [str(out / in_round(r, "comparisons_used.jsonl"))],
         "model.init": init, "model.reference": ref, "progress": False,
         "runtime": cfg.runtime}, who="the loop")
+    dcfg = fit_batch(dcfg, len(split_pairs(dcfg.data, dcfg.runtime.seed)[0]))
     hand = models.hand_policy(r, cfg.dpo_reference)
     summary = dpo_stage.train(dcfg, hand)
     models.keep_policy(r, hand)

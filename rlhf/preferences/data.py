@@ -67,6 +67,7 @@ class EncodedPairs:
     truncated: int  # pairs with at least one side truncated
     features: torch.Tensor | None = None  # (N, 2, dim) a frozen encoder's (rlhf.reward.probe)
     weight: torch.Tensor | None = None  # (N,) PreferencePair.weight; None -> all 1
+    group: list[str] | None = None  # (N,) PreferencePair.group: the bootstrap's unit
 
     def __post_init__(self):
         if self.weight is None:
@@ -90,7 +91,8 @@ def encode_pairs(pairs: list[PreferencePair], tok, max_len: int, margin: bool) -
                         torch.tensor(targets, dtype=torch.float32), m,
                         [len(p.chosen) for p in pairs], [len(p.rejected) for p in pairs],
                         sum(a[1] or b[1] for a, b in zip(c, r)),
-                        weight=torch.tensor([p.weight for p in pairs], dtype=torch.float32))
+                        weight=torch.tensor([p.weight for p in pairs], dtype=torch.float32),
+                        group=[p.group for p in pairs])
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
@@ -146,11 +148,9 @@ class PairBatches:
         return self.order[step % self.per_epoch]
 
 
-def prepare_data(cfg, tok) -> tuple[EncodedPairs, EncodedPairs]:
-    """Read, convert, split by prompt and tokenise: (train, validation). `cfg`: a pair-trained
-    stage's config (reward model, DPO): its `data` section (`PairDataConfig`),
-    `train.batch_size`, `loss.margin` (strengths become margins, else 0) and `runtime.seed`."""
-    d, seed = cfg.data, cfg.runtime.seed
+def split_pairs(d, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Read and convert the files of data section `d` (`PairDataConfig`) and split by prompt:
+    the (train, validation) pairs a pair-trained stage with `runtime.seed` = `seed` uses."""
     records = read_feedback(d.paths)
     pairs = training_pairs(records, d.ties, d.cant_tell, d.kinds)
     if not pairs:
@@ -164,6 +164,15 @@ def prepare_data(cfg, tok) -> tuple[EncodedPairs, EncodedPairs]:
     train_p, val_p = split_by_group(pairs, d.val_fraction, seed)
     if d.select_fraction:  # the held-out prompts unseen; validate inside the training
         train_p, val_p = split_by_group(train_p, d.select_fraction, seed + 1)
+    return train_p, val_p
+
+
+def prepare_data(cfg, tok) -> tuple[EncodedPairs, EncodedPairs]:
+    """Read, convert, split by prompt and tokenise: (train, validation). `cfg`: a pair-trained
+    stage's config (reward model, DPO): its `data` section (`PairDataConfig`),
+    `train.batch_size`, `loss.margin` (strengths become margins, else 0) and `runtime.seed`."""
+    d = cfg.data
+    train_p, val_p = split_pairs(d, cfg.runtime.seed)
     if len(train_p) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is more than the "
                           f"{len(train_p)} training pairs")
