@@ -105,6 +105,22 @@ def test_rows_tokens_and_masks_by_hand():
     assert encode_row(tok, SFTRow("", "w5 w6"), 16, True) == ([1, 5, 6, 2], [1] * 4, False)
     assert encode_row(tok, SFTRow("w5 w6", " w7 w8"), 4, True) == (
         [1, 5, 6, 7], [0, 0, 0, 1], True)  # the first max_len tokens kept
+    assert encode_row(tok, SFTRow("w5 w6", " w7 w8", ends=False), 16, True) == (
+        [1, 5, 6, 7, 8], [0, 0, 0, 1, 1], False)  # a beginning: no EOS to learn
+
+
+def test_a_correction_of_a_cut_off_response_is_no_whole_story(tmp_path):
+    """The sampler cut the response at max_new_tokens (source ended False): its correction
+    trains as a beginning (no EOS); a correction of a response that ended is whole."""
+    store = ComparisonStore(tmp_path / "store.jsonl")
+    store.append(Correction(item_id="a", prompt="w3", response=" w5 w6", corrected=" w5",
+                            source={"ended": False}))
+    store.append(Correction(item_id="b", prompt="w3", response=" w7 w8", corrected=" w7",
+                            source={"ended": True}))
+    store.append(Correction(item_id="c", prompt="w3", response="", corrected=" w9"))
+    rows = read_rows([str(store.path)])[0]
+    assert [r.ends for r in rows] == [False, True, True]
+    assert [encode_row(Words(), r, 16, True)[0][-1] for r in rows] == [5, 2, 2]
 
 
 def test_rows_from_a_store_trl_files_and_text(tmp_path):

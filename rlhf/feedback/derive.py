@@ -54,6 +54,9 @@ class SFTExample:
     prompt: str
     completion: str
     group: str = ""
+    ends: bool = True
+    """The completion is whole (trains its end: EOS). False for a correction of a response
+    that was cut off at the sampling limit: the rater edited a beginning, not a whole story."""
 
 
 @dataclass
@@ -118,8 +121,12 @@ def ranking_pairs(r: Ranking, ties: str = "half") -> list[PreferencePair]:
 
 
 def correction_sft(c: Correction) -> list[SFTExample]:
-    """A correction -> the SFT example (prompt, corrected text); a skip -> nothing."""
-    return [] if c.skipped else [SFTExample(c.prompt, c.corrected, c.group or c.prompt)]
+    """A correction -> the SFT example (prompt, corrected text), whole unless the response
+    shown had been cut off (`source["ended"]` False); a skip -> nothing."""
+    if c.skipped:
+        return []
+    return [SFTExample(c.prompt, c.corrected, c.group or c.prompt,
+                       ends=(c.source or {}).get("ended", True) is not False)]
 
 
 def correction_pair(c: Correction) -> list[PreferencePair]:

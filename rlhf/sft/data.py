@@ -8,11 +8,13 @@ prompt -> corrected text). A TRL row written as chat messages keeps its messages
 
 Tokens (`encode_row`), TRL SFTTrainer's rule: prompt and prompt + completion are tokenised
 separately; the completion's tokens are those after their common prefix. Text: with the
-tokenizer's BOS, EOS appended. Messages, where the model has a chat template: the template
-applied as the policy applies it (`render_chat`; the prompt with the generation prompt, the
-whole conversation without), no EOS added; without a template, the conversation's transcript
-("\\n\\nUser: ...\\n\\nAssistant: ...") as text. Rows longer than `max_len` keep their first
-`max_len` tokens.
+tokenizer's BOS, EOS appended (a departure from TRL for one kind of row: the correction of a
+response that was cut off at the sampling limit gets no EOS, so that the policy does not learn
+to stop where the sampler cut it: `SFTRow.ends`). Messages, where the model has a chat
+template: the template applied as the policy applies it (`render_chat`; the prompt with the
+generation prompt, the whole conversation without), no EOS added; without a template, the
+conversation's transcript ("\\n\\nUser: ...\\n\\nAssistant: ...") as text. Rows longer than
+`max_len` keep their first `max_len` tokens.
 
 Layout (`layout`): a micro-batch's rows right-padded (one per sequence), or packed: rows
 placed into sequences of at most `max_len` tokens (first-fit decreasing, `pack_bins`), with
@@ -45,6 +47,9 @@ class SFTRow:
     prompt: str | list
     completion: str | list
     group: str = ""
+    ends: bool = True
+    """Text rows: EOS follows the completion (False: a beginning, e.g. the correction of a
+    response cut off at the sampling limit, which the model should not learn to end)."""
 
 
 def text_rows(path: Path) -> list[SFTRow]:
@@ -64,7 +69,7 @@ def correction_rows(c: Correction) -> list[SFTRow]:
         elif trl.get("type") == "lm" and is_conversation(row.get("messages")):
             out.append(SFTRow([], row["messages"], ex.group))
         else:
-            out.append(SFTRow(ex.prompt, ex.completion, ex.group))
+            out.append(SFTRow(ex.prompt, ex.completion, ex.group, ex.ends))
     return out
 
 
@@ -103,7 +108,7 @@ def encode_row(tok, row: SFTRow, max_len: int, completion_only: bool
         prompt, completion = as_text(row.prompt), as_text(row.completion)
         prompt_ids = tok.encode(prompt, bos=True) if prompt else []
         ids = tok.encode(prompt + completion, bos=True)
-        if ids[-1:] != [tok.eos_id]:
+        if row.ends and ids[-1:] != [tok.eos_id]:
             ids = ids + [tok.eos_id]
     n = common_prefix_length(prompt_ids, ids) if completion_only and prompt_ids else 0
     mask = [0] * n + [1] * (len(ids) - n)
