@@ -245,7 +245,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="runtime.seed values")
     p.add_argument("--out", default="runs/label_efficiency")
     p.add_argument("--every", type=int, default=10, help="direct RL: evaluate every N steps")
-    p.add_argument("--methods", nargs="+", choices=sorted(METHOD_NAMES), default=["rm", "dpo"])
+    p.add_argument("--methods", nargs="+", choices=["rm", "dpo"], default=["rm", "dpo"])
     p.add_argument("--selections", nargs="+", choices=["random", "disagreement"], default=None,
                    help="pair selections for the RM + RLOO runs (default: the config's)")
     p.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=["compare"],
