@@ -163,9 +163,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-METHOD_NAMES = {"rm": "RM + RLOO", "dpo": "DPO", "rank": "rankings of 4: RM + RLOO",
-                "rate": "thumbs: RM + RLOO", "rate-kto": "thumbs: KTO",
-                "correct-sft": "corrections: SFT", "correct-sft-rl": "corrections: SFT, RM + RLOO"}
+METHOD_NAMES = {"rm": "comparisons: RM + RLOO", "dpo": "comparisons: DPO",
+                "rank": "rankings of 4: RM + RLOO", "rate": "thumbs: RM + RLOO",
+                "rate-kto": "thumbs: KTO", "correct-sft": "corrections: SFT",
+                "correct-sft-rl": "corrections: SFT, RM + RLOO"}
 
 
 def method_name(method: str) -> str:
