@@ -73,7 +73,8 @@ def pair_rewards(policy, ref, data, beta: float, device, batch_size: int = 32,
 def metrics_of(r_c: torch.Tensor, r_r: torch.Tensor, data) -> dict:
     """`pair_metrics` (accuracy, loss, ECE, length rule, buckets) of implicit rewards."""
     return pair_metrics(r_c[:, None], r_r[:, None], data.target,
-                        torch.as_tensor(data.len_chosen), torch.as_tensor(data.len_rejected))
+                        torch.as_tensor(data.len_chosen), torch.as_tensor(data.len_rejected),
+                        groups=data.group)  # the bootstrap over prompts
 
 
 @torch.no_grad()

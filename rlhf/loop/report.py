@@ -1,7 +1,7 @@
 """`rlhf report RUN_DIR`: a self-contained Markdown report of a `rlhf loop` run folder.
 
 It reads what the loop wrote (layout: see rlhf/loop/cycle.py) and writes, inside the run folder,
-`report/report.md` and PNG plots beside it:
+`report/report.md` and PNG plots beside it (and the length audit: rlhf/loop/report_length.py):
 - `rounds.png`: per round (0 = the starting policy) the proxy reward (reward-model score of
   fresh samples), the win rate against the starting policy, KL to the start, the gold score
   (the simulated rater's own scorer) and the reward model's held-out accuracy; shares with
@@ -33,6 +33,7 @@ from rlhf.feedback.intervals import show_share
 from rlhf.feedback.kind_stats import notes_summary, shorten
 from rlhf.feedback.store import ComparisonStore
 from rlhf.loop.folder import judge_of, round_name
+from rlhf.loop.report_length import length_sections
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -395,8 +396,8 @@ def write_report(run_dir: str | Path) -> Path:
               "",
               *round_table(run, rounds), "",
               "![per round](rounds.png)", "",
-              "Shares carry their 95% Wilson interval and count: value [low, high] n=count.", "",
-              *kinds_table(rounds),
+              "Shares: value [95% interval] n=count (Wilson; rm_accuracy: bootstrap over prompts).",
+              "", *kinds_table(rounds), *length_sections(run, rounds),
               "## Over-optimisation signals (no gold needed)", "", *signals_section(rounds), "",
               "## Per training step (policy; reward model)", "", "![per step](steps.png)", "",
               "## KL-vs-reward frontier", "", "![frontier](frontier.png)", "",

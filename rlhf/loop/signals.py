@@ -48,13 +48,16 @@ def round_signals(ev: dict, prompts: list[str], start_texts: list[str], rm=None,
 
 
 def intervals(record: dict, rm_val: dict | None) -> dict:
-    """Counts and 95% Wilson intervals of the round's shares, keyed like the eval record."""
+    """Counts and 95% Wilson intervals of the round's shares, keyed like the eval record (the
+    reward model's accuracy: its bootstrap interval over prompts, where its metrics have it)."""
     ev, out = record["eval"], {}
     if isinstance(ev.get("win_rate"), float) and ev.get("n") and record["round"] > 0:
         out["win_rate"] = share_record(ev["win_rate"] * ev["n"], ev["n"])
     n = (rm_val or {}).get("val_clear_pairs")
     if isinstance(ev.get("rm_accuracy"), float) and n:
         out["rm_accuracy"] = share_record(round(ev["rm_accuracy"] * n, 6), int(n))
+        if rm_val.get("val_accuracy_ci95"):  # by the bootstrap over prompts (preferences.length)
+            out["rm_accuracy"]["ci95"] = [round(x, 4) for x in rm_val["val_accuracy_ci95"]]
     prev = judge_of(record)[1]
     if prev and prev.get("n"):
         out["prev_rm_on_policy_accuracy"] = share_record(prev["hits"], prev["n"])

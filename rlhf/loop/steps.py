@@ -409,4 +409,5 @@ def eval_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     md += [f"**{p}** {t}" + (f"  *(gold {g:.2f})*" if g is not None else "") + "\n"
            for p, t, g in zip(prompts, ev["texts"], golds)]
     (round_dir(out, r) / "samples.md").write_text("\n".join(md))
-    return {k: v for k, v in ev.items() if k != "texts"}
+    return {k: v for k, v in ev.items()
+            if k not in ("texts", "sample_rewards", "sample_rewards_start")}

@@ -25,7 +25,10 @@ def steps_done(state: dict) -> int:
 def announce(bar: Progress, r: int, step: str, seconds: float, record: dict) -> None:
     """The step's line (with the round's key figures and warnings after its evaluation)."""
     ev = record.get("eval", {}) if step == "eval" else {}
-    shown = ", ".join(f"{k} {ev[k]:.3f}" for k in ("gold", "kl", "win_rate", "rm_accuracy")
+    cis = (record.get("intervals") or {}) if ev else {}  # 95% intervals of the shares
+    shown = ", ".join(f"{k} {ev[k]:.3f}" + (" [{:.2f}, {:.2f}]".format(*cis[k]["ci95"])
+                                            if k in cis else "")
+                      for k in ("gold", "kl", "win_rate", "rm_accuracy")
                       if isinstance(ev.get(k), (int, float)))
     bar.write(f"round {r}: {step} done in {seconds:.1f}s" + (f" ({shown})" if shown else ""))
     if step == "eval":

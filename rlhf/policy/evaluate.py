@@ -81,7 +81,8 @@ def evaluate_policy(model, ref, tok, prompts: list[str], sampling: SamplingConfi
                     reward: TextScorer | None = None, start_texts: list[str] | None = None,
                     n_show: int = 6, runtime: RuntimeConfig | None = None) -> dict:
     """Metrics of `model` on fresh samples (see the module docstring), plus every response
-    (`texts`) and the first `n_show` as `samples` for the report."""
+    (`texts`) and the first `n_show` as `samples` for the report; with `reward`, each
+    response's score (`sample_rewards`, and the start's: `sample_rewards_start`)."""
     device = next(model.parameters()).device
     s = sample(model, tok, prompts, sampling, torch.Generator(device=device).manual_seed(seed),
                runtime)
@@ -100,6 +101,8 @@ def evaluate_policy(model, ref, tok, prompts: list[str], sampling: SamplingConfi
             out["reward_start"] = mean(start_scores)
             out["reward_gain"] = out["reward"] - out["reward_start"]
             out["win_rate"] = win_rate(scores, start_scores)
+            out["sample_rewards_start"] = start_scores  # per sample: the length audit's
+        out["sample_rewards"] = scores
     out["samples"] = [{"prompt": p, "text": t, **({"gold": golds[i]} if golds else {})}
                       for i, (p, t) in enumerate(zip(prompts[:n_show], texts[:n_show]))]
     out["texts"] = texts

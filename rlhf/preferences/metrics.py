@@ -6,12 +6,17 @@ targets), expected calibration error of P(win | decisive) = sigmoid(r_chosen - r
 observed one, and both accuracies bucketed by how different the two responses' lengths are (a
 scorer that only learned length matches the length rule in every bucket and is at chance where
 lengths are equal). Lengths are in characters of the response (tokenizer-independent).
+Beside them, `rlhf.preferences.length.length_audit`'s: 95% intervals by the bootstrap over
+prompts, the scorer minus each rule with its interval, the length-controlled accuracy and the
+beyond-length test.
 """
 
 from __future__ import annotations
 
 import torch
 
+from rlhf.preferences.bootstrap import cluster_ids
+from rlhf.preferences.length import length_audit
 from rlhf.preferences.losses import davidson_tie_probability, preference_loss
 
 LENGTH_BUCKETS = (0, 20, 100, 400)
@@ -47,11 +52,14 @@ def length_rule_correct(len_chosen: torch.Tensor, len_rejected: torch.Tensor) ->
 
 def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, target: torch.Tensor,
                  len_chosen: torch.Tensor, len_rejected: torch.Tensor,
-                 log_nu: torch.Tensor | None = None) -> dict:
+                 log_nu: torch.Tensor | None = None, groups: list | None = None,
+                 seed: int = 0) -> dict:
     """All evaluation numbers from raw member scores r_chosen, r_rejected (N, E), targets (N,)
     and response lengths (N,). Members' probabilities are averaged (the ensemble's
     prediction); a tie in score counts as half right. With Davidson's tie parameter
-    `log_nu`: predicted tie rate (mean P(tie)) and observed tie rate (share of 1/2 targets)."""
+    `log_nu`: predicted tie rate (mean P(tie)) and observed tie rate (share of 1/2 targets).
+    `groups` (N,): each pair's prompt, the unit the bootstrap resamples (None: each pair its
+    own); `seed` the bootstrap's."""
     p = torch.sigmoid(r_chosen - r_rejected).mean(-1)  # (N,) P(chosen > rejected)
     d = r_chosen.mean(-1) - r_rejected.mean(-1)  # (N,)
     loss = preference_loss(r_chosen.mean(-1), r_rejected.mean(-1), target)  # (N,)
@@ -82,4 +90,7 @@ def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, target: torch
                          "accuracy": float(right[sel].mean()) if sel.any() else None,
                          "length_rule_accuracy": float(rule[sel].mean()) if sel.any() else None}
     out["by_length_difference"] = buckets
+    clusters = cluster_ids(groups, len(target))  # (N,)
+    out.update(length_audit(right[clear], d[clear], len_chosen[clear], len_rejected[clear],
+                            clusters[clear], seed))
     return out

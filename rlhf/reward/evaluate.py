@@ -1,6 +1,9 @@
 """Reward model evaluation and `rlhf eval-reward`: the figures of
 `rlhf.preferences.metrics.pair_metrics` (accuracy, loss, ECE, the length rules, tie rates,
-accuracy by length difference) from a reward model's scores of pairs, and RewardBench tables.
+accuracy by length difference; 95% intervals by the bootstrap over prompts, the reward model
+minus each length rule, the length-controlled accuracy and the beyond-length test of
+`rlhf.preferences.length`) from a reward model's scores of pairs, and RewardBench tables.
+`rlhf eval-reward` prints the JSON on stdout and the length audit as a table on stderr.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from rlhf.reward.rewardbench import bench_metrics, format_table, is_rewardbench,
 
 
 def evaluate_encoded(rm, chosen: list[list[int]], rejected: list[list[int]], target, len_c,
-                     len_r, pad_id: int, batch_size: int = 32) -> dict:
-    """`pair_metrics` of already tokenised pairs (the training loop's validation)."""
+                     len_r, pad_id: int, batch_size: int = 32, groups: list | None = None,
+                     seed: int = 0) -> dict:
+    """`pair_metrics` of already tokenised pairs (the training loop's validation); `groups`
+    each pair's prompt, the unit of the bootstrap (`seed`)."""
     was_training = rm.training
     rm.eval()
     r = raw_scores(rm, chosen + rejected, pad_id, batch_size)  # (2N, E)
@@ -32,19 +37,21 @@ def evaluate_encoded(rm, chosen: list[list[int]], rejected: list[list[int]], tar
     t = torch.as_tensor(target, dtype=torch.float32)
     nu = getattr(rm, "log_nu", None)
     return pair_metrics(r[:n], r[n:], t, torch.as_tensor(len_c), torch.as_tensor(len_r),
-                        None if nu is None else nu.detach().cpu())
+                        None if nu is None else nu.detach().cpu(), groups, seed)
 
 
 def evaluate(rm, tokenizer, pairs: list[PreferencePair], batch_size: int = 32,
-             max_len: int | None = None) -> dict:
-    """Accuracy, loss, ECE, length-rule accuracy and length-difference buckets of `pairs`;
-    also how many pairs were truncated to `max_len` (default: the limit it was trained with)."""
+             max_len: int | None = None, seed: int = 0) -> dict:
+    """Accuracy, loss, ECE, length-rule accuracy and length-difference buckets of `pairs`,
+    the length audit (bootstrap over the pairs' prompts, `seed`); also how many pairs were
+    truncated to `max_len` (default: the limit it was trained with)."""
     max_len = max_len or rm.max_len
     c = [encode_pair_side(tokenizer, p.prompt, p.chosen, max_len) for p in pairs]
     r = [encode_pair_side(tokenizer, p.prompt, p.rejected, max_len) for p in pairs]
     out = evaluate_encoded(rm, [x[0] for x in c], [x[0] for x in r],
                            [p.target for p in pairs], [len(p.chosen) for p in pairs],
-                           [len(p.rejected) for p in pairs], tokenizer.pad_id, batch_size)
+                           [len(p.rejected) for p in pairs], tokenizer.pad_id, batch_size,
+                           [p.group for p in pairs], seed)
     out["truncated_pairs"] = sum(a[1] or b[1] for a, b in zip(c, r))
     return out
 
@@ -68,6 +75,37 @@ def evaluate_bench(rm, tok, rows, batch_size: int = 32, max_len: int | None = No
     return out
 
 
+def show_ci(value, ci, signed: bool = False) -> str:
+    """'0.641 [0.60, 0.68]' (signed: '+0.201 [+0.14, +0.26]'); '-' when there is no value."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    f = "+.3f" if signed else ".3f"
+    g = "+.2f" if signed else ".2f"
+    return f"{value:{f}}" + (f" [{ci[0]:{g}}, {ci[1]:{g}}]" if ci else "")
+
+
+def format_audit(m: dict) -> str:
+    """The accuracies of `evaluate` with their 95% intervals, the reward model minus each
+    length rule, the length-controlled accuracy and the beyond-length test, as a table."""
+    rows = [f"{m['clear_pairs']} pairs with a clear preference, from {m.get('prompts', '?')} "
+            "prompts; [95% interval, bootstrap over prompts]"]
+    for label, key, minus in (("accuracy", "accuracy", None),
+                              ("longer wins (rule)", "length_rule_accuracy", "minus_longer_rule"),
+                              ("shorter wins (rule)", "shorter_rule_accuracy",
+                               "minus_shorter_rule"),
+                              ("length-controlled accuracy", "length_controlled_accuracy", None)):
+        line = f"  {label:<28} {show_ci(m.get(key), m.get(key + '_ci95')):<20}"
+        if minus:
+            line += f" reward model - rule {show_ci(m.get(minus), m.get(minus + '_ci95'), True)}"
+        rows.append(line.rstrip())
+    p, q = m.get("beyond_length_p"), m.get("beyond_length_p_robust")
+    rows.append(f"  {'beyond length: coefficient':<28} "
+                f"{show_ci(m.get('beyond_length_coef'), m.get('beyond_length_coef_ci95'), True)}"
+                + (f", likelihood-ratio p = {p:.2g}" if isinstance(p, float) else "")
+                + (f", over prompts p = {q:.2g}" if isinstance(q, float) else ""))
+    return "\n".join(rows)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -87,7 +125,9 @@ def cli(argv: list[str]) -> int:
     if cfg.split != "all":
         train, val = split_by_group(pairs, cfg.val_fraction, cfg.runtime.seed)
         pairs = val if cfg.split == "val" else train
-    out = evaluate(rm, tok, pairs, cfg.batch_size, cfg.max_len or None)
+    out = evaluate(rm, tok, pairs, cfg.batch_size, cfg.max_len or None, cfg.runtime.seed)
+    if out["clear_pairs"]:
+        print(format_audit(out), file=sys.stderr)
     json.dump(out, sys.stdout, indent=2)
     print()
     return 0

@@ -14,7 +14,9 @@ One loop (`train`), read top to bottom:
    with their shared prompt computed once (`rlhf.preferences.tokens.pack_pairs`);
    loss = sum(w loss) / sum(w) over the global batch (`weighted_mean`); warmup + cosine
    learning rate; validation every `eval_every` steps (every pair counted once); checkpoints;
-5. normalisation statistics on the training responses, the saved model, a summary.
+5. normalisation statistics on the training responses, the saved model, a summary (the
+   held-out accuracy with its 95% interval by the bootstrap over prompts, the length rules,
+   the length-controlled accuracy and the beyond-length test: `rlhf.preferences.length`).
 
 Distributed (torchrun, gloo on CPU / nccl on CUDA): every rank builds the same global batch,
 DDP averages the gradients of per-rank means over equal shards, which equals the gradient of
@@ -128,7 +130,8 @@ def validate(rm, val: EncodedPairs, tok, cfg) -> dict:
     if not len(val):
         return {}
     out = evaluate_encoded(rm, val.chosen, val.rejected, val.target, val.len_chosen,
-                           val.len_rejected, tok.pad_id, cfg.train.eval_batch_size)
+                           val.len_rejected, tok.pad_id, cfg.train.eval_batch_size, val.group,
+                           cfg.runtime.seed)
     return {f"val_{k}": v for k, v in out.items() if not isinstance(v, dict)}
 
 
@@ -189,8 +192,18 @@ def _weights_and_steps(cfg: RewardTrainConfig, train_d: EncodedPairs):
     return weights, cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
 
 
+AUDIT_KEYS = ("accuracy_ci95", "shorter_rule_accuracy", "length_rule_accuracy_ci95",
+              "shorter_rule_accuracy_ci95", "minus_longer_rule", "minus_longer_rule_ci95",
+              "minus_shorter_rule", "minus_shorter_rule_ci95", "length_controlled_accuracy",
+              "length_controlled_accuracy_ci95", "beyond_length_coef",
+              "beyond_length_coef_ci95", "beyond_length_p", "beyond_length_p_robust", "prompts")
+"""The held-out length audit's figures (`rlhf.preferences.length.length_audit`) kept in the
+summary as `last_val_<key>` beside `last_val_accuracy`."""
+
+
 def _finish(cfg, rm, tok, train_d, val_d, run, total) -> dict:
-    """(5) Normalisation statistics, the saved model (`run.writes` ranks), the summary."""
+    """(5) Normalisation statistics, the saved model (`run.writes` ranks), the summary (with
+    the held-out accuracy's 95% interval and the length audit: `AUDIT_KEYS`)."""
     best = run.best
     summary = {"model": str(run.out / "model"), "steps": total, "train_pairs": len(train_d),
                "val_pairs": len(val_d), "truncated_pairs": train_d.truncated + val_d.truncated,
@@ -208,6 +221,8 @@ def _finish(cfg, rm, tok, train_d, val_d, run, total) -> dict:
                        last_val_length_rule_accuracy=last.get("val_length_rule_accuracy"),
                        last_val_ece=last.get("val_ece"), last_val_loss=last.get("val_loss"),
                        score_mean=float(rm.mean), score_std=float(rm.std))
+        summary.update({f"last_val_{k}": last[f"val_{k}"] for k in AUDIT_KEYS
+                        if f"val_{k}" in last})
     return summary
 
 
