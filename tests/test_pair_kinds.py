@@ -21,9 +21,11 @@ from rlhf.feedback.store import ComparisonStore
 from rlhf.lm.folders import load_model
 from rlhf.preferences.data import (
     encode_pairs,
+    evaluation_pairs,
     prepare_data,
     read_comparisons,
     read_feedback,
+    split_pairs,
     training_pairs,
 )
 from rlhf.preferences.losses import preference_loss, weighted_mean
@@ -209,3 +211,28 @@ def test_train_on_a_store_of_rankings(tmp_path, stage):
     assert s["val_pairs"] == 3 * 12  # 10% of the 120 rankings' prompts held out, whole
     assert sum("loss" in r for r in rows) >= 4 and all(
         math.isfinite(r["loss"]) for r in rows if "loss" in r)
+
+
+def test_eval_reward_holds_out_the_prompts_training_held_out(tmp_path):
+    """`rlhf eval-reward split=val` reads every kind of answer with the training's rules, so
+    it evaluates exactly the pairs `train-reward` held out, even on a store where some prompts
+    have only "can't tell" answers (dropped in training) or only rankings."""
+    store = ComparisonStore(tmp_path / "s.jsonl")
+    for i in range(12):
+        store.append(Comparison(item_id=f"c{i}", prompt=f"p{i}", a="x", b="y", label="a"))
+    for i in range(12, 18):  # prompts the training never sees: can't tell only
+        store.append(Comparison(item_id=f"t{i}", prompt=f"p{i}", a="x", b="y",
+                                label="cant_tell"))
+    for i in range(18, 24):  # prompts with a ranking only: 3 pairs each
+        store.append(Ranking(item_id=f"r{i}", prompt=f"p{i}", responses=["u", "v", "w"],
+                             ranks=[1, 2, 3]))
+    data = load_config(RewardTrainConfig, None, [f"data.paths=[{store.path}]",
+                                                 "data.val_fraction=0.5"]).data
+    for seed in range(5):
+        train, val = split_pairs(data, seed)
+        got = evaluation_pairs([str(store.path)], "val", 0.5, seed)
+        assert [(p.prompt, p.chosen, p.rejected) for p in got] == [
+            (p.prompt, p.chosen, p.rejected) for p in val]
+        assert evaluation_pairs([str(store.path)], "train", 0.5, seed) == train
+    assert len(evaluation_pairs([str(store.path)], "all", 0.5, 0)) == 12 + 6 * 3
+    assert len(evaluation_pairs([str(store.path)], "all", 0.5, 0, kinds=["comparison"])) == 12

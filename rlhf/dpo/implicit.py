@@ -20,11 +20,11 @@ import torch
 
 from rlhf.config import parse_cli, require
 from rlhf.dpo.pairs import logprobs_of_pairs
-from rlhf.feedback.derive import PreferencePair, to_pairs
+from rlhf.feedback.derive import PreferencePair
 from rlhf.harness.runtime import setup
 from rlhf.lm.folders import load_model, save_model
 from rlhf.lm.logprobs import token_logprobs
-from rlhf.preferences.data import encode_pairs, read_comparisons, split_by_group
+from rlhf.preferences.data import encode_pairs, evaluation_pairs
 from rlhf.preferences.metrics import pair_metrics
 from rlhf.preferences.tokens import bos_ids, encode_pair_side, pad_right
 from rlhf.reward import evaluate as reward_evaluate
@@ -132,10 +132,8 @@ def cli(argv: list[str]) -> int:
         return reward_evaluate.cli(argv)
     require(bool(cfg.data), "data", "name at least one data file")
     device = setup(cfg.runtime)
-    pairs = to_pairs(read_comparisons(cfg.data))
-    if cfg.split != "all":
-        train, val = split_by_group(pairs, cfg.val_fraction, cfg.runtime.seed)
-        pairs = val if cfg.split == "val" else train
+    pairs = evaluation_pairs(cfg.data, cfg.split, cfg.val_fraction, cfg.runtime.seed,
+                             cfg.ties, cfg.cant_tell, cfg.kinds)
     json.dump(evaluate(cfg.model, pairs, cfg.batch_size, cfg.max_len, device), sys.stdout,
               indent=2)
     print()

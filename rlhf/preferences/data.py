@@ -148,6 +148,19 @@ class PairBatches:
         return self.order[step % self.per_epoch]
 
 
+def evaluation_pairs(paths: list[str], split: str, val_fraction: float, seed: int,
+                     ties: str = "half", cant_tell: str = "drop", kinds=PAIR_KINDS
+                     ) -> list[PreferencePair]:
+    """The pairs `rlhf eval-reward` reads from `paths`: 'all', or the 'val' / 'train' side of
+    the split a pair-trained stage makes with the same `val_fraction`, `seed`, ties,
+    cant_tell and kinds (`split_pairs`: the same pairs, the same prompts held out)."""
+    pairs = training_pairs(read_feedback(paths), ties, cant_tell, kinds)
+    if split == "all":
+        return pairs
+    train, val = split_by_group(pairs, val_fraction, seed)
+    return val if split == "val" else train
+
+
 def split_pairs(d, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Read and convert the files of data section `d` (`PairDataConfig`) and split by prompt:
     the (train, validation) pairs a pair-trained stage with `runtime.seed` = `seed` uses."""

@@ -89,9 +89,19 @@ class EvalRewardConfig:
     """Reward model folder (written by `rlhf train-reward`)."""
     data: list[str] = field(default_factory=list)
     """Comparison stores or preference files (any format `rlhf.feedback.formats.read_any` reads)."""
+    kinds: list[Literal["comparison", "ranking", "correction", "rating"]] = field(
+        default_factory=lambda: ["comparison", "ranking", "correction", "rating"])
+    """Which kinds of answer give the pairs evaluated (`rlhf train-reward`'s `data.kinds`;
+    each pair counts once, a ranking's K choose 2 pairs as K choose 2)."""
+    ties: Literal["half", "drop", "model"] = "half"
+    """Ties and "both bad" as `data.ties` in training (here 'model' = 'half'): tied pairs are
+    kept for the loss, left out of the accuracy."""
+    cant_tell: Literal["drop", "tie"] = "drop"
+    """"Can't tell" answers as `data.cant_tell` in training."""
     split: str = "all"
     """'all' pairs, or 'val' / 'train': the same split by prompt as `rlhf train-reward`
-    with `val_fraction` and `runtime.seed`."""
+    with `val_fraction` and `runtime.seed` (and the same kinds, ties and cant_tell as its
+    data section: the defaults are the same)."""
     val_fraction: float = 0.1
     """Share of prompts held out (only used with split val/train)."""
     max_len: int = 0

@@ -14,9 +14,9 @@ import sys
 import torch
 
 from rlhf.config import parse_cli, require
-from rlhf.feedback.derive import PreferencePair, to_pairs
+from rlhf.feedback.derive import PreferencePair
 from rlhf.harness.runtime import setup
-from rlhf.preferences.data import read_comparisons, split_by_group
+from rlhf.preferences.data import evaluation_pairs
 from rlhf.preferences.metrics import pair_metrics
 from rlhf.preferences.tokens import encode_pair_side
 from rlhf.reward.config import EvalRewardConfig
@@ -121,10 +121,8 @@ def cli(argv: list[str]) -> int:
         json.dump(out, sys.stdout)
         print()
         return 0
-    pairs = to_pairs(read_comparisons(cfg.data))
-    if cfg.split != "all":
-        train, val = split_by_group(pairs, cfg.val_fraction, cfg.runtime.seed)
-        pairs = val if cfg.split == "val" else train
+    pairs = evaluation_pairs(cfg.data, cfg.split, cfg.val_fraction, cfg.runtime.seed,
+                             cfg.ties, cfg.cant_tell, cfg.kinds)
     out = evaluate(rm, tok, pairs, cfg.batch_size, cfg.max_len or None, cfg.runtime.seed)
     if out["clear_pairs"]:
         print(format_audit(out), file=sys.stderr)
