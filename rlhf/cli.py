@@ -21,7 +21,8 @@ from safetensors import SafetensorError
 from rlhf.config import UserError
 from rlhf.dpo import implicit as dpo_eval
 from rlhf.dpo import train as train_dpo
-from rlhf.feedback import export, formats, pairs, stats
+from rlhf.feedback import export, imports, pairs, stats
+from rlhf.feedback.text import visible
 from rlhf.harness import distributed as dist
 from rlhf.harness.folder import Interrupted
 from rlhf.kto import train as train_kto
@@ -36,7 +37,7 @@ COMMANDS = {
     # name: (the stage's `cli(argv)`, one-line description)
     "generate": (generate.cli, "sample text from a model"),
     "sample-pairs": (pairs.cli, "responses per prompt into a queue: compare, rank, rate, correct"),
-    "import-pairs": (formats.cli, "import HH/TRL/PandaLM/FineGrained data sets"),
+    "import-pairs": (imports.cli, "import HH/TRL/PandaLM/FineGrained data sets"),
     "export": (export.cli, "write a store as TRL data sets (pairs, KTO, SFT, text) or notes"),
     "rate": (rate.cli, "compare, rank, rate or correct the items of a queue (terminal or stdin)"),
     "serve": (web.cli, "the rating page for browsers: one private link per rater"),
@@ -66,6 +67,12 @@ def os_error_line(e: OSError) -> str:
     elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         why += " (choose a writable out_dir)"
     return f"{e.filename}: {why}" if e.filename else why
+
+
+def one_line(message: str) -> str:
+    """An error as one line: a message of several lines (some libraries' are) joined, and
+    control characters written as escapes (`visible`: a message may quote a file or a path)."""
+    return visible(" ".join(x.strip() for x in message.splitlines() if x.strip()))
 
 
 def take_flags(argv: list[str]) -> tuple[list[str], bool]:
@@ -145,7 +152,7 @@ def command(argv: list[str] | None) -> tuple[int, bool]:
         line = os_error_line(e) if isinstance(e, OSError) else str(e)
         if isinstance(e, SafetensorError):
             line = f"unreadable safetensors file: {e}"
-        print(f"rlhf {name}: error: {line}", file=sys.stderr)
+        print(f"rlhf {name}: error: {one_line(line)}", file=sys.stderr)
         return 2, False
 
 

@@ -172,6 +172,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
+def shown_key(key: str) -> str:
+    """A key as an error shows it: as written, or quoted with control characters escaped
+    when it holds any (a key is the config file's text)."""
+    return key if key.isprintable() else repr(key)
+
+
 def from_dict(cls: type, data: dict, prefix: str = "", where: dict[str, str] | None = None):
     """Build dataclass `cls` from a nested dict, validating every key (recursively)."""
     where = where or {}
@@ -182,9 +188,8 @@ def from_dict(cls: type, data: dict, prefix: str = "", where: dict[str, str] | N
     for key in data:
         if key not in names:
             full = prefix + str(key)
-            raise ConfigError(
-                f"{full}: unknown key{_at(where, full)}; valid keys here: {sorted(names)}"
-            )
+            raise ConfigError(f"{shown_key(full)}: unknown key{_at(where, full)}; valid keys "
+                              f"here: {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
         full = prefix + key
@@ -245,7 +250,7 @@ def _yaml_positions(text: str, filename: str) -> dict[str, str]:
                 key = prefix + str(k.value)
                 at = f"{filename}:{k.start_mark.line + 1}"
                 if key in out:
-                    raise ConfigError(f"{key}: duplicate key ({out[key]} and line "
+                    raise ConfigError(f"{shown_key(key)}: duplicate key ({out[key]} and line "
                                       f"{k.start_mark.line + 1})")
                 out[key] = at
                 walk(v, key + ".")
@@ -262,7 +267,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected section.key=value")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError):  # not a YAML value: taken as the text it is
+        value = raw
     if isinstance(value, (dict,)) or (isinstance(value, str) and value != raw.strip()):
         value = raw
     return key.strip().split("."), value
@@ -278,10 +286,7 @@ def load_config(cls: type, path: str | os.PathLike | None = None,
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         text = _read_text(p)
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        data = _parse_yaml(text, p)
         if data is None:
             raise ConfigError(f"{p}: the config file is empty (write {{}} to run with every "
                               "default)")
@@ -302,6 +307,25 @@ def load_config(cls: type, path: str | os.PathLike | None = None,
         node[keys[-1]] = value
         where[".".join(keys)] = f"command-line override {item!r}"
     return from_dict(cls, data, "", where)
+
+
+def yaml_error_line(e: yaml.YAMLError, p: Path) -> str:
+    """A YAML parser's error as one line: file:line: what is wrong (the parser's own message
+    spans several lines, with a picture of the place)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    at = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+    what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None))
+                    if x) or str(e).splitlines()[0]
+    return f"{at}: not valid YAML: {' '.join(what.split())}"
+
+
+def _parse_yaml(text: str, p: Path):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(yaml_error_line(e, p)) from None
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid YAML: nested too deeply") from None
 
 
 def _read_text(p: Path) -> str:

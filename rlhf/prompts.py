@@ -103,11 +103,21 @@ def row_prompt(row, where: str, column: str | None = None) -> str:
     raise PromptsError(f"{where}: expected a string or an object with {want}")
 
 
+def read_text(path: Path) -> str:
+    """A prompt file's text; a byte that is not UTF-8 is a PromptsError naming file:line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise PromptsError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
+
+
 def read_prompt_file(path: Path, column: str | None = None) -> list[str]:
     """A .jsonl, .json or .parquet file, or a text file (one prompt per line)."""
     if path.suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(path.read_text().splitlines(), 1):
+        for i, line in enumerate(read_text(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -118,7 +128,7 @@ def read_prompt_file(path: Path, column: str | None = None) -> list[str]:
         return rows
     if path.suffix == ".json":
         try:
-            arr = json.loads(path.read_text())
+            arr = json.loads(read_text(path))
         except json.JSONDecodeError as e:
             raise PromptsError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(arr, list):
@@ -132,7 +142,7 @@ def read_prompt_file(path: Path, column: str | None = None) -> list[str]:
         except Exception as e:  # pyarrow's own reasons (not parquet, truncated)
             raise PromptsError(f"{path}: not a readable parquet file ({e})") from None
         return [row_prompt(r, f"{path}: row {i}", column) for i, r in enumerate(rows, 1)]
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def read_dataset(name: str, column: str | None, split: str) -> list[str]:
@@ -166,7 +176,7 @@ def load_prompts(path: str | None = None, n: int | None = None, seed: int | None
         where = "" if path else " (the shared TinyStories sample; see ../shared/README.md)"
         raise FileNotFoundError(f"prompt file not found: {p}{where}")
     elif path is None or p.resolve() == DEFAULT_PROMPTS.resolve():
-        prompts = story_openings(p.read_text())
+        prompts = story_openings(read_text(p))
     else:
         prompts = read_prompt_file(p, column)
     prompts = list(dict.fromkeys(prompts))  # duplicates dropped, first kept, order kept

@@ -294,9 +294,13 @@ def test_a_full_disk_loses_no_confirmed_answer_and_the_torn_line_is_repaired_onc
         real(fd, bytes(data[:20]))
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr("rlhf.feedback.store.os.write", half_then_full)
+    before = (tmp_path / "s.jsonl").read_bytes()
     with pytest.raises(StoreError, match="No space left on device; the answer was not saved"):
         s.answer(s.next(), "right")
     monkeypatch.undo()
+    assert (tmp_path / "s.jsonl").read_bytes() == before  # the part line written is cut back
+    with open(tmp_path / "s.jsonl", "ab") as f:  # a crash mid-write leaves one: repaired
+        f.write(b'{"type": "comparison')
     out = io.StringIO()
     run_session(tmp_path / "q.jsonl", tmp_path / "s.jsonl", "ann", io.StringIO("t\nq\n"), out,
                 width=80, repeat_rate=0)

@@ -200,6 +200,8 @@ def start_loop_rating(code: str, out, port: int):
         assert line, "the loop printed no links"
         if "/r/" in line:
             links[line.split()[0]] = "/r/" + line.split("/r/")[1].strip()
+        elif "link unchanged" in line:  # (a link is shown once: only its hash is kept)
+            links[line.split()[0]] = None
     deadline = time.time() + 60
     while True:
         try:
@@ -222,7 +224,8 @@ def test_loop_web_mode_serves_waits_and_resumes_after_a_kill(tmp_path):
     proc.kill()
     proc.wait(timeout=10)
     proc, links = start_loop_rating(LOOP_RATE, out, port)
-    assert links == first_links  # the same private links after a restart
+    assert links == {"ann": None, "bob": None}  # unchanged after a restart, not shown again
+    links = first_links  # (and they still work)
     for name in ("ann", "bob"):
         c = Client(port, links[name])
         try:  # the server stops once every pair has an answer
@@ -314,7 +317,8 @@ def test_rater_names_and_tokens_kept_private_and_stable(tmp_path):
     import stat
 
     from rlhf.config import UserError
-    from rlhf.raters.web import load_tokens, rater_names
+    from rlhf.raters.web import rater_names
+    from rlhf.raters.web_tokens import digest, rater_tokens
 
     f = tmp_path / "raters.txt"
     f.write_text("ann  # team A\n\nbob\n")
@@ -324,9 +328,11 @@ def test_rater_names_and_tokens_kept_private_and_stable(tmp_path):
     with pytest.raises(UserError, match="name the raters"):
         rater_names("", None)
     path = tmp_path / "s.jsonl.raters.json"
-    first = load_tokens(path, ["ann", "bob"])
+    hashes, first = rater_tokens(path, ["ann", "bob"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(set(first.values())) == 2 and all(len(t) >= 24 for t in first.values())
-    again = load_tokens(path, ["bob", "cat"])
-    assert again["bob"] == first["bob"] and again["cat"] not in first.values()
-    assert load_tokens(path, ["ann"]) == {"ann": first["ann"]}
+    assert hashes == {n: digest(t) for n, t in first.items()}  # only hashes are kept
+    assert not any(t in path.read_text() for t in first.values())
+    again, shown = rater_tokens(path, ["bob", "cat"])
+    assert again["bob"] == hashes["bob"] and set(shown) == {"cat"}  # bob's link unchanged
+    assert rater_tokens(path, ["ann"]) == ({"ann": hashes["ann"]}, {})

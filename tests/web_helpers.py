@@ -106,7 +106,7 @@ class Server:
         self.proc = subprocess.Popen([*self.args, "--port", str(self.port)], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env)
-        self.links, self.banner = {}, []
+        self.links, self.banner = getattr(self, "links", {}), []  # (a restart: links unchanged)
         for line in self.proc.stdout:
             self.banner.append(line)
             if "/r/" in line:

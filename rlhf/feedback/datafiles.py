@@ -19,17 +19,19 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import zlib
 from pathlib import Path
 
-from rlhf.feedback.records import RecordError
+from rlhf.feedback.records import RecordError, as_line
 
 Row = tuple[str, dict]
 """(where, row): the file and line or row number, and the row."""
 
 
-def _decode(raw: bytes, p: Path, first_line: int = 1) -> str:
+def decode(raw: bytes, p: Path, first_line: int = 1) -> str:
+    """`raw` as UTF-8 text, or a RecordError naming the file and the line of the bad byte."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -54,26 +56,70 @@ def _bytes(p: Path, first_line_only: bool = False) -> tuple[int, bytes]:
         raise RecordError(f"{p}: truncated or damaged gzip file ({e})") from None
 
 
+SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate: a row holding one is checked for a lone one."""
+
+
+def _lone_surrogate(value, key: str = "") -> str | None:
+    """The key of the first text in a parsed row holding an unpaired surrogate (JSON can
+    escape one, "\\ud800", but no file or store can hold it), or None."""
+    todo = [(key, value)]
+    while todo:
+        k, v = todo.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return k or "a key"
+        elif isinstance(v, dict):
+            todo += [(f"{k}.{kk}" if k else str(kk), vv) for kk, vv in v.items()]
+            todo += [(k or "a key", kk) for kk in v]
+        elif isinstance(v, list):
+            todo += [(f"{k}[{i}]", vv) for i, vv in enumerate(v)]
+    return None
+
+
+def check_storable(records) -> None:
+    """A RecordError naming the first record holding text no file can hold (an unpaired
+    surrogate, which a store's JSON can escape), before anything is written."""
+    for n, r in enumerate(records, 1):
+        key = _lone_surrogate(as_line(r))
+        if key is not None:
+            raise RecordError(f"record {n} ({getattr(r, 'id', '?')}): {key}: text that is not "
+                              "valid Unicode (an unpaired surrogate)")
+
+
+def parse_json(text: str, where: str):
+    """`json.loads(text)`, any failure (bad JSON, nesting too deep for the parser, a lone
+    surrogate) a RecordError naming `where`."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise RecordError(f"{where}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise RecordError(f"{where}: not valid JSON: nested too deeply") from None
+    if SURROGATE.search(text):
+        key = _lone_surrogate(value)
+        if key is not None:
+            raise RecordError(f"{where}: {key}: text that is not valid Unicode (an unpaired "
+                              "surrogate)")
+    return value
+
+
 def read_json_rows(path: str | os.PathLike) -> list[Row]:
     """A JSON list or JSON lines (optionally .gz) -> (where, row); a bad line names file:line."""
     p = Path(path)
-    text = _decode(_bytes(p)[1], p)
+    text = decode(_bytes(p)[1], p)
     if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except ValueError as e:
-            raise RecordError(f"{p}: not valid JSON: {e}") from None
+        rows = parse_json(text, str(p))
         bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
         if bad is not None:
             raise RecordError(f"{p}: item {bad} is not a JSON object")
         return [(f"{p}: item {i}", r) for i, r in enumerate(rows)]
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise RecordError(f"{p}:{n}: not valid JSON: {e}") from None
+    for n, line in enumerate(text.split("\n"), 1):  # (not splitlines: JSON text may hold
+        if line.strip():                              # U+2028 and the like as they are)
+            row = parse_json(line, f"{p}:{n}")
             if not isinstance(row, dict):
                 raise RecordError(f"{p}:{n}: expected a JSON object")
             out.append((f"{p}:{n}", row))
@@ -135,14 +181,11 @@ def first_row(path: str | os.PathLike, split: str | None = None) -> Row:
         rows = read_parquet_rows(p)
     else:
         n, line = _bytes(p, first_line_only=True)
-        head = _decode(line, p, n).strip()
+        head = decode(line, p, n).strip()
         if not head:
             raise RecordError(f"{p}: the file is empty")
         if not head.startswith("["):
-            try:
-                row = json.loads(head)
-            except ValueError as e:
-                raise RecordError(f"{p}:{n}: not valid JSON: {e}") from None
+            row = parse_json(head, f"{p}:{n}")
             if not isinstance(row, dict):
                 raise RecordError(f"{p}:{n}: expected a JSON object")
             return f"{p}:{n}", row
@@ -173,13 +216,32 @@ def is_saved_dataset(p: Path) -> bool:
                                            "state.json"))
 
 
-def write_rows(rows: list[dict], out: str | os.PathLike, split: str | None = None) -> str:
-    """Write `rows` to `out` (see the module docstring), atomically; returns the container."""
-    kind = container(out)
+def check_out_file(out: str | os.PathLike, flag: str = "--out", folder: bool = False) -> Path:
+    """`out` as a path a file (or with `folder`, a folder) can be written to, checked before
+    any work: no folder where a file goes, no file where a folder above it goes; else a
+    RecordError naming `flag` and the path."""
+    p = Path(out)
+    if p.is_dir() and not folder:
+        raise RecordError(f"{flag} {p}: is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RecordError(f"{flag} {p}: {parent} is a file, not a folder")
+            break
+    return p
+
+
+def write_rows(rows: list[dict], out: str | os.PathLike, split: str | None = None,
+               kind: str | None = None) -> str:
+    """Write `rows` to `out` (see the module docstring), atomically; returns the container
+    (`kind`, when given, instead of the one the name says). A failure (a full disk) leaves
+    no temporary file and names `out`."""
+    kind = kind or container(out)
     p = Path(str(out).rstrip("/" + os.sep) or str(out))
     if kind == "folder" and p.exists() and (not p.is_dir() or (
             any(p.iterdir()) and not is_saved_dataset(p))):
         raise RecordError(f"{p}: exists and is not a saved dataset; choose another --out")
+    check_out_file(p, folder=kind == "folder")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
@@ -197,6 +259,8 @@ def write_rows(rows: list[dict], out: str | os.PathLike, split: str | None = Non
                     ds = datasets.DatasetDict({split: ds})
                 ds.save_to_disk(str(tmp))
         _replace(tmp, p)
+    except OSError as e:  # ENOSPC names no file: name the one being written
+        raise OSError(e.errno, e.strerror or str(e), str(p)) from None
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp)

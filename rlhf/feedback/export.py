@@ -25,7 +25,7 @@ import argparse
 import sys
 import warnings
 
-from rlhf.feedback.datafiles import write_rows
+from rlhf.feedback.datafiles import check_out_file, check_storable, container, write_rows
 from rlhf.feedback.derive import (
     PreferencePair,
     both_bad_rows,
@@ -125,6 +125,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--format", choices=FORMATS, help="of the sources (detected if not given)")
     a = p.parse_args(argv)
     try:
+        folder = container(a.out) == "folder"  # checked before any reading
+        check_out_file(str(a.out).rstrip("/") or a.out, folder=folder)
         return _export(a)
     except RecordError as e:
         print(f"rlhf export: error: {e}", file=sys.stderr)
@@ -139,6 +141,7 @@ def _export(a: argparse.Namespace) -> int:
             records += read_records(src, a.format, a.split)
         for w in (w for w in caught if issubclass(w.category, StoreWarning)):
             print(f"rlhf export: skipped malformed line: {w.message}", file=sys.stderr)
+    check_storable(records)
     kind = TARGETS[a.to]
     rows, note = export_rows(kind, records)
     if not rows:

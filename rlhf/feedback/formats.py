@@ -22,9 +22,9 @@ Every format is read from JSON, JSON lines (.gz), parquet or a `datasets` folder
 Rule for a pair whose two sides are the same text (after stripping surrounding whitespace):
 it carries no preference, so every importer leaves it out and counts it; `read_any` (and so
 `rlhf import-pairs` and training on such a file) prints one line with the count and the first
-rows (file:line). A truncated .gz, a byte that is not UTF-8 or a bad row is a `RecordError`
-naming the file, the line or row, and the key; nothing is written unless the whole file reads
-(imports are atomic).
+rows (file:line). A truncated .gz, a byte that is not UTF-8, a field of the wrong type (a
+number or null where text belongs) or a bad row is a `RecordError` naming the file, the line
+or row, and the key. `rlhf import-pairs` is `rlhf.feedback.imports`.
 Out: `to_trl` (prompt/chosen/rejected dicts; ties dropped), `to_dataset` (a `datasets.Dataset`
 of comparison records); every kind to TRL's types and notes: `rlhf export`
 (`rlhf.feedback.export`).
@@ -32,12 +32,10 @@ of comparison records); every kind to TRL's types and notes: `rlhf export`
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
 import sys
-from pathlib import Path
 
 from rlhf.feedback import trl_formats
 from rlhf.feedback.datafiles import first_row, read_rows
@@ -58,15 +56,32 @@ NOTE_COLUMNS = ("id", "about", "rater", "text", "prompt")
 """The columns of a notes file (`rlhf export --to notes`)."""
 
 
-def text(x) -> str:
-    """A field as text: some files hold a bare JSON `true` where a response says "True"."""
+def json_type(x) -> str:
+    """The JSON name of a value's type, for errors ("null", "a list", "a number"...)."""
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "true/false"
+    return {str: "text", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(x), type(x).__name__)
+
+
+def text(x, key: str = "value") -> str:
+    """A field as text: some files hold a bare JSON `true` or a number where a response says
+    "True"; anything else (null, a list, an object) is a RecordError naming `key`."""
     if isinstance(x, str):
         return x
-    if x is None:
-        return ""
     if isinstance(x, (bool, int, float)):
         return str(x)
-    raise RecordError(f"expected text, got {type(x).__name__}")
+    raise RecordError(f"{key}: expected text, got {json_type(x)}")
+
+
+def field(row: dict, key: str, where: str) -> str:
+    """`row[key]` as text (`text`), or a RecordError naming the row and the key."""
+    try:
+        return text(row[key], key)
+    except RecordError as e:
+        raise RecordError(f"{where}: {e}") from None
 
 
 class Imported(list):
@@ -100,9 +115,9 @@ def _need(row: dict, keys: tuple[str, ...], where: str) -> None:
         raise RecordError(f"{where}: missing key(s) {missing}")
 
 
-def _imported(dataset: str, prompt, a, b, label: str, index, **kw) -> Comparison:
+def _imported(dataset: str, prompt: str, a: str, b: str, label: str, index,
+              **kw) -> Comparison:
     meta = {"dataset": dataset, "index": index, **kw.pop("meta", {})}
-    prompt, a, b = text(prompt), text(a), text(b)
     return Comparison(item_id=f"{dataset}-{index}", prompt=prompt, a=a, b=b, label=label,
                       rater=kw.pop("rater", dataset), rater_kind="human",
                       served_because="import", shown_at=0.0,
@@ -133,6 +148,10 @@ def read_hh(path: str | os.PathLike, split: str | None = None) -> list[Compariso
     out = Imported()
     for i, (where, row) in enumerate(read_rows(path, split)):
         _need(row, ("chosen", "rejected"), where)
+        for key in ("chosen", "rejected"):
+            if not isinstance(row[key], str):
+                raise RecordError(f"{where}: {key}: expected a transcript (text), got "
+                                  f"{json_type(row[key])}")
         try:
             prompt, chosen, rejected = split_hh(row["chosen"], row["rejected"])
         except RecordError as e:
@@ -177,6 +196,9 @@ def read_notes(path: str | os.PathLike, split: str | None = None) -> list[Note]:
             about = row.get("about")
             if about is not None and not isinstance(about, str):
                 raise RecordError(f"about: expected an answer id or null, got {about!r}")
+            for key in ("text", "prompt", "rater"):
+                if row.get(key) is not None and not isinstance(row[key], str):
+                    raise RecordError(f"{key}: expected text, got {json_type(row[key])}")
             n = Note(text=row["text"], about=about, prompt=row.get("prompt") or "",
                      rater=row.get("rater") or "anonymous", served_because="import",
                      shown_at=0.0, **({"id": str(row["id"])} if row.get("id") else {}))
@@ -198,6 +220,17 @@ def majority(votes: list[int]) -> str:
     return "cant_tell"
 
 
+def shown(x, width: int = 60) -> str:
+    """A value of a file, for an error line: its repr (control characters escaped), cut."""
+    r = repr(x)
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
+def is_vote(v, allowed) -> bool:
+    """Whether `v` is a number among `allowed` (JSON true/false is not a vote)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v in allowed
+
+
 def read_pandalm(path: str | os.PathLike, per_annotator: bool = False,
                  split: str | None = None) -> list[Comparison]:
     """PandaLM test set: majority of the annotators (or one comparison per annotator)."""
@@ -206,22 +239,38 @@ def read_pandalm(path: str | os.PathLike, per_annotator: bool = False,
         _need(row, ("instruction", "response1", "response2"), where)
         keys = sorted(k for k in row if k.startswith("annotator"))
         votes = [row[k] for k in keys]
-        if not votes or any(v not in PANDALM_LABEL for v in votes):
-            raise RecordError(f"{where}: annotator votes must be 0, 1 or 2, got {votes}")
-        prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        if not votes or not all(is_vote(v, PANDALM_LABEL) for v in votes):
+            raise RecordError(f"{where}: annotator votes must be 0, 1 or 2, got "
+                              f"{shown(votes)}")
+        extra = field(row, "input", where) if row.get("input") is not None else ""
+        prompt = field(row, "instruction", where) + (f"\n\n{extra}" if extra else "")
+        a, b = field(row, "response1", where), field(row, "response2", where)
         idx = row.get("idx", i)
         meta = {"votes": votes, "cmp_key": row.get("cmp_key")}
         if per_annotator:
             for k, v in zip(keys, votes):
-                out.add(_imported("pandalm", prompt, row["response1"], row["response2"],
-                                  PANDALM_LABEL[v], idx, rater=k, meta=meta), where)
+                out.add(_imported("pandalm", prompt, a, b, PANDALM_LABEL[v], idx, rater=k,
+                                  meta=meta), where)
         else:
-            out.add(_imported("pandalm", prompt, row["response1"], row["response2"],
-                              majority(votes), idx, meta=meta), where)
+            out.add(_imported("pandalm", prompt, a, b, majority(votes), idx, meta=meta), where)
     return out
 
 
 FINEGRAINED_PAIRS = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
+
+
+def finegrained_votes(prefs, where: str) -> list:
+    """The 6 pairwise votes of a FineGrained row: a list, or its text ("[1, 0, ...]")."""
+    if isinstance(prefs, str) and len(prefs) < 200:
+        try:
+            prefs = ast.literal_eval(prefs)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    if not (isinstance(prefs, (list, tuple)) and len(prefs) == 6
+            and all(is_vote(v, (0, 1, 2)) for v in prefs)):
+        raise RecordError(f"{where}: preference must be 6 votes of 0, 1, 2, got "
+                          f"{shown(prefs)}")
+    return list(prefs)
 
 
 def read_finegrained(path: str | os.PathLike, split: str | None = None) -> list[Comparison]:
@@ -229,16 +278,14 @@ def read_finegrained(path: str | os.PathLike, split: str | None = None) -> list[
     out = Imported()
     for i, (where, row) in enumerate(read_rows(path, split)):
         _need(row, ("question", "preference"), where)
-        prefs = row["preference"]
-        if isinstance(prefs, str):
-            prefs = ast.literal_eval(prefs)
-        if len(prefs) != 6 or any(v not in (0, 1, 2) for v in prefs):
-            raise RecordError(f"{where}: preference must be 6 votes of 0, 1, 2, got {prefs}")
+        prefs = finegrained_votes(row["preference"], where)
+        question = field(row, "question", where)
         for (x, y), v in zip(FINEGRAINED_PAIRS, prefs):
             _need(row, (f"prediction {x}", f"prediction {y}"), where)
-            out.add(_imported("finegrained", row["question"], row[f"prediction {x}"],
-                              row[f"prediction {y}"], PANDALM_LABEL[v], f"{i}-{x}{y}",
-                              meta={"responses": [x, y]}), f"{where} ({x} vs {y})")
+            out.add(_imported("finegrained", question, field(row, f"prediction {x}", where),
+                              field(row, f"prediction {y}", where), PANDALM_LABEL[v],
+                              f"{i}-{x}{y}", meta={"responses": [x, y]}),
+                    f"{where} ({x} vs {y})")
     return out
 
 
@@ -274,12 +321,19 @@ def detect_format(path: str | os.PathLike, split: str | None = None) -> str:
     return fmt
 
 
+def store_file(path: str | os.PathLike) -> ComparisonStore:
+    """The store at `path`, which must be a file (a store is one JSON-lines file)."""
+    if not os.path.isfile(path):
+        raise RecordError(f"{path}: not a store file (a store is one JSON-lines file)")
+    return ComparisonStore(path)
+
+
 def read_any(path: str | os.PathLike, fmt: str | None = None,
              split: str | None = None) -> list[Comparison]:
     """Read a preference file in any known format (detected unless `fmt` is given)."""
     fmt = fmt or detect_format(path, split)
     if fmt == "store":
-        return ComparisonStore(path).load()
+        return store_file(path).load()
     readers = {"hh": read_hh, "trl": read_trl, "trl-preference": read_trl,
                "pandalm": read_pandalm, "finegrained": read_finegrained}
     if fmt in FORMATS and fmt not in readers:
@@ -299,7 +353,7 @@ def read_records(path: str | os.PathLike, fmt: str | None = None, split: str | N
     a file in any format here (detected unless `fmt` is given)."""
     fmt = fmt or detect_format(path, split)
     if fmt == "store":
-        return [a for a in ComparisonStore(path).answers() if not isinstance(a, Unknown)]
+        return [a for a in store_file(path).answers() if not isinstance(a, Unknown)]
     if fmt == "notes":
         return read_notes(path, split)
     if fmt in TRL_KINDS and TRL_KINDS[fmt] != "preference":
@@ -320,40 +374,22 @@ def to_trl(comparisons: list[Comparison]) -> list[dict]:
             for p in to_pairs(comparisons, ties="drop")]
 
 
-def to_dataset(comparisons: list[Comparison]):
-    """A `datasets.Dataset` with one row per comparison (every field; dicts as JSON text)."""
-    import datasets
-
+def dataset_rows(comparisons: list[Comparison]) -> list[dict]:
+    """One row per comparison, every field (dicts as JSON text): a `datasets.Dataset`'s."""
     rows = []
     for c in comparisons:
         d = c.to_dict()
         for k in ("source_a", "source_b", "meta"):
             d[k] = json.dumps(d[k], ensure_ascii=False)
         rows.append(d)
-    return datasets.Dataset.from_list(rows)
+    return rows
 
 
-def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="rlhf import-pairs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="data file (.json, .jsonl, .jsonl.gz, .parquet) or a "
-                                "datasets save_to_disk folder")
-    p.add_argument("--format", choices=FORMATS, help="detected from the file if not given")
-    p.add_argument("--split", help="of a datasets folder holding a DatasetDict (default: its "
-                                   "only split, or train)")
-    p.add_argument("--out", required=True, help="where to write (see --to)")
-    p.add_argument("--to", choices=("store", "trl", "dataset"), default="store",
-                   help="store: append to a feedback store (default); trl: write TRL "
-                        "prompt/chosen/rejected JSONL; dataset: datasets.Dataset.save_to_disk "
-                        "(trl and dataset take pairs; `rlhf export` writes every kind)")
-    p.add_argument("--per-annotator", action="store_true",
-                   help="pandalm: one comparison per annotator instead of the majority")
-    a = p.parse_args(argv)
-    try:
-        return _import(a)
-    except RecordError as e:
-        print(f"rlhf import-pairs: error: {e}", file=sys.stderr)
-        return 2
+def to_dataset(comparisons: list[Comparison]):
+    """A `datasets.Dataset` with one row per comparison (`dataset_rows`)."""
+    import datasets
+
+    return datasets.Dataset.from_list(dataset_rows(comparisons))
 
 
 def counts(records) -> str:
@@ -362,30 +398,3 @@ def counts(records) -> str:
     for r in records:
         n[r.kind] = n.get(r.kind, 0) + 1
     return ", ".join(f"{v} {k}s" for k, v in n.items()) or "0 records"
-
-
-def _import(a: argparse.Namespace) -> int:
-    fmt = a.format or detect_format(a.file, a.split)
-    records = read_records(a.file, fmt, a.split, a.per_annotator)
-    comps = [r for r in records if isinstance(r, Comparison)]
-    if a.to != "store" and len(comps) != len(records):
-        raise RecordError(f"{a.file}: --to {a.to} takes pairs, and this {fmt} file holds "
-                          f"{counts(records)}; import it into a store (--to store), then "
-                          "`rlhf export` it")
-    if a.to == "trl":
-        rows = to_trl(comps)
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                               encoding="utf-8")
-        print(f"wrote {len(rows)} TRL rows ({fmt}; ties and skips left out) to {a.out}")
-    elif a.to == "dataset":
-        to_dataset(comps).save_to_disk(a.out)
-        print(f"saved a datasets.Dataset of {len(comps)} comparisons ({fmt}) to {a.out}")
-    elif len(comps) == len(records):
-        labels = {k: sum(c.label == k for c in comps) for k in sorted({c.label for c in comps})}
-        ComparisonStore(a.out).extend(comps)
-        print(f"imported {len(comps)} comparisons ({fmt}) into {a.out}: {labels}")
-    else:
-        ComparisonStore(a.out).extend(records)
-        print(f"imported {counts(records)} ({fmt}) into {a.out}")
-    return 0

@@ -9,7 +9,9 @@ policy in one batched call per ask (2, K or 1 per prompt) and records where each
 (model, checkpoint file, sampling settings, seed, sample index, whether it ended) in
 `source_a` / `source_b` / `source_others`. With the default mix (all compare) the draws are
 those of earlier versions. `--from-pairs` makes the queue from a file of ready-made pairs
-instead. Prompts are read by the project's one prompt reader (`rlhf.prompts.load_prompts`,
+instead. The queue file (`out`) is checked before any sampling, and written atomically
+(`rlhf.feedback.queue.write_queue`: a full disk leaves no partial queue and no temporary
+file). Prompts are read by the project's one prompt reader (`rlhf.prompts.load_prompts`,
 whose docstring states the rule).
 """
 
@@ -27,6 +29,7 @@ import torch
 
 from rlhf.config import RuntimeConfig, load_config
 from rlhf.feedback.config import PairsConfig
+from rlhf.feedback.datafiles import check_out_file
 from rlhf.feedback.items import Item
 from rlhf.feedback.queue import items_from_pairs_file, write_queue
 from rlhf.feedback.records import ASKS, RecordError
@@ -129,13 +132,14 @@ def cli(argv: list[str]) -> int:
              "runtime.seed": a.seed}
     over = [*a.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     cfg: PairsConfig = load_config(PairsConfig, a.config, over)
-    if a.from_pairs:
-        try:
+    try:
+        check_out_file(cfg.out, "out")  # before any sampling: not a folder, not under a file
+        if a.from_pairs:
             items = items_from_pairs_file(a.from_pairs, as_gold=a.as_gold)
-        except RecordError as e:
-            print(f"rlhf sample-pairs: error: {e}", file=sys.stderr)
-            return 2
-    else:
+    except RecordError as e:
+        print(f"rlhf sample-pairs: error: {e}", file=sys.stderr)
+        return 2
+    if not a.from_pairs:
         device = setup(cfg.runtime)
         model, tok = load_model(cfg.model)
         model.to(device)

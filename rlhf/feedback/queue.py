@@ -6,41 +6,53 @@ rename). A queue can also be made from a file of ready-made pairs: JSONL rows
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
+from rlhf.feedback.datafiles import decode, first_row, parse_json, read_rows
 from rlhf.feedback.formats import read_any
 from rlhf.feedback.items import Item
 from rlhf.feedback.records import RecordError
 
 
 def write_queue(path: str | os.PathLike, items: list[Item]) -> None:
-    """Write `items` as JSON lines, atomically (a reader never sees half a queue)."""
+    """Write `items` as JSON lines, atomically (a reader never sees half a queue): a
+    failure (a full disk) leaves the old queue, or none, and no temporary file, and names
+    `path`."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for it in items:
-            f.write(json.dumps(it.to_dict(), ensure_ascii=False, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for it in items:
+                f.write(json.dumps(it.to_dict(), ensure_ascii=False, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except OSError as e:  # ENOSPC names no file: name the queue
+        raise OSError(e.errno, e.strerror or str(e), str(p)) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def read_queue(path: str | os.PathLike) -> list[Item]:
-    """Items of a queue file. A malformed line raises RecordError naming file and line."""
+    """Items of a queue file. A malformed line (or a byte that is not UTF-8) raises
+    RecordError naming file and line."""
     p = Path(path)
+    if p.is_dir():
+        raise RecordError(f"{p}: is a folder, not a queue file")
     if not p.is_file():
         raise FileNotFoundError(f"queue not found: {p}")
     items, seen = [], set()
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    for n, line in enumerate(decode(p.read_bytes(), p).split("\n"), 1):
+        if line.strip():
+            d = parse_json(line, f"{p}:{n}")
             try:
-                it = Item.from_dict(json.loads(line))
-            except (ValueError, TypeError) as e:
+                it = Item.from_dict(d)
+            except (ValueError, TypeError) as e:  # (a RecordError is a ValueError)
                 raise RecordError(f"{p}:{n}: {e}") from None
             if it.id in seen:
                 raise RecordError(f"{p}:{n}: duplicate item id {it.id!r}")
@@ -53,20 +65,14 @@ def items_from_pairs_file(path: str | os.PathLike, as_gold: bool = False) -> lis
     """A queue from ready-made pairs: JSONL `{"prompt", "a", "b", ...}` rows, or any format
     `rlhf.feedback.formats.read_any` reads (labels dropped, or kept as the gold answer)."""
     p = Path(path)
-    first = p.open(encoding="utf-8", errors="replace").readline() if p.is_file() else ""
-    try:
-        row = json.loads(first)
-    except ValueError:
-        row = None
-    if isinstance(row, dict) and {"prompt", "a", "b"} <= set(row) and "label" not in row:
+    row = first_row(p)[1]
+    if {"prompt", "a", "b"} <= set(row) and "label" not in row:
         items = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    d = json.loads(line)
-                    items.append(Item.from_dict({"served_because": "import", **d}))
-                except (ValueError, TypeError) as e:
-                    raise RecordError(f"{p}:{n}: {e}") from None
+        for where, d in read_rows(p):
+            try:
+                items.append(Item.from_dict({"served_because": "import", **d}))
+            except (ValueError, TypeError) as e:
+                raise RecordError(f"{where}: {e}") from None
         return items
     return [Item(prompt=c.prompt, a=c.a, b=c.b, source_a=c.source_a, source_b=c.source_b,
                  served_because="gold" if as_gold else "import",

@@ -398,6 +398,9 @@ def build_record(cls, d: dict, required: tuple[str, ...]):
     for k in ("prompt", "a", "b"):
         if k in known and not isinstance(known[k], str):
             raise RecordError(f"{k}: expected a string, got {type(known[k]).__name__}")
+    for k in ("id", "item_id", "group", "repeat_of", "about"):  # ids: text (or null)
+        if known.get(k) is not None and not isinstance(known[k], str):
+            raise RecordError(f"{k}: expected a string, got {type(known[k]).__name__}")
     for k in ("meta", "source_a", "source_b", "source", "anchors"):
         if not isinstance(known.get(k, {}), dict):
             raise RecordError(f"{k}: expected an object")

@@ -82,6 +82,8 @@ class ComparisonStore:
         self.leases_path = self.path.with_name(self.path.name + ".leases")
         self._cache: dict = {}
         self._mutex = threading.Lock()  # the parse cache, when threads share a store
+        self.lease_problem: str | None = None
+        """Why the last write of the leases file failed (None: it did not; `_save_leases`)."""
 
     # ------------------------------------------------------------------ writing
 
@@ -118,7 +120,9 @@ class ComparisonStore:
             while data:  # one write for a record; a loop only for very large imports
                 data = data[os.write(fd, data):]
             os.fsync(fd)
-        except OSError as e:  # a full disk: nothing was confirmed; `repair` mends the tail
+        except OSError as e:  # a full disk: nothing confirmed; a part line written is cut
+            with contextlib.suppress(OSError):  # (we hold the lock: those bytes are ours;
+                os.ftruncate(fd, size)  # should this fail too, `repair` moves them aside)
             raise StoreError(f"could not write to {self.path}: {e.strerror or e}; the answer "
                              "was not saved") from None
 
@@ -135,6 +139,27 @@ class ComparisonStore:
         with self._locked() as fd:
             if records:
                 self._write(fd, [as_line(r) for r in records])
+
+    def extend_all_or_none(self, records: list[Answer], what: str = "records") -> None:
+        """`extend` for an import: every record or none. A failed write (a full disk) is cut
+        back to the store's previous length (`_write`); the StoreError says so in an import's
+        words (and how many bytes are left, should the cut have failed)."""
+        for r in records:
+            if not isinstance(r, Unknown):
+                r.check()
+        with self._locked() as fd:
+            size = os.fstat(fd).st_size
+            try:
+                if records:
+                    self._write(fd, [as_line(r) for r in records])
+            except StoreError as e:
+                why = getattr(e.__context__, "strerror", None) or "the write failed"
+                left = os.fstat(fd).st_size - size
+                raise StoreError(
+                    f"could not write to {self.path}: {why}; none of the {len(records)} "
+                    f"{what} was imported" + (f" ({left} bytes of it remain at its end; "
+                    "`rlhf rate` moves them aside)" if left > 0 else "; the store is as it was")
+                ) from None
 
     def undo_last(self, rater: str, lease_seconds: float = 0) -> Answer | None:
         """Retract `rater`'s most recent live answer and the notes about it (appends
@@ -230,9 +255,26 @@ class ComparisonStore:
                 if isinstance(rs, dict)}
 
     def _save_leases(self, leases: dict) -> None:
+        """Rewrite the leases file (the caller holds the lock). A failure (a full disk) goes
+        to `lease_problem`, never raised: the answers are safe, and a lease not saved only
+        lets an item reach one rater more than `overlap` asks. No temporary file is left."""
         tmp = self.leases_path.with_name(self.leases_path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({i: rs for i, rs in leases.items() if rs}), encoding="utf-8")
-        os.replace(tmp, self.leases_path)
+        data = json.dumps({i: rs for i, rs in leases.items() if rs}).encode("utf-8")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.leases_path)
+            self.lease_problem = None
+        except OSError as e:
+            self.lease_problem = (f"the assignment leases could not be saved to "
+                                  f"{self.leases_path.name}: {e.strerror or e}")
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def claim(self, rater: str, item_ids: list[str], overlap: int = 1,
               lease_seconds: float = 900.0) -> str | None:
@@ -327,11 +369,11 @@ class ComparisonStore:
                 raise RecordError("expected a JSON object")
             if not isinstance(rec.get("type"), str):
                 raise RecordError("record without a 'type'")
-            if rec["type"] == "retract" and "id" not in rec:
+            if rec["type"] == "retract" and not isinstance(rec.get("id"), str):
                 raise RecordError("retraction without 'id'")
             answer = None if rec["type"] == "retract" else parse_record(rec)
             rows.append((n, rec, answer))
-        except (ValueError, RecordError, TypeError) as e:
+        except (ValueError, RecordError, TypeError, RecursionError) as e:
             errors.append(f"{self.path}:{n}: {e}")
 
     def load(self, _locked: bool = False) -> list[Comparison]:

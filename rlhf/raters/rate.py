@@ -7,10 +7,13 @@ of `rlhf.raters.commands`, the pages those of `rlhf.raters.page`, quality contro
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from pathlib import Path
 
+from rlhf.config import UserError
+from rlhf.feedback.datafiles import decode
 from rlhf.feedback.queue import read_queue
 from rlhf.feedback.records import RecordError
 from rlhf.feedback.store import ComparisonStore
@@ -217,6 +220,28 @@ def run_simulated(queue_path, store_path, name: str, seed: int = 0, rater: str |
     return n
 
 
+def check_args(a: argparse.Namespace) -> None:
+    """The arguments of `rlhf rate`, checked before any work: UserError (one line) naming
+    the flag or the file."""
+    if not (a.overlap >= 1):
+        raise UserError(f"--overlap: must be at least 1, got {a.overlap}")
+    if not (0 <= a.repeat_rate <= 1):
+        raise UserError(f"--repeat-rate: must be between 0 and 1, got {a.repeat_rate}")
+    if not (0 < a.lease_seconds < math.inf):
+        raise UserError(f"--lease-seconds: must be a positive number, got {a.lease_seconds}")
+    for flag, n in (("--max-note-chars", a.max_note_chars),
+                    ("--max-correction-chars", a.max_correction_chars)):
+        if n < 1:
+            raise UserError(f"{flag}: must be at least 1, got {n}")
+    if a.guidelines is not None:
+        g = Path(a.guidelines)
+        if not g.is_file():
+            raise UserError(f"--guidelines {g}: no such file")
+        decode(g.read_bytes(), g)
+    if Path(a.queue).is_file() and not read_queue(a.queue):
+        raise UserError(f"{a.queue}: the queue is empty (`rlhf sample-pairs` fills it)")
+
+
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rlhf rate", description=commands_module.__doc__ +
                                 "\n" + session_module.__doc__,
@@ -242,11 +267,10 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--simulated", metavar="NAME", help="let a simulated rater answer "
                    "(vader: prefers the happier story; length: prefers the longer one)")
     a = p.parse_args(argv)
+    check_args(a)
     store = a.store or str(Path(a.queue).with_suffix("")) + ".comparisons.jsonl"
     kw = {"repeat_rate": a.repeat_rate, "overlap": a.overlap,
           "lease_seconds": a.lease_seconds}
-    if a.max_note_chars < 1 or a.max_correction_chars < 1:
-        p.error("--max-note-chars and --max-correction-chars must be at least 1")
     human = {"rater_kind": a.kind, "seed": a.seed, "max_note": a.max_note_chars,
              "max_correction": a.max_correction_chars}
     try:
@@ -255,7 +279,7 @@ def cli(argv: list[str]) -> int:
             print(f"{n} simulated answers written to {store}")
             return 0
         if not a.rater:
-            p.error("--rater NAME is required")
+            raise UserError("--rater NAME is required")
         if sys.stdin.isatty() and sys.stdout.isatty() and not a.line:
             run_screen(a.queue, store, a.rater, a.guidelines, **human, **kw)
         else:

@@ -18,9 +18,10 @@ the item on screen is tied to that item, as the terminal's `w` is.
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import re
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ from rlhf.raters.session import (
     read_guidelines,
     too_long,
 )
+from rlhf.raters.web_tokens import digest
 
 BYTES_PER_CHAR = 12
 """Most bytes one character can take in a JSON body: an astral character escaped as two
@@ -69,10 +71,6 @@ class Rater:
     lock: threading.Lock = field(default_factory=threading.Lock)
     nonce: str | None = None
     shown: Shown | None = None
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def prompt_turns(prompt: str) -> list[dict]:
@@ -204,57 +202,111 @@ def _history(r: Rater) -> dict:
 
 
 class RatingServer:
-    """The app's state: items, raters by token digest, the store path, session settings."""
+    """The app's state: items, raters by token digest, the store path, session settings.
+    `tokens` gives raters by their token ({name: token}), `digests` by the stored hash of it
+    ({name: "sha256:..."}, `raters.web_tokens`)."""
 
-    def __init__(self, items: list[Item], store_path, tokens: dict[str, str],
-                 guidelines_path=None, **session_kw):
+    def __init__(self, items: list[Item], store_path, tokens: dict[str, str] | None = None,
+                 guidelines_path=None, *, digests: dict[str, str] | None = None,
+                 **session_kw):
         self.version, text = read_guidelines(guidelines_path)
         self.blocks = render(text)
         self.max_body = max_body(session_kw.get("max_note", MAX_NOTE),
                                  session_kw.get("max_correction", MAX_CORRECTION))
-        store = ComparisonStore(store_path)  # one parse cache for every rater's session
-        self.raters = {_digest(tok): Rater(name, Session(
-            items, store, name, guidelines=self.version, **session_kw))
-            for name, tok in tokens.items()}
+        self.store = ComparisonStore(store_path)  # one parse cache for every rater's session
+        named = {**{n: digest(t) for n, t in (tokens or {}).items()}, **(digests or {})}
+        self.raters = {d: Rater(name, Session(
+            items, self.store, name, guidelines=self.version, **session_kw))
+            for name, d in named.items()}
 
     def rater(self, token: str) -> Rater | None:
-        return self.raters.get(_digest(token))
+        """The rater whose token this is (compared in constant time with every digest)."""
+        found, wanted = None, digest(token).encode()
+        for d, r in self.raters.items():  # (every one compared: no early exit)
+            if hmac.compare_digest(wanted, d.encode()):
+                found = r
+        return found
 
     def handle(self, r: Rater, action: str, body: dict) -> tuple[int, dict]:
-        """One API call for rater `r` (run in a worker thread, under the rater's lock)."""
+        """One API call for rater `r` (run in a worker thread, under the rater's lock). A
+        200 answer carries `warning` when the leases could not be saved (a full disk)."""
+        if action not in ACTIONS:
+            return 404, {"error": "unknown action"}
         with r.lock:
-            s = r.session
-            if action == "guidelines":
-                return 200, {"version": self.version, "blocks": self.blocks,
-                             "rater": visible(r.name)}
-            if action == "next":
-                return 200, _serve_next(r)
-            if action == "answer":
-                if r.shown is None or body.get("nonce") != r.nonce:
-                    return 409, {"error": "this item is no longer on your screen; reload"}
-                c = _answer(s, r.shown, body)  # fsynced
-                r.shown = r.nonce = None
-                done, total, _ = s.progress()
-                return 200, {"saved": f"saved {done}/{total}: {visible(s.described(c))}",
-                             "id": c.id, "next": _serve_next(r)}
-            if action == "note":  # tied to the item on screen when it names it
-                on_screen = r.shown is not None and body.get("nonce") == r.nonce
-                n = s.note(_note({"note": body.get("text")}), shown=r.shown if on_screen else None)
-                return 200, {"saved": "note saved", "id": n.id}
-            if action == "diff":
-                return _diff(r, body)
-            if action == "undo":
-                c = s.undo()
-                r.shown = r.nonce = None
-                return 200, {"undone": visible(s.described(c)) if c else None,
-                             "next": _serve_next(r)}
-            if action == "history":
-                return 200, _history(r)
-            if action == "revise":
-                s.refresh()
-                if not any(isinstance(c, Comparison) and c.id == body.get("id")
-                           for c in s.mine):  # (undo takes back an answer of another kind)
-                    return 404, {"error": "no such comparison of yours"}
-                c = s.revise(body["id"], *_choice(body), _note(body))
-                return 200, {"saved": f"revised: {visible(s.described(c))}", "id": c.id}
-        return 404, {"error": "unknown action"}
+            status, out = ACTIONS[action](self, r, body)
+        problem = self.store.lease_problem
+        if status == 200 and problem and "warning" not in out:
+            out["warning"] = problem
+        return status, out
+
+
+def _after_write(r: Rater, out: dict, what: str) -> dict:
+    """`out` with the next item for the page, once an answer was written (or undone): what
+    fails now (the leases, reading the store back) is a warning added to the message, never
+    a failure, since the write is on disk and must not be sent again."""
+    try:
+        out["next"] = _serve_next(r)
+    except Exception as e:  # noqa: BLE001 - whatever it is, the write stands
+        r.shown = r.nonce = None
+        print(f"rating server: {what}, then {type(e).__name__}: {e}"[:500], file=sys.stderr)
+        out["warning"] = f"the next item could not be fetched ({e}); reload the page"
+        out["next"] = {"done": True, "progress": None, "summary": {}}
+    problem = out.get("warning") or r.session.store.lease_problem
+    if problem:
+        out["warning"] = problem
+        key = "saved" if "saved" in out else "undone"
+        out[key] = f"{out[key] or 'nothing to undo'} (warning: {problem})"
+    return out
+
+
+def _answer_action(server: RatingServer, r: Rater, body: dict) -> tuple[int, dict]:
+    s = r.session
+    if r.shown is None or body.get("nonce") != r.nonce:
+        return 409, {"error": "this item is no longer on your screen; reload"}
+    c = _answer(s, r.shown, body)  # fsynced: from here on it is saved, whatever follows
+    r.shown = r.nonce = None
+    try:
+        done, total, _ = s.progress()
+        saved = f"saved {done}/{total}: {visible(s.described(c))}"
+    except Exception:  # noqa: BLE001 - (reading back for the count): the answer stands
+        saved = "saved"
+    return 200, _after_write(r, {"saved": saved, "id": c.id}, "an answer was saved")
+
+
+def _note_action(server: RatingServer, r: Rater, body: dict) -> tuple[int, dict]:
+    """A note standing alone, tied to the item on screen when it names it."""
+    on_screen = r.shown is not None and body.get("nonce") == r.nonce
+    n = r.session.note(_note({"note": body.get("text")}), shown=r.shown if on_screen else None)
+    return 200, {"saved": "note saved", "id": n.id}
+
+
+def _undo_action(server: RatingServer, r: Rater, body: dict) -> tuple[int, dict]:
+    s = r.session
+    c = s.undo()
+    r.shown = r.nonce = None
+    return 200, _after_write(r, {"undone": visible(s.described(c)) if c else None},
+                             "an answer was undone")
+
+
+def _revise_action(server: RatingServer, r: Rater, body: dict) -> tuple[int, dict]:
+    s = r.session
+    s.refresh()
+    if not any(isinstance(c, Comparison) and c.id == body.get("id")
+               for c in s.mine):  # (undo takes back an answer of another kind)
+        return 404, {"error": "no such comparison of yours"}
+    c = s.revise(body["id"], *_choice(body), _note(body))
+    return 200, {"saved": f"revised: {visible(s.described(c))}", "id": c.id}
+
+
+ACTIONS = {
+    "guidelines": lambda server, r, body: (200, {
+        "version": server.version, "blocks": server.blocks, "rater": visible(r.name)}),
+    "next": lambda server, r, body: (200, _serve_next(r)),
+    "answer": _answer_action,
+    "note": _note_action,
+    "diff": lambda server, r, body: _diff(r, body),
+    "undo": _undo_action,
+    "history": lambda server, r, body: (200, _history(r)),
+    "revise": _revise_action,
+}
+"""What each API action does: (server, rater, checked body) -> (status, answer)."""
