@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from rlhf.files import write_atomic
+
 
 class UserError(Exception):
     """An expected failure caused by the user's input or environment (a bad file, model folder,
@@ -78,18 +80,22 @@ class RuntimeConfig:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass: {field name: text}."""
-    try:
-        tree = ast.parse(inspect.getsource(cls).lstrip())
-    except (OSError, TypeError, IndentationError):
-        return {}
+    """The attribute docstrings of a dataclass: {field name: text}, a subclass's own over
+    those of the classes it extends."""
     docs: dict[str, str] = {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = inspect.cleandoc(nxt.value.value)
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(inspect.getsource(klass).lstrip())
+        except (OSError, TypeError, IndentationError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = inspect.cleandoc(nxt.value.value)
     return docs
 
 
@@ -374,13 +380,7 @@ def to_dict(cfg) -> dict:
 
 def save_config(cfg, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
-    p = Path(path)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    try:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        os.replace(tmp, p)
-    except OSError as e:  # ENOSPC names no file: name it
-        raise OSError(e.errno, e.strerror, str(e.filename or p)) from None
+    write_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def parse_cli(cls: type, prog: str, doc: str | None, argv: list[str]):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from rlhf import files as rlhf_files
 from rlhf.cli import main
-from rlhf.feedback import datafiles, queue
+from rlhf.feedback import datafiles
 from rlhf.feedback.store import ComparisonStore
 
 
@@ -177,7 +178,7 @@ def test_sample_pairs_on_a_full_disk_leaves_no_tmp(tmp_path, capsys, monkeypatch
                            for i in range(40)))
     (tmp_path / "o").mkdir()
     out = tmp_path / "o" / "q.jsonl"
-    full_open(monkeypatch, queue)
+    full_open(monkeypatch, rlhf_files)  # queues are written by files.write_atomic
     assert main(["sample-pairs", "--from-pairs", str(src), "--out", str(out)]) == 2
     line = one_line(capsys)
     assert "No space left" in line and str(out) in line

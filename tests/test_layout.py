@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "rlhf"
 LAYERS = [  # each may import from its own layer (no cycles) and the ones above it
-    ["rlhf.config"],
+    ["rlhf.files", "rlhf.config"],
     ["rlhf.prompts"],
     ["rlhf.harness"],
     ["rlhf.lm"],

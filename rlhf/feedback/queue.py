@@ -6,7 +6,6 @@ rename). A queue can also be made from a file of ready-made pairs: JSONL rows
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ from rlhf.feedback.datafiles import decode, first_row, parse_json, read_rows
 from rlhf.feedback.formats import read_any
 from rlhf.feedback.items import Item
 from rlhf.feedback.records import RecordError
+from rlhf.files import write_atomic
 
 
 def write_queue(path: str | os.PathLike, items: list[Item]) -> None:
@@ -23,19 +23,8 @@ def write_queue(path: str | os.PathLike, items: list[Item]) -> None:
     `path`."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for it in items:
-                f.write(json.dumps(it.to_dict(), ensure_ascii=False, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except OSError as e:  # ENOSPC names no file: name the queue
-        raise OSError(e.errno, e.strerror or str(e), str(p)) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    write_atomic(p, "".join(json.dumps(it.to_dict(), ensure_ascii=False, default=str) + "\n"
+                            for it in items))
 
 
 def read_queue(path: str | os.PathLike) -> list[Item]:

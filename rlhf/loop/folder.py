@@ -5,11 +5,11 @@ round's policy lives, the round records, and the prompt split made once at the s
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from rlhf.config import require, save_config
+from rlhf.files import write_atomic
 from rlhf.harness.folder import save_run_config
 from rlhf.loop.config import LoopConfig
 from rlhf.prompts import load_prompts, write_prompts
@@ -19,13 +19,8 @@ STEPS = ("sample", "rate", "reward", "policy", "eval")
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically (`rlhf.config.write_atomic`)."""
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def read_json(path: Path, default=None):
@@ -95,9 +90,7 @@ def judge_of(record: dict) -> tuple[str | None, dict | None]:
 def rebuild_rounds(out: Path) -> None:
     """rounds.jsonl from every finished round's record.json (idempotent on resume)."""
     recs = [read_json(p) for p in sorted(out.glob(round_name(0)[:-2] + "*/record.json"))]
-    tmp = out / "rounds.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    os.replace(tmp, out / "rounds.jsonl")
+    write_atomic(out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
 
 
 def init_run(cfg: LoopConfig, out: Path) -> dict:

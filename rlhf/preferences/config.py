@@ -52,9 +52,10 @@ class PairDataConfig:
 @dataclass
 class PairOptimConfig:
     batch_size: int = 32
-    """Pairs per optimiser step, over all processes (the global batch)."""
+    """Training examples (pairs; rows for KTO and SFT) per optimiser step, over all processes
+    (the global batch)."""
     micro_batch_size: int = 0
-    """Pairs per forward pass on each process; 0 = batch_size / processes (no accumulation).
+    """Examples per forward pass on each process; 0 = batch_size / processes (no accumulation).
     Must divide batch_size / processes."""
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
@@ -67,7 +68,7 @@ class PairOptimConfig:
     min_lr_ratio: float = 0.1
     """Final learning rate as a share of lr."""
     epochs: float = 1.0
-    """Passes over the training pairs (ignored when max_steps > 0)."""
+    """Passes over the training examples (ignored when max_steps > 0)."""
     max_steps: int = 0
     """Optimiser steps (0 = from epochs)."""
     max_grad_norm: float = 1.0
@@ -85,8 +86,7 @@ class PairOptimConfig:
     the whole run): for time-boxed jobs that resume later. 0 = run to the end."""
 
     def check(self) -> None:
-        for key in ("batch_size",):
-            require(getattr(self, key) >= 1, key, "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
         for key in ("micro_batch_size", "warmup_steps", "max_steps", "eval_every",
                     "save_every", "stop_at"):
             require(getattr(self, key) >= 0, key, "must be >= 0")

@@ -10,7 +10,6 @@ read and rewritten hashed, and those links are shown one last time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +17,7 @@ import secrets
 from pathlib import Path
 
 from rlhf.config import UserError
+from rlhf.files import write_atomic
 
 PREFIX = "sha256:"
 
@@ -45,17 +45,7 @@ def _read(path: Path) -> dict[str, str]:
 def _write(path: Path, kept: dict[str, str]) -> None:
     """Write `kept` atomically with mode 0600 (the temporary file removed on any failure)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(kept, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    write_atomic(path, json.dumps(kept, indent=1), mode=0o600)
 
 
 def rater_tokens(path: str | os.PathLike, names: list[str],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config import RuntimeConfig, require
+from rlhf.preferences.config import PairOptimConfig
 
 
 @dataclass
@@ -43,60 +44,24 @@ class SFTModelConfig:
 
 
 @dataclass
-class SFTOptimConfig:
+class SFTOptimConfig(PairOptimConfig):
+    """The pair-trained stages' keys and checks (`PairOptimConfig`), with SFT's defaults and
+    `packing`."""
+
     batch_size: int = 16
     """Rows per optimiser step, over all processes (the global batch). The loss is the mean
     over the batch's trained tokens (every token counts the same, as TRL's SFTTrainer with
     gradient accumulation)."""
-    micro_batch_size: int = 0
-    """Rows per forward pass on each process; 0 = batch_size / processes (no accumulation).
-    Must divide batch_size / processes."""
+    lr: float = 5e-4
+    """Peak learning rate (AdamW)."""
+    eval_batch_size: int = 32
+    """Rows per forward pass in validation (held-out loss and token accuracy)."""
     packing: bool = True
     """Pack each micro-batch's rows into as few sequences of at most max_len tokens as fit
     (first-fit decreasing), each row seeing only its own tokens (block-diagonal causal mask,
     positions restarting at 0): less padding, the same loss as unpacked rows. A micro-batch
     is packed only where that needs at most 3/4 of its right-padded positions (packed
     attention is slower per position: rlhf.sft.data.pack_width)."""
-    lr: float = 5e-4
-    """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay, on matrices only (rlhf.harness.optim's rule)."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """AdamW betas (PyTorch's defaults)."""
-    warmup_steps: int = 10
-    """Linear warmup steps, then cosine decay to min_lr_ratio * lr."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a share of lr."""
-    epochs: float = 1.0
-    """Passes over the training rows (ignored when max_steps > 0)."""
-    max_steps: int = 0
-    """Optimiser steps (0 = from epochs)."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm to this (0 = off; rlhf.harness.optim)."""
-    group_by_length: bool = True
-    """Form batches of rows of similar length (less padding); order is still random."""
-    eval_every: int = 50
-    """Validation (held-out loss and token accuracy) every N steps (0 = only at the end)."""
-    save_every: int = 100
-    """Training-state checkpoint every N steps (0 = only at the end)."""
-    eval_batch_size: int = 32
-    """Rows per forward pass in validation."""
-    stop_at: int = 0
-    """Leave after this global step with a checkpoint, unfinished (the schedule still spans
-    the whole run): for time-boxed jobs that resume later. 0 = run to the end."""
-
-    def check(self) -> None:
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        for key in ("micro_batch_size", "warmup_steps", "max_steps", "eval_every",
-                    "save_every", "stop_at"):
-            require(getattr(self, key) >= 0, key, "must be >= 0")
-        require(self.lr > 0, "lr", "must be > 0")
-        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
-        require(self.epochs > 0, "epochs", "must be > 0")
-        require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
-        require(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
-                "must be two numbers in [0, 1)")
 
 
 @dataclass
