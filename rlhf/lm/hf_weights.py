@@ -31,7 +31,7 @@ from rlhf.lm.model import ModelArgs, Transformer
 
 MODELS = {"llama": Transformer, "gpt2": GPT2, "gpt_neox": GPTNeoX}
 # Tensors other parts of the project store beside the weights and read themselves.
-EXTRA_TENSORS = ("reward_head.weight",)
+EXTRA_TENSORS = ("reward_head.weight", "length_head.weight")  # a reward model's heads
 # Constant buffers older checkpoints saved (causal masks, rotary tables): recomputed here.
 BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".attention.bias",
                    ".attention.masked_bias", ".rotary_emb.inv_freq")

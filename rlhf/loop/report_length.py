@@ -111,9 +111,12 @@ def reward_length_section(rounds: list[dict]) -> list[str]:
              "reward term in a logistic regression of the human choice on the reward and "
              "length differences (small: the reward model knows something beyond length; the "
              "likelihood-ratio test treats pairs as independent, the Wald test over prompts "
-             "does not).", "",
+             "does not); the correlation of its score with length over the held-out responses "
+             "(a length-decorrelated reward model, `reward.model.length_head`, holds it near "
+             "0).", "",
              "| round | prompts | accuracy | longer wins | RM - longer wins | shorter wins "
-             "| length-controlled | beyond-length p (LR; over prompts) |", "|---" * 8 + "|"]
+             "| length-controlled | beyond-length p (LR; over prompts) | score-length corr |",
+             "|---" * 9 + "|"]
     cols = [("accuracy", ".3f"), ("length_rule_accuracy", ".3f"),
             ("minus_longer_rule", "+.3f"), ("shorter_rule_accuracy", ".3f"),
             ("length_controlled_accuracy", ".3f")]
@@ -122,7 +125,8 @@ def reward_length_section(rounds: list[dict]) -> list[str]:
                  for k, spec in cols]
         lines.append(f"| {n} | {num(m.get('last_val_prompts'), 'd')} | " + " | ".join(cells)
                      + f" | {num(m.get('last_val_beyond_length_p'), '.2g')}; "
-                     f"{num(m.get('last_val_beyond_length_p_robust'), '.2g')} |")
+                     f"{num(m.get('last_val_beyond_length_p_robust'), '.2g')} | "
+                     f"{num(m.get('last_val_score_length_corr'), '+.2f')} |")
     return lines
 
 

@@ -2,7 +2,8 @@
 (Bradley-Terry with 1/2 targets and margins, Davidson's tie model, reward centring) and the
 direct methods' on a policy's log-ratios (DPO, IPO), which reuse the Bradley-Terry form.
 
-Every function returns the loss of each element (no reduction), so the caller can weight
+Every function returns the loss of each element (no reduction; ODIN's batch-level
+regularisers, `odin_losses`, are the exception), so the caller can weight
 ensemble members or pairs (bootstrap weights) and choose its own mean; the trainers reduce
 with `weighted_mean` (each pair's weight: 1 for a comparison, 1 / (K choose 2) for each
 pair of a K-ranking). Shapes: scores are
@@ -95,6 +96,39 @@ def centring_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.
     the predicted preference probabilities (less confident), though rarely the ranking.
     Scores (B,) or (B, E) -> (same shape)."""
     return (r_chosen + r_rejected).pow(2)
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each column of x (N, E) with y (N,) -> (E,); a constant column
+    (or a constant y) correlates 0, with a finite gradient (1e-6 under x's root)."""
+    xc, yc = x - x.mean(0), (y - y.mean()).to(x.dtype)[:, None]  # (N, E), (N, 1)
+    den = (xc.pow(2).sum(0) + 1e-6).sqrt() * torch.linalg.vector_norm(yc)  # (E,)
+    return (xc * yc).sum(0) / den.clamp(min=1e-8)
+
+
+def odin_losses(r_quality: torch.Tensor, r_length: torch.Tensor, length: torch.Tensor,
+                w_quality: torch.Tensor, w_length: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ODIN's two regularisers (Chen et al. 2024, "ODIN: Disentangled Reward Mitigates Hacking
+    in RLHF", sec. 3): the reward fitted to the preferences is r = r_Q + r_L (two linear heads
+    on one representation); the *length loss* |rho(r_Q, L)| - rho(r_L, L) pushes the quality
+    head's correlation with response length L to zero and the length head's up, and the
+    *orthogonality loss* |cos(W_Q, W_L)| keeps the two heads apart. The policy is then
+    trained on r_Q alone. Total: preference_loss(r) + lambda_L * length + lambda_O * ortho.
+
+    rho is Pearson's correlation over the (micro-)batch's responses (chosen and rejected
+    sides together), per ensemble member, averaged over members. Departures: the paper
+    normalises the head weights in the forward pass; here they stay free and the
+    orthogonality term is the cosine, which constrains the same directions. L is counted in
+    characters (the length audit's unit; Pearson's rho does not depend on the scale).
+
+    r_quality, r_length (N, E) raw scores of N responses; length (N,); w_quality, w_length
+    (E, dim) the heads' weights -> (length loss, orthogonality loss), scalars."""
+    length_loss = (pearson(r_quality, length).abs() - pearson(r_length, length)).mean()
+    cos = (w_quality * w_length).sum(-1) / (
+        torch.linalg.vector_norm(w_quality, dim=-1)
+        * torch.linalg.vector_norm(w_length, dim=-1)).clamp(min=1e-8)  # (E,)
+    return length_loss, cos.abs().mean()
 
 
 def preference_probability(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,12 @@ class RewardModelConfig:
     """Ensemble size: linear heads on the shared backbone (rlhf/reward/model.py says why)."""
     bootstrap: bool = True
     """Weight each member's loss by its own bootstrap resample counts of the training pairs."""
+    length_head: bool = False
+    """true: a second head per member takes up response length and the quality head is kept
+    uncorrelated with it (ODIN, Chen et al. 2024; `loss.length_weight`,
+    `loss.orthogonal_weight`); every score read from the model (the policy's reward, accuracy,
+    export) is the quality head's alone, so a policy cannot gain reward by length. A model
+    continued from one without the head gets a fresh one; false drops a loaded one."""
 
     def check(self) -> None:
         require(self.n_members >= 1, "n_members", "must be >= 1")
@@ -54,7 +60,17 @@ class RewardLossConfig:
     that a backbone's rate, e.g. 5e-5, would barely move), on the same warmup + cosine
     schedule as `train.lr`."""
 
+    length_weight: float = 1.0
+    """model.length_head: weight of ODIN's length loss |rho(quality, length)| -
+    rho(length head, length) (Pearson's rho over each micro-batch's responses: a micro-batch
+    of a few pairs gives a noisy rho). 1.0 as in the paper."""
+    orthogonal_weight: float = 1.0
+    """model.length_head: weight of ODIN's orthogonality loss |cos(quality head, length
+    head)|. 1.0 as in the paper."""
+
     def check(self) -> None:
+        require(self.length_weight >= 0, "length_weight", "must be >= 0")
+        require(self.orthogonal_weight >= 0, "orthogonal_weight", "must be >= 0")
         require(self.centring >= 0, "centring", "must be >= 0")
         require(self.tie_lr > 0, "tie_lr", "must be > 0")
 

@@ -53,6 +53,7 @@ from rlhf.reward.seqcls import ExternalRule, is_seq_cls_folder, load_causal, sav
 
 POOLINGS = ("mean", "cls", "pooler")
 META_FILE = "reward_model.json"
+LENGTH_TENSOR = "length_head.weight"
 
 
 class RewardModel(nn.Module):
@@ -94,14 +95,36 @@ class RewardModel(nn.Module):
         if getattr(self, "log_nu", None) is None:
             self.log_nu = nn.Parameter(torch.tensor(float(value)))
 
+    def add_length_head(self, seed: int = 0) -> None:
+        """A second head per member that takes up length (ODIN, Chen et al. 2024: the reward
+        fitted to the preferences is quality + length, `rlhf.preferences.losses.odin_losses`
+        keeps the quality head uncorrelated with length); every reader (scores, the policy's
+        reward, accuracy, export) reads the quality head alone."""
+        if getattr(self, "length_head", None) is None:
+            self.length_head = nn.Linear(self.head.in_features, self.n_members, bias=False)
+            g, w = torch.Generator().manual_seed(seed + 1), self.length_head.weight
+            with torch.no_grad():
+                w.copy_(torch.randn(w.shape, generator=g) / self.head.in_features ** 0.5)
+            self.length_head.to(self.head.weight.device)
+
     @property
     def n_members(self) -> int:
         return self.head.out_features
 
+    def read(self, h: torch.Tensor, both: bool = False) -> torch.Tensor:
+        """The heads on read-out features (B, dim) -> quality scores (B, E), or with `both`
+        and a length head [quality | length] (B, 2E)."""
+        h = h.to(self.head.weight.dtype)
+        if both and getattr(self, "length_head", None) is not None:
+            return torch.cat([self.head(h), self.length_head(h)], -1).float()  # (B, 2E)
+        return self.head(h).float()  # (B, E)
+
     def forward(self, tokens: torch.Tensor | None, mask: torch.Tensor | None = None,
                 packed: PackedPairs | None = None,
-                pooled: torch.Tensor | None = None) -> torch.Tensor:
+                pooled: torch.Tensor | None = None, both: bool = False) -> torch.Tensor:
         """Raw scores of every member at each row's last real token: (B, T) -> (B, E).
+        These are the quality heads' scores; with `both` and a length head (`add_length_head`)
+        the length heads' follow them: (B, 2E), as training reads them.
 
         A right-padded (or unpadded) batch runs on the causal fast path: under a causal mask a
         real token never sees the padding after it, and its position is its index, so the
@@ -114,13 +137,13 @@ class RewardModel(nn.Module):
         if pooled is None and self.is_encoder:
             pooled = self.encoder_features(tokens, mask)  # (B, dim)
         if pooled is not None:
-            return self.head(pooled.to(self.head.weight.dtype)).float()  # (B, E)
+            return self.read(pooled, both)  # (B, E) or (B, 2E)
         if packed is not None:
             h = self.backbone.hidden(tokens, positions=packed.positions,
                                      attn_mask=packed.attn_mask)  # (B, T, dim)
             rows = torch.arange(h.shape[0], device=h.device)
             h_last = h[rows.repeat(2), packed.read_at.T.reshape(-1)]  # (2B, dim)
-            return self.head(h_last.to(self.head.weight.dtype)).float()  # (2B, E)
+            return self.read(h_last, both)  # (2B, E) or (2B, 2E)
         if mask is None:
             last = torch.full((tokens.shape[0],), tokens.shape[1] - 1, device=tokens.device)
         else:
@@ -129,7 +152,7 @@ class RewardModel(nn.Module):
                 tokens, mask = tokens[:, :int(last.max()) + 1], None
         h = self.backbone.hidden(tokens, mask)  # (B, T, dim)
         h_last = h[torch.arange(h.shape[0], device=h.device), last]  # (B, dim)
-        return self.head(h_last.to(self.head.weight.dtype)).float()  # (B, E)
+        return self.read(h_last, both)  # (B, E) or (B, 2E)
 
     def encoder_features(self, tokens: torch.Tensor, mask: torch.Tensor | None = None
                          ) -> torch.Tensor:
@@ -216,18 +239,21 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
     every rank calls this (the weights are gathered), rank 0 with `write`."""
     if dist.is_sharded(rm):  # back to its shards: after a forward pass the root's parameters
         rm.reshard()  # are views of a transient gathered buffer (read later: a segfault)
+    length = getattr(rm, "length_head", None)
     meta = {"n_members": rm.n_members, "mean": float(rm.mean), "std": float(rm.std),
             "max_len": rm.max_len, "backbone": "encoder" if rm.is_encoder else "causal",
             "read_at": f"pooling {rm.pooling}" if rm.is_encoder else "last real token (EOS)",
             **({"pooling": rm.pooling} if rm.is_encoder else {}),
             **({"tie_log_nu": rm.log_nu.item()} if getattr(rm, "log_nu", None) is not None
-               else {}), **(extra or {})}
+               else {}), **({"length_head": True} if length is not None else {}),
+            **(extra or {})}
+    more = {} if length is None else {LENGTH_TENSOR: length.weight}
     if rm.is_encoder:
         return save_encoder(rm.backbone, tok, path,
-                            extra_tensors={"reward_head.weight": rm.head.weight},
+                            extra_tensors={"reward_head.weight": rm.head.weight, **more},
                             extra_json={META_FILE: meta}, write=write)
     return save_seq_cls(rm.backbone, tok, path, rm.head.weight, float(rm.mean),
-                        float(rm.std), meta, write)
+                        float(rm.std), meta, write, more)
 
 
 def is_reward_model(path: str | Path) -> bool:
@@ -254,13 +280,20 @@ def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, objec
                                 "config.json of a *ForSequenceClassification model)")
     meta = read_meta(path / META_FILE) if (path / META_FILE).is_file() else None
     if meta is not None and meta.get("backbone") == "encoder":
-        enc, tok, own, _ = load_encoder(path, extra=("reward_head.weight",))
+        enc, tok, own, _ = load_encoder(path, extra=("reward_head.weight", LENGTH_TENSOR))
         rm = RewardModel(enc, meta["n_members"], pooling=meta["pooling"], tok=tok)
         head = own["reward_head.weight"]
     else:
-        backbone, tok, head = load_causal(path, meta)
+        backbone, tok, head, own = load_causal(path, meta)
         meta = meta or {"n_members": 1, "mean": 0.0, "std": 1.0}
         rm = RewardModel(backbone, meta["n_members"])
+    if meta.get("length_head"):
+        if own.get(LENGTH_TENSOR) is None or own[LENGTH_TENSOR].shape != head.shape:
+            raise ModelConfigError(f"{path}: {META_FILE} says length_head, but "
+                                   f"{LENGTH_TENSOR} is missing or not {list(head.shape)}")
+        rm.add_length_head()
+        with torch.no_grad():
+            rm.length_head.weight.copy_(own[LENGTH_TENSOR])
     with torch.no_grad():
         rm.head.weight.copy_(head)
         rm.mean.fill_(meta["mean"])

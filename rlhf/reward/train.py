@@ -40,6 +40,7 @@ from rlhf.preferences.losses import (
     centring_penalty,
     davidson_loss,
     initial_log_nu,
+    odin_losses,
     preference_loss,
     weighted_mean,
 )
@@ -69,13 +70,14 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
     with autocast(cfg.runtime, device):
         if data.features is not None:  # frozen encoder: features pooled once (reward.probe)
             f = data.features[idx].to(device)  # (b, 2, dim)
-            r = model(None, pooled=torch.cat([f[:, 0], f[:, 1]]))  # (2b, E)
+            r = model(None, pooled=torch.cat([f[:, 0], f[:, 1]]), both=True)  # (2b, E|2E)
         elif rm.is_encoder:  # a cross-encoder sees each side whole: two rows per pair
             tokens, mask = pad_right(chosen + rejected, rm.backbone.args.pad_id)
-            r = model(tokens.to(device), mask.to(device))  # (2b, E)
+            r = model(tokens.to(device), mask.to(device), both=True)  # (2b, E|2E)
         else:
             packed = pack_pairs(chosen, rejected, 0, device)  # rows (b, T)
-            r = model(packed.tokens, packed=packed)  # (2b, E): chosen rows, then rejected
+            r = model(packed.tokens, packed=packed, both=True)  # (2b, E|2E): chosen, rejected
+    r, r_q, penalty, logs = odin_terms(rm, r, data, idx, cfg)  # (2b, E) fitted, quality
     rc, rr = r[:b], r[b:]  # (b, E)
     target, margin = data.target[idx].to(device), data.margin[idx].to(device)
     if cfg.data.ties == "model":  # Davidson: a 1/2 target is an observed tie
@@ -85,10 +87,27 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
     if cfg.loss.centring > 0:
         loss = loss + cfg.loss.centring * centring_penalty(rc, rr)
     loss = weighted_mean(loss * weights[idx].to(device), data.weight[idx].to(device),
-                         mean_weight)
-    d, clear = (rc.mean(-1) - rr.mean(-1)).detach(), target == 1.0  # (b,), (b,)
+                         mean_weight) + penalty
+    d, clear = (r_q[:b] - r_q[b:]).mean(-1).detach(), target == 1.0  # (b,), (b,)
     return {"loss": loss, "accuracy": ((d > 0) & clear).float().sum() / clear.sum().clamp(min=1),
-            "margin": d.mean()}
+            "margin": d.mean(), **logs}
+
+
+def odin_terms(rm, r: torch.Tensor, data: EncodedPairs, idx: list[int], cfg: RewardTrainConfig):
+    """-> (the scores the preference loss fits, the quality scores that accuracy and every
+    reader use, the added penalty, figures to log). Without a length head: (r, r, 0, {}).
+    With one (ODIN), r (2b, 2E) holds [quality | length] of the chosen rows then the
+    rejected: the loss fits quality + length, plus ODIN's weighted regularisers."""
+    if getattr(rm, "length_head", None) is None:
+        return r, r, 0.0, {}
+    E = rm.n_members
+    r_q, r_l = r[:, :E], r[:, E:]  # (2b, E) each
+    length = torch.tensor([data.len_chosen[i] for i in idx] + [data.len_rejected[i] for i in idx],
+                          dtype=torch.float32, device=r.device)  # (2b,) characters
+    length_loss, ortho = odin_losses(r_q, r_l, length, rm.head.weight, rm.length_head.weight)
+    penalty = cfg.loss.length_weight * length_loss + cfg.loss.orthogonal_weight * ortho
+    return r_q + r_l, r_q, penalty, {"length_loss": length_loss.detach(),
+                                     "orthogonal_loss": ortho.detach()}
 
 
 def prepare_model(rm, train_d: EncodedPairs, cfg: RewardTrainConfig) -> None:
@@ -96,6 +115,10 @@ def prepare_model(rm, train_d: EncodedPairs, cfg: RewardTrainConfig) -> None:
     ties=model: Davidson's nu, started where P(tie | d = 0) is the training tie rate."""
     if not cfg.model.train_backbone:
         rm.backbone.requires_grad_(False)
+    if cfg.model.length_head:
+        rm.add_length_head(cfg.runtime.seed)
+    elif getattr(rm, "length_head", None) is not None:
+        rm.length_head = None
     if cfg.data.ties == "model":
         rm.add_tie_parameter(initial_log_nu(float((train_d.target == 0.5).float().mean())))
 
@@ -196,7 +219,8 @@ AUDIT_KEYS = ("accuracy_ci95", "shorter_rule_accuracy", "length_rule_accuracy_ci
               "shorter_rule_accuracy_ci95", "minus_longer_rule", "minus_longer_rule_ci95",
               "minus_shorter_rule", "minus_shorter_rule_ci95", "length_controlled_accuracy",
               "length_controlled_accuracy_ci95", "beyond_length_coef",
-              "beyond_length_coef_ci95", "beyond_length_p", "beyond_length_p_robust", "prompts")
+              "beyond_length_coef_ci95", "beyond_length_p", "beyond_length_p_robust", "prompts",
+              "score_length_corr")
 """The held-out length audit's figures (`rlhf.preferences.length.length_audit`) kept in the
 summary as `last_val_<key>` beside `last_val_accuracy`."""
 
