@@ -130,6 +130,10 @@ class Rater(threading.Thread):
                     if status != 200 or shown["done"]:
                         self.statuses[f"next {status}"] += 1
                         return
+                    if shown.get("waiting"):  # the rest is on others' screens: ask again
+                        shown = None
+                        time.sleep(min(3.0, max(0.0, self.stop_at - time.time())))
+                        continue
                 t0 = time.perf_counter()
                 status, out = self.call("answer", body_for(shown, n))
                 self.latencies.append(time.perf_counter() - t0)
@@ -139,6 +143,8 @@ class Rater(threading.Thread):
                     shown, n = out["next"], n + 1
                     if shown["done"]:
                         return
+                    if shown.get("waiting"):
+                        shown = None
                 else:
                     shown = None  # (409: fetch the item on screen again)
             except (OSError, http.client.HTTPException, ValueError) as e:

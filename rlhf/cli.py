@@ -1,12 +1,14 @@
 """The `rlhf` console command: `rlhf <subcommand> ...`.
 
 Each subcommand is the `cli(argv) -> int` function of its stage's module; this file only
-lists them, in pipeline order, and turns expected failures into one line on stderr:
-a `UserError` (bad file, config, state, busy run folder...), an `OSError` (read-only, full
-disk, permission: the path and the reason), an unreadable safetensors file. `--debug` (or
-RLHF_DEBUG=1) adds the traceback. SIGINT/SIGTERM during training: the stage saves its state
-and the exit code is 130 / 143. `--allow-changed KEY[,KEY]` lets a resumed run change those
-keys of its saved config (`rlhf.harness.folder`).
+lists them, in pipeline order, and turns expected failures into one line on stderr. Every
+command with a config reads it one way (`rlhf.config.parse_cli` / `config_parser`): `rlhf CMD
+CONFIG.yaml [key=value ...]` or `rlhf CMD --config CONFIG.yaml [key=value ...]`, not both.
+Expected failures: a `UserError` (bad file, config, state, busy run folder...), an
+`OSError` (read-only, full disk, permission: the path and the reason), an unreadable
+safetensors file. `--debug` (or RLHF_DEBUG=1) adds the traceback. SIGINT/SIGTERM during
+training: the stage saves its state and the exit code is 130 / 143. `--allow-changed
+KEY[,KEY]` lets a resumed run change those keys of its saved config (`rlhf.harness.folder`).
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: rlhf <command> [args]   (rlhf <command> --help for details)", "", "commands:"]
+    lines = ["usage: rlhf <command> [args]   (rlhf <command> --help for details)",
+             "       a command with a config: rlhf <command> [CONFIG.yaml | --config "
+             "CONFIG.yaml] [key=value ...]", "", "commands:"]
     lines += [f"  {name:<14}{desc}" for name, (_, desc) in COMMANDS.items()]
     return "\n".join(lines)
 

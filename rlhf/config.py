@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib.util
 import inspect
 import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,8 +68,14 @@ class RuntimeConfig:
     'fsdp' shards parameters, gradients and optimiser state over the processes (FSDP2, one
     unit per transformer block), for models that do not fit one device. One process: no
     effect."""
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = field(default_factory=list)
+    """Trackers fed every metrics.jsonl row and the loop's round records (rank 0), in the run
+    folder by default (docs/runs.md); [] = none. Each needs its library (`rlhf[trackers]`)."""
 
     def check(self) -> None:
+        for name in self.report_to:  # one line now, not a traceback once the run has started
+            require(importlib.util.find_spec(name) is not None, "report_to",
+                    f"{name} needs `pip install {name}`")
         require(self.threads >= 0, "threads", "must be >= 0")
         require(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -384,21 +391,20 @@ def save_config(cfg, path: str | os.PathLike) -> None:
 
 
 def parse_cli(cls: type, prog: str, doc: str | None, argv: list[str]):
-    """The command line of every stage: `prog [CONFIG.yaml] [section.key=value ...]` ->
-    a validated `cls` (defaults < YAML < overrides). A first argument holding '=' that is not
-    a file is an override. `--help` lists every key with its docstring. A command with flags
-    of its own builds on `config_parser` and `config_from_args` instead."""
-    a = config_parser(prog, cls, doc).parse_args(argv)
-    return config_from_args(cls, a)
+    """Every command's config: `prog [CONFIG.yaml | --config CONFIG.yaml] [key=value ...]` (not
+    both; any order; a first argument with '=' that is not a file is an override) -> a validated
+    `cls` (defaults < YAML < overrides). Own flags: `config_parser` + `config_from_args`."""
+    return config_from_args(cls, config_parser(prog, cls, doc).parse_intermixed_args(argv))
 
 
 def config_parser(prog: str, cls: type, doc: str | None,
                   parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """An ArgumentParser with the positional CONFIG and overrides of `parse_cli`."""
+    """An ArgumentParser with the CONFIG (or --config PATH) and overrides of `parse_cli`."""
     p = parser or argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (section.key=value):\n" + describe(cls))
     p.add_argument("config", nargs="?", help=f"YAML file of {cls.__name__} keys")
+    p.add_argument("--config", dest="config_flag", metavar="PATH", help="the same, as a flag")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     return p
 
@@ -408,4 +414,6 @@ def config_from_args(cls: type, a: argparse.Namespace, extra: list[str] | tuple 
     path, over = a.config, list(a.overrides)
     if path and "=" in path and not Path(path).is_file():
         path, over = None, [path, *over]
-    return load_config(cls, path, [*over, *extra])
+    if path and a.config_flag is not None:
+        raise ConfigError(f"config given twice: {path} and --config {a.config_flag} (give one)")
+    return load_config(cls, path or a.config_flag, [*over, *extra])

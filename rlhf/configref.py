@@ -53,12 +53,20 @@ do not edit this page: change the docstring in the code and regenerate it
 (`tests/test_docs.py` fails when the page is out of date). `rlhf <command> --help` prints the
 same keys.
 
-Every command below reads `rlhf <command> [CONFIG.yaml] [key=value ...]`: the defaults listed
-here, overridden by the YAML file, overridden by `key=value` on the command line (dotted keys
-name nested sections: `train.lr=3e-4`; values are read as YAML scalars). An unknown key, a
-value of the wrong type or an impossible value stops the command with one line naming the key
-and the file and line it came from. Each run folder keeps the resolved `config.yaml`.
+Every command below takes its config the same way, as the first argument or as a flag:
+`rlhf <command> CONFIG.yaml [key=value ...]` or `rlhf <command> --config CONFIG.yaml
+[key=value ...]` (the same file either way; giving both stops the command with one line).
+The defaults listed here are overridden by the YAML file, and that by `key=value` on the
+command line (dotted keys name nested sections: `train.lr=3e-4`; values are read as YAML
+scalars), in any order with the flags. `rlhf generate` and `rlhf sample-pairs` also have flags
+for their usual keys (`--model`, `--out`, ...), applied last. An unknown key, a value of the
+wrong type or an impossible value stops the command with one line naming the key and the file
+and line it came from. Each run folder keeps the resolved `config.yaml`.
 `rlhf import-pairs`, `rate`, `serve`, `stats` and `report` take flags only (`--help`).
+
+Long commands (training, sampling, evaluation, imports) show a progress bar on a terminal and
+a plain line every 15 s otherwise (logs, CI); `RLHF_PROGRESS_EVERY=SECONDS` sets that interval
+(0: a line per batch), and `progress=false` turns a training stage's off.
 """
 
 
@@ -127,7 +135,8 @@ def loop_sets() -> list[str]:
 def section(command: str, cls: type) -> str:
     """One command's section: its heading, its class's docstring, the table of keys."""
     intro = (cls.__doc__ or "").strip()
-    lines = [f"## rlhf {command}", "", f"`rlhf {command} [CONFIG.yaml] [key=value ...]`: "
+    lines = [f"## rlhf {command}", "",
+             f"`rlhf {command} [CONFIG.yaml | --config CONFIG.yaml] [key=value ...]`: "
              f"`{cls.__module__}.{cls.__name__}`.", ""]
     if intro:
         lines += [" ".join(intro.split()), ""]

@@ -163,6 +163,18 @@ def read_dataset(name: str, column: str | None, split: str) -> list[str]:
     return [row_prompt(r, f"{name}: row {i}", column) for i, r in enumerate(ds, 1)]
 
 
+FILE_SUFFIXES = (".txt", ".json", ".jsonl", ".gz", ".parquet", ".csv", ".tsv", ".arrow",
+                 ".md", ".yaml", ".yml")
+"""Endings that make a name a file, never a Hub data set (names like `teknium/OpenHermes-2.5`
+carry other dots)."""
+
+
+def looks_like_file(name: str) -> bool:
+    """`name` can only be a path: it starts with '.', '/' or '~', or ends in a file suffix
+    (`d/prompts.txt`); a missing one is "not found", not a Hub data set."""
+    return name.startswith((".", "/", "~")) or name.lower().endswith(FILE_SUFFIXES)
+
+
 def load_prompts(path: str | None = None, n: int | None = None, seed: int | None = None,
                  column: str | None = None, split: str = "train") -> list[str]:
     """Prompts from `path` (None: TinyStories openings from the shared sample).
@@ -170,7 +182,7 @@ def load_prompts(path: str | None = None, n: int | None = None, seed: int | None
     p = Path(path) if path else DEFAULT_PROMPTS
     if p.is_dir():
         prompts = read_dataset(str(p), column, split)
-    elif not p.is_file() and path and "/" in path and not path.startswith((".", "/")):
+    elif not p.is_file() and path and "/" in path and not looks_like_file(path):
         prompts = read_dataset(path, column, split)  # "org/name": the Hub
     elif not p.is_file():
         where = "" if path else " (the shared TinyStories sample; see ../shared/README.md)"

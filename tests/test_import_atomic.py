@@ -165,6 +165,7 @@ def test_import_to_trl_or_a_dataset_on_a_full_disk_leaves_nothing(tmp_path, caps
 def test_export_on_a_full_disk_keeps_the_old_file(tmp_path, store, capsys, monkeypatch):
     out = tmp_path / "o" / "pairs.jsonl"
     assert main(["export", str(store), "--to", "trl-preference", "--out", str(out)]) == 0
+    capsys.readouterr()  # (its progress line)
     before = out.read_bytes()
     full_open(monkeypatch, datafiles, room=10)
     assert main(["export", str(store), "--to", "trl-preference", "--out", str(out)]) == 2

@@ -157,7 +157,7 @@ def test_whatever_fails_after_the_append_is_a_warning_on_a_saved_answer(tmp_path
     status, _, out = call(app, "/r/tok/api/answer", answer_body(shown, 0))
     assert status == 200 and out["saved"].startswith("saved 1/")
     assert "the next item could not be fetched" in out["warning"] in out["saved"]
-    assert out["next"]["done"] is True  # (the page has something to show; a reload fetches)
+    assert out["next"]["waiting"] is True  # (the page shows "waiting" and asks again)
     assert [a.id for a in ComparisonStore(tmp_path / "s.jsonl").item_answers()] == [out["id"]]
     monkeypatch.undo()
     status, _, again = call(app, "/r/tok/api/next")

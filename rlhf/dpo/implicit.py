@@ -21,6 +21,7 @@ import torch
 from rlhf.config import parse_cli, require
 from rlhf.dpo.pairs import logprobs_of_pairs
 from rlhf.feedback.derive import PreferencePair
+from rlhf.harness.progress import Progress
 from rlhf.harness.runtime import setup
 from rlhf.lm.folders import load_model, save_model
 from rlhf.lm.logprobs import token_logprobs
@@ -134,7 +135,8 @@ def cli(argv: list[str]) -> int:
     device = setup(cfg.runtime)
     pairs = evaluation_pairs(cfg.data, cfg.split, cfg.val_fraction, cfg.runtime.seed,
                              cfg.ties, cfg.cant_tell, cfg.kinds)
-    json.dump(evaluate(cfg.model, pairs, cfg.batch_size, cfg.max_len, device), sys.stdout,
-              indent=2)
+    with Progress("eval-reward", 2 * len(pairs)):  # pairs through the policy, then its reference
+        out = evaluate(cfg.model, pairs, cfg.batch_size, cfg.max_len, device)
+    json.dump(out, sys.stdout, indent=2)
     print()
     return 0

@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from rlhf.harness.progress import advance
 from rlhf.lm.logprobs import logprob_of, token_logprobs
 from rlhf.preferences.data import EncodedPairs
 from rlhf.preferences.tokens import pack_pairs, packed_length, shared_prefix
@@ -69,6 +70,7 @@ def logprobs_of_pairs(model, data: EncodedPairs, device, batch_size: int = 32
         c, r = pair_logprobs(model, [data.chosen[i] for i in idx],
                              [data.rejected[i] for i in idx], device)
         out_c[idx], out_r[idx] = c.cpu(), r.cpu()
+        advance(len(idx))  # to the caller's open Progress, if any
     return out_c, out_r
 
 

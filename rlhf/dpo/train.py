@@ -36,6 +36,7 @@ from rlhf.dpo.pairs import pair_logprobs, reference_logprobs
 from rlhf.dpo.report import plot_run
 from rlhf.harness import distributed as dist
 from rlhf.harness.optim import lr_at, make_optimizer, set_lr
+from rlhf.harness.progress import Progress
 from rlhf.harness.run import Handover, accumulated_step, accumulation, stage_cli, training_run
 from rlhf.harness.runtime import autocast
 from rlhf.lm.folders import load_model
@@ -84,7 +85,9 @@ def reference_pass(cfg: DPOTrainConfig, parts: dict, out: Path, info, ref_model=
     name = cfg.model.reference or cfg.model.init
     if info.is_main:
         model = (ref_model or load_model(name)[0]).to(info.device).eval()
-        with autocast(cfg.runtime, info.device):
+        pairs = sum(len(d) for d in parts.values())  # a cached pass reports none
+        with autocast(cfg.runtime, info.device), \
+                Progress("dpo reference", pairs, enabled=cfg.progress):
             reference_logprobs(model, parts, out, name, cfg.data.max_len, info.device,
                                cfg.train.eval_batch_size)
     dist.barrier(info)

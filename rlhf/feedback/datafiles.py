@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 from rlhf.feedback.records import RecordError, as_line
+from rlhf.harness.progress import advance
 
 Row = tuple[str, dict]
 """(where, row): the file and line or row number, and the row."""
@@ -81,12 +82,14 @@ def _lone_surrogate(value, key: str = "") -> str | None:
 
 def check_storable(records) -> None:
     """A RecordError naming the first record holding text no file can hold (an unpaired
-    surrogate, which a store's JSON can escape), before anything is written."""
+    surrogate, which a store's JSON can escape), before anything is written. Each record
+    checked is reported to the caller's open `Progress`."""
     for n, r in enumerate(records, 1):
         key = _lone_surrogate(as_line(r))
         if key is not None:
             raise RecordError(f"record {n} ({getattr(r, 'id', '?')}): {key}: text that is not "
                               "valid Unicode (an unpaired surrogate)")
+        advance()  # to the caller's open Progress, if any
 
 
 def parse_json(text: str, where: str):

@@ -40,6 +40,7 @@ from rlhf.feedback.formats import FORMATS, NOTE_COLUMNS, counts, read_records
 from rlhf.feedback.records import Comparison, Correction, Ranking, Rating, RecordError, notes
 from rlhf.feedback.store import StoreWarning
 from rlhf.feedback.trl_formats import standard
+from rlhf.harness.progress import Progress
 
 TARGETS = {"trl-preference": "preference", "trl-unpaired": "unpaired",
            "trl-prompt-completion": "prompt-completion", "trl-lm": "lm", "notes": "notes"}
@@ -141,14 +142,16 @@ def _export(a: argparse.Namespace) -> int:
             records += read_records(src, a.format, a.split)
         for w in (w for w in caught if issubclass(w.category, StoreWarning)):
             print(f"rlhf export: skipped malformed line: {w.message}", file=sys.stderr)
-    check_storable(records)
-    kind = TARGETS[a.to]
-    rows, note = export_rows(kind, records)
-    if not rows:
-        raise RecordError(f"nothing to write: {a.to} rows come from {NEEDS[kind]}, and the "
-                          f"sources hold {counts(records)}")
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    what = write_rows(rows, a.out, a.split)
+    with Progress("export", len(records) + 1) as bar:  # each record checked, then the write
+        check_storable(records)
+        kind = TARGETS[a.to]
+        rows, note = export_rows(kind, records)
+        if not rows:
+            raise RecordError(f"nothing to write: {a.to} rows come from {NEEDS[kind]}, and "
+                              f"the sources hold {counts(records)}")
+        if note:
+            bar.write(f"note: {note}")
+        what = write_rows(rows, a.out, a.split)
+        bar.update()
     print(f"wrote {len(rows)} {a.to} rows ({what}) from {counts(records)} to {a.out}")
     return 0

@@ -29,6 +29,7 @@ from rlhf.feedback.formats import (
 )
 from rlhf.feedback.records import Comparison, RecordError
 from rlhf.feedback.store import ComparisonStore, StoreWarning
+from rlhf.harness.progress import Progress
 
 PROG = "rlhf import-pairs"
 
@@ -77,6 +78,16 @@ def read(a: argparse.Namespace) -> tuple[str, list]:
 
 def _import(a: argparse.Namespace) -> int:
     fmt, records = read(a)
+    stored = 2 if a.to == "store" else 1  # each record checked (then stored), then the write
+    with Progress("import-pairs", stored * len(records) + 1) as bar:
+        done = _store(a, fmt, records)
+        bar.update()
+    print(done)
+    return 0
+
+
+def _store(a: argparse.Namespace, fmt: str, records: list) -> str:
+    """Check the records and write them where `--to` says; what was done, in a line."""
     check_storable(records)
     comps = [r for r in records if isinstance(r, Comparison)]
     if a.to != "store" and len(comps) != len(records):
@@ -86,16 +97,12 @@ def _import(a: argparse.Namespace) -> int:
     if a.to == "trl":
         rows = to_trl(comps)
         write_rows(rows, a.out, kind="jsonl")
-        print(f"wrote {len(rows)} TRL rows ({fmt}; ties and skips left out) to {a.out}")
-        return 0
+        return f"wrote {len(rows)} TRL rows ({fmt}; ties and skips left out) to {a.out}"
     if a.to == "dataset":
         write_rows(dataset_rows(comps), a.out, kind="folder")
-        print(f"saved a datasets.Dataset of {len(comps)} comparisons ({fmt}) to {a.out}")
-        return 0
+        return f"saved a datasets.Dataset of {len(comps)} comparisons ({fmt}) to {a.out}"
     ComparisonStore(a.out).extend_all_or_none(records)
     if len(comps) == len(records):
         labels = {k: sum(c.label == k for c in comps) for k in sorted({c.label for c in comps})}
-        print(f"imported {len(comps)} comparisons ({fmt}) into {a.out}: {labels}")
-    else:
-        print(f"imported {counts(records)} ({fmt}) into {a.out}")
-    return 0
+        return f"imported {len(comps)} comparisons ({fmt}) into {a.out}: {labels}"
+    return f"imported {counts(records)} ({fmt}) into {a.out}"

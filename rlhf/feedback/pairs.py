@@ -27,12 +27,13 @@ from pathlib import Path
 
 import torch
 
-from rlhf.config import RuntimeConfig, load_config
+from rlhf.config import RuntimeConfig, config_from_args, config_parser
 from rlhf.feedback.config import PairsConfig
 from rlhf.feedback.datafiles import check_out_file
 from rlhf.feedback.items import Item
 from rlhf.feedback.queue import items_from_pairs_file, write_queue
 from rlhf.feedback.records import ASKS, RecordError
+from rlhf.harness.progress import Progress
 from rlhf.harness.runtime import setup
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.folders import load_model
@@ -80,18 +81,20 @@ def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
         raise ValueError(f"need one ask of {ASKS} per prompt")
     base = {**(source or {}), "sampling": dataclasses.asdict(sampling)}
     drawn: dict[int, tuple[list[str], list[dict]]] = {}
-    for ask in ASKS:
-        idx = [i for i, a in enumerate(asks) if a == ask]
-        if not idx:
-            continue
-        n = responses_per_item(ask, rank_k, rate_k)
-        s = sample(model, tokenizer, [prompts[i] for i in idx], sampling, generator, runtime,
-                   n=n)
-        for j, i in enumerate(idx):
-            rows = range(n * j, n * (j + 1))
-            drawn[i] = ([s.responses[r] for r in rows],
-                        [{**base, "sample": k, "ended": bool(s.ended[r])}
-                         for k, r in enumerate(rows)])
+    total = sum(responses_per_item(a, rank_k, rate_k) for a in asks)
+    with Progress("sampling", total):  # responses drawn (`sample` reports each batch)
+        for ask in ASKS:
+            idx = [i for i, a in enumerate(asks) if a == ask]
+            if not idx:
+                continue
+            n = responses_per_item(ask, rank_k, rate_k)
+            s = sample(model, tokenizer, [prompts[i] for i in idx], sampling, generator,
+                       runtime, n=n)
+            for j, i in enumerate(idx):
+                rows = range(n * j, n * (j + 1))
+                drawn[i] = ([s.responses[r] for r in rows],
+                            [{**base, "sample": k, "ended": bool(s.ended[r])}
+                             for k, r in enumerate(rows)])
     items = []
     for i, (prompt, ask) in enumerate(zip(prompts, asks)):
         texts, sources = drawn[i]
@@ -116,7 +119,6 @@ def make_item(prompt: str, ask: str, texts: list[str], sources: list[dict],
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rlhf sample-pairs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file of PairsConfig keys")
     p.add_argument("--model", help="policy folder to sample from")
     p.add_argument("--prompts", help="prompt file (rlhf.prompts reads it)")
     p.add_argument("--out", help="queue file to write")
@@ -126,12 +128,11 @@ def cli(argv: list[str]) -> int:
                    help="make the queue from ready-made pairs instead of sampling")
     p.add_argument("--as-gold", action="store_true",
                    help="with --from-pairs: keep the file's labels as gold answers")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides (mix.rank=0.2)")
-    a = p.parse_args(argv)
+    a = config_parser(p.prog, PairsConfig, None, p).parse_intermixed_args(argv)
     flags = {"model": a.model, "prompts": a.prompts, "out": a.out, "n_prompts": a.n_prompts,
              "runtime.seed": a.seed}
-    over = [*a.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
-    cfg: PairsConfig = load_config(PairsConfig, a.config, over)
+    cfg: PairsConfig = config_from_args(
+        PairsConfig, a, [f"{k}={v}" for k, v in flags.items() if v is not None])
     try:
         check_out_file(cfg.out, "out")  # before any sampling: not a folder, not under a file
         if a.from_pairs:

@@ -33,8 +33,9 @@ Assignment (one rule for the terminal and the web page, across processes): `clai
 item a rater sees next under the store's exclusive lock and *leases* it to them until an expiry
 (kept in `STORE.leases`, a small JSON file rewritten under the same lock). An item counts
 towards `overlap` for each rater with a non-skip answer and each other rater holding a live
-lease; a skip therefore hands the item back to the others. A rater's own lease is given back
-to them first (a reloaded page shows the same pair).
+lease; a skip therefore hands the item back to the others (a lease ends with its holder's
+answer to the item, a skip included). A rater's own lease is given back to them first (a
+reloaded page shows the same pair).
 
 Reading is incremental: the lines already parsed are kept, and a later `load` reads only what
 was appended since (the file's identity and the bytes before the offset are checked).
@@ -62,6 +63,7 @@ from rlhf.feedback.records import (
     item_answers,
     parse_record,
 )
+from rlhf.harness.progress import advance
 
 
 class StoreError(UserError):
@@ -150,8 +152,12 @@ class ComparisonStore:
         with self._locked() as fd:
             size = os.fstat(fd).st_size
             try:
+                lines = []
+                for r in records:  # each reported to the caller's open Progress, if any
+                    lines.append(as_line(r))
+                    advance()
                 if records:
-                    self._write(fd, [as_line(r) for r in records])
+                    self._write(fd, lines)
             except StoreError as e:
                 why = getattr(e.__context__, "strerror", None) or "the write failed"
                 left = os.fstat(fd).st_size - size
@@ -283,11 +289,13 @@ class ComparisonStore:
         with self._locked():
             comps = self.item_answers(_locked=True)
             mine = {c.item_id for c in comps if c.rater == rater}
+            answered = {(c.item_id, c.rater) for c in comps}  # a lease on these is spent
             counted: dict[str, set[str]] = {}
             for c in comps:
                 if not c.skip and c.repeat_of is None:
                     counted.setdefault(c.item_id, set()).add(c.rater)
-            leases = self._leases()
+            leases = {i: {r: t for r, t in rs.items() if (i, r) not in answered}
+                      for i, rs in self._leases().items()}
             chosen = None
             for i, rs in leases.items():  # the rater's own lease first
                 if rater in rs and i not in mine and i in item_ids:

@@ -7,7 +7,8 @@ package is everything else about a training run.
 - `state`: atomic, checksummed training states and their exact restore.
 - `progress`: the progress bar / plain progress lines; `runtime`: threads, seeds, device,
   precision and `metrics.jsonl`; `distributed`: torchrun, DDP and FSDP; `optim`: AdamW, the
-  learning-rate schedule, gradient clipping.
+  learning-rate schedule, gradient clipping; `trackers`: TensorBoard, W&B and MLflow
+  (`runtime.report_to`), fed the rows of `metrics.jsonl`.
 
 May import: the top-level modules (`rlhf.config`, `rlhf.prompts`).
 """

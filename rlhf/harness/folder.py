@@ -34,10 +34,10 @@ from rlhf.harness import distributed as dist
 SAFE_CHANGES = ("steps", "train.max_steps", "train.epochs", "train.stop_at", "rounds",
                 "progress", "resume", "save_every", "train.save_every", "sample_every",
                 "train.eval_every", "runtime.threads", "runtime.device", "runtime.parallel",
-                "rater.poll_seconds")
+                "rater.poll_seconds", "runtime.report_to")
 """Keys a resumed run may change without being asked (how long it runs, how often it saves,
-logs or shows progress, where it runs: a state loads on any device and process count);
-printed and logged like the allowed ones. A key matches a longer one
+logs or shows progress and to which trackers, where it runs: a state loads on any device
+and process count); printed and logged like the allowed ones. A key matches a longer one
 it ends (`steps` matches the loop's `rl.steps`)."""
 
 

@@ -57,7 +57,8 @@ def training_run(cfg, name: str):
         if info.is_main:
             save_run_config(cfg, out, resuming=cfg.resume and has_state(out / "state"))
         run = TrainingRun(cfg, name, info, out, MetricsLog(out / "metrics.jsonl",
-                                                           enabled=info.is_main))
+                                                           enabled=info.is_main,
+                                                           report_to=cfg.runtime.report_to))
         try:
             yield run
         finally:
@@ -65,9 +66,10 @@ def training_run(cfg, name: str):
 
 
 def stage_cli(config_cls, train, prog: str, doc: str, argv: list[str]) -> int:
-    """A stage's command (`rlhf train-reward`, ...): its config from YAML and `key=value`
-    overrides, `train(cfg)`, the summary printed as one JSON line by rank 0. The processes end
-    in `rlhf.cli.main` (`rlhf.harness.distributed.finish`)."""
+    """A stage's command (`rlhf train-reward`, ...): its config from YAML (`CONFIG.yaml` or
+    `--config CONFIG.yaml`, `rlhf.config.parse_cli`, as every command with a config) and
+    `key=value` overrides, `train(cfg)`, the summary printed as one JSON line by rank 0. The
+    processes end in `rlhf.cli.main` (`rlhf.harness.distributed.finish`)."""
     cfg = parse_cli(config_cls, prog, doc, argv)
     summary = train(cfg)
     if dist.init(cfg.runtime.device).is_main:
@@ -218,6 +220,7 @@ class TrainingRun:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.log.close()  # the trackers (rlhf.harness.trackers)
 
 
 # ----------------------------------------------------------------------------- one step

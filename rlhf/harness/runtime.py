@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from rlhf.config import ConfigError, RuntimeConfig
+from rlhf.harness.trackers import Trackers
 
 
 def setup(cfg: RuntimeConfig) -> torch.device:
@@ -52,12 +53,15 @@ def autocast(cfg: RuntimeConfig, device: torch.device):
 
 
 class MetricsLog:
-    """Appends one JSON object per line to `metrics.jsonl` (flushed each write)."""
+    """Appends one JSON object per line to `metrics.jsonl` (flushed each write), and passes
+    each row on to the trackers of `report_to` (`rlhf.harness.trackers`; step = its `step`),
+    in the same folder. Disabled (ranks other than 0): writes nothing anywhere."""
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool = True, report_to=()):
         self.path = Path(path)
         self.enabled = enabled
         self.t0 = time.time()
+        self.trackers = Trackers(report_to if enabled else (), self.path.parent)
 
     def write(self, **row) -> None:
         if not self.enabled:
@@ -70,6 +74,11 @@ class MetricsLog:
                 f.flush()
         except OSError as e:  # a full disk's ENOSPC names no file: name it
             raise OSError(e.errno, e.strerror, str(self.path)) from None
+        self.trackers.log(row, int(row.get("step", 0)))
+
+    def close(self) -> None:
+        """Close the trackers (the file is closed after every write)."""
+        self.trackers.close()
 
     def first_last(self, key: str) -> tuple:
         """The first and last logged values of `key` (the whole run's, across resumes)."""
@@ -82,6 +91,7 @@ class MetricsLog:
     def truncate_after(self, step: int, key: str = "step") -> None:
         """On (re)start: drop rows logged after the checkpoint's step (they will be redone;
         all of them on a fresh start), and a last row a kill left half-written. Rank 0 only."""
+        self.trackers.resumed_at(step)
         if not self.enabled or not self.path.is_file():
             return
         rows = [line for line in self.path.read_text().splitlines() if line.strip()]

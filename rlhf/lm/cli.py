@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from rlhf.config import load_config
+from rlhf.config import config_from_args, config_parser
 from rlhf.harness.runtime import setup
 from rlhf.lm.config import GenerateConfig, SamplingConfig
 from rlhf.lm.folders import load_model
@@ -18,7 +18,6 @@ from rlhf.prompts import load_prompts
 
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rlhf generate", description=__doc__)
-    p.add_argument("--config", help="YAML file of GenerateConfig keys")
     p.add_argument("--model", help="model folder (llama2.c or HF-style)")
     p.add_argument("--prompt", action="append", help="prompt text (repeatable)")
     p.add_argument("--prompts-file", help="file or dataset of prompts (chat messages too)")
@@ -31,9 +30,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true", help="one JSON object per sample")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    a = p.parse_args(argv)
-    over = list(a.overrides)
+    a = config_parser(p.prog, GenerateConfig, None, p).parse_intermixed_args(argv)
+    over = []
     flags = {"model": a.model, "prompts_file": a.prompts_file, "n": a.n,
              "sampling.max_new_tokens": a.max_new_tokens,
              "sampling.temperature": a.temperature, "sampling.top_k": a.top_k,
@@ -41,7 +39,7 @@ def cli(argv: list[str]) -> int:
     over += [f"{k}={v}" for k, v in flags.items() if v is not None]
     if a.greedy:
         over.append("sampling.greedy=true")
-    cfg: GenerateConfig = load_config(GenerateConfig, a.config, over)
+    cfg: GenerateConfig = config_from_args(GenerateConfig, a, over)
     if a.prompt:
         cfg.prompts = a.prompt
     elif cfg.prompts_file:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from rlhf.harness.distributed import full_tensor
 from rlhf.harness.state import replace_dir, staging_dir
+from rlhf.lm.cards import card_from_meta, render_card
 from rlhf.lm.hf_backend import HFBackend, load_transformers
 from rlhf.lm.hf_config import ModelConfigError, args_from_hf_config, hf_config
 from rlhf.lm.hf_weights import load_weights, to_hf_state_dict
@@ -180,7 +181,38 @@ def write_generation_config(tokenizer, folder: Path) -> None:
     (folder / "generation_config.json").write_text(json.dumps(gen, indent=2))
 
 
-def _save_transformers(model, tokenizer, folder: Path, extra_json, write: bool) -> Path:
+METHODS = {"dpo.json": "DPO (direct preference optimisation)",
+           "sft.json": "SFT (supervised fine-tuning)", "kto.json": "KTO (unpaired feedback)",
+           "reward_model.json": "reward model"}
+"""The method a policy folder's meta file names (its model card's default `method`)."""
+
+
+def policy_card(model_cfg: dict, extra_json: dict[str, dict] | None, card: dict | None,
+                n_params: int) -> dict:
+    """The model card (`rlhf.lm.cards`) of a causal LM folder: the caller's `card`, else what
+    its meta JSON records (`card_from_meta`), and the facts of the weights."""
+    name, meta = next(iter((extra_json or {}).items()), (None, {}))
+    out = card_from_meta(meta, METHODS.get(name))
+    out.update({k: v for k, v in (card or {}).items() if v is not None})
+    out.setdefault("model", {"architecture": (model_cfg.get("architectures") or ["?"])[0],
+                             "parameters": n_params,
+                             "vocabulary": model_cfg.get("vocab_size")})
+    out.setdefault("usage", USAGE)
+    return out
+
+
+USAGE = """```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForCausalLM.from_pretrained(folder)
+ids = tok("Once upon a time", return_tensors="pt").input_ids
+print(tok.decode(model.generate(ids, max_new_tokens=20)[0], skip_special_tokens=True))
+```"""
+
+
+def _save_transformers(model, tokenizer, folder: Path, extra_json, write: bool,
+                       card: dict | None = None) -> Path:
     """A transformers-backend model: its own save_pretrained of the gathered weights (under
     FSDP every rank takes part in the gathering), then our tokenizer files."""
     sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in model.hf.state_dict().items()}
@@ -191,6 +223,8 @@ def _save_transformers(model, tokenizer, folder: Path, extra_json, write: bool) 
     write_generation_config(tokenizer, tmp)
     write_tokenizer(tokenizer, tmp)
     write_json_files(tmp, extra_json)
+    (tmp / "README.md").write_text(render_card(policy_card(
+        read_config(tmp), extra_json, card, sum(v.numel() for v in sd.values()))))
     replace_dir(tmp, folder)
     return folder
 
@@ -219,8 +253,11 @@ def write_tokenizer(tokenizer, folder: Path) -> None:
 
 def save_model(model: Transformer, tokenizer, folder: str | Path,
                extra_tensors: dict[str, torch.Tensor] | None = None,
-               extra_json: dict[str, dict] | None = None, write: bool = True) -> Path:
-    """Write an HF-style folder atomically: config.json, model.safetensors, tokenizer.json.
+               extra_json: dict[str, dict] | None = None, write: bool = True,
+               card: dict | None = None) -> Path:
+    """Write an HF-style folder atomically: config.json, model.safetensors, tokenizer.json,
+    README.md (the model card, `policy_card`: `card` is the caller's summary, see
+    `rlhf.lm.cards`).
 
     `extra_tensors` go into model.safetensors beside the weights (e.g. a reward head);
     `extra_json` maps file names to dicts written beside them (e.g. reward statistics).
@@ -228,7 +265,7 @@ def save_model(model: Transformer, tokenizer, folder: str | Path,
     """
     folder = Path(folder)
     if isinstance(model, HFBackend):
-        return _save_transformers(model, tokenizer, folder, extra_json, write)
+        return _save_transformers(model, tokenizer, folder, extra_json, write, card)
     sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors = to_hf_state_dict(model, sd)
     tensors.update({k: full_tensor(v).detach().cpu().contiguous()
@@ -242,5 +279,7 @@ def save_model(model: Transformer, tokenizer, folder: str | Path,
     write_generation_config(tokenizer, tmp)
     write_tokenizer(tokenizer, tmp)
     write_json_files(tmp, extra_json)
+    (tmp / "README.md").write_text(render_card(policy_card(
+        cfg, extra_json, card, sum(v.numel() for v in tensors.values()))))
     replace_dir(tmp, folder)
     return folder

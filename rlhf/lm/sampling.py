@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.config import RuntimeConfig
+from rlhf.harness.progress import advance
 from rlhf.harness.runtime import autocast
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.generation import Generation, generate
@@ -45,7 +46,8 @@ def sample(model, tok, prompts: list[str], sampling: SamplingConfig,
            generator: torch.Generator | None, runtime: RuntimeConfig | None = None, n: int = 1,
            batch_rows: int = 64, stop_early: bool = True) -> Samples:
     """n continuations of each prompt, in batches of `batch_rows` rows (0 = one batch), one
-    generator drawn from in row order (so the same seed and batch size give the same texts)."""
+    generator drawn from in row order (so the same seed and batch size give the same texts).
+    Each batch's rows are reported to the caller's open `Progress` (`advance`)."""
     device = next(model.parameters()).device
     rows = [p for p in prompts for _ in range(n)]
     step = batch_rows or max(1, len(rows))
@@ -57,4 +59,5 @@ def sample(model, tok, prompts: list[str], sampling: SamplingConfig,
                            stop_early=stop_early)
         batches.append(gen)
         responses += [tok.decode(r).strip() for r in gen.response_lists()]
+        advance(len(ids))  # to the caller's open Progress, if any
     return Samples(prompts=rows, batches=batches, responses=responses)

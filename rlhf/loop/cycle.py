@@ -59,6 +59,7 @@ from rlhf.harness import distributed as dist
 from rlhf.harness.folder import Interrupted, held_folder, stop_signal
 from rlhf.harness.progress import Progress
 from rlhf.harness.runtime import setup
+from rlhf.harness.trackers import Trackers
 from rlhf.loop import steps
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.folder import (
@@ -85,12 +86,14 @@ def run(cfg: LoopConfig) -> dict:
     """Run (or resume) the loop to its last round; returns the final summary (on rank 0)."""
     info = dist.init(cfg.runtime.device)
     setup(cfg.runtime)
-    with held_folder(Path(cfg.out_dir), info.is_main):  # one run per folder, signals caught
-        return rounds(cfg, info)
+    with (held_folder(Path(cfg.out_dir), info.is_main),  # one run per folder, signals caught
+          Trackers(cfg.runtime.report_to if info.is_main else (), cfg.out_dir) as board):
+        return rounds(cfg, info, board)
 
 
-def rounds(cfg: LoopConfig, info: dist.DistInfo) -> dict:
-    """The rounds from where the run folder says the loop is."""
+def rounds(cfg: LoopConfig, info: dist.DistInfo, board: Trackers) -> dict:
+    """The rounds from where the run folder says the loop is; each finished round's record
+    also to the trackers of `runtime.report_to` (`board`, rank 0's; step = the round)."""
     # 1. the run folder: a fresh one, or where a killed run stopped; the models in memory
     main, out = info.is_main, Path(cfg.out_dir)
     state = dist.from_main(init_run(cfg, out) if main else None, info)
@@ -116,6 +119,7 @@ def rounds(cfg: LoopConfig, info: dist.DistInfo) -> dict:
             if step == "eval":
                 write_json(round_dir(out, r) / "record.json", record)
                 rebuild_rounds(out)
+                board.log(record, r, skip="round")
             write_json(out / "round_current.json", record)
             write_json(out / "state.json", state)
             announce(bar, r, step, time.time() - t0, record)

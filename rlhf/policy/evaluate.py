@@ -23,6 +23,7 @@ import torch
 
 from rlhf.config import RuntimeConfig
 from rlhf.harness import distributed as dist
+from rlhf.harness.progress import Progress
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.logprobs import response_logprobs
 from rlhf.lm.sampling import decode_rows, sample
@@ -84,8 +85,9 @@ def evaluate_policy(model, ref, tok, prompts: list[str], sampling: SamplingConfi
     (`texts`) and the first `n_show` as `samples` for the report; with `reward`, each
     response's score (`sample_rewards`, and the start's: `sample_rewards_start`)."""
     device = next(model.parameters()).device
-    s = sample(model, tok, prompts, sampling, torch.Generator(device=device).manual_seed(seed),
-               runtime)
+    with Progress("evaluation", len(prompts)):  # responses sampled (`sample` reports batches)
+        s = sample(model, tok, prompts, sampling,
+                   torch.Generator(device=device).manual_seed(seed), runtime)
     texts = s.responses
     kls = kl_to(model, ref, s.batches, sampling.temperature)
     out: dict = {"n": len(texts), "kl": mean(kls),

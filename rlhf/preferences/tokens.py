@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 
+from rlhf.harness.progress import advance
+
 
 def bos_ids(tok) -> list[int]:
     """The BOS that causal reward and DPO texts start with: [bos_id], none where the tokenizer
@@ -116,4 +118,5 @@ def by_length(fn, seqs: list[list[int]], pad_id: int, width: int, device,
         idx = order[i:i + batch_size]
         tokens, mask = pad_right([seqs[j] for j in idx], pad_id)
         out[idx] = fn(tokens.to(device), mask.to(device)).float().cpu()
+        advance(len(idx))  # to the caller's open Progress, if any
     return out

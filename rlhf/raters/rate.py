@@ -10,6 +10,7 @@ import argparse
 import math
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from rlhf.config import UserError
@@ -46,9 +47,12 @@ class LineMode:
     A correction is written in $VISUAL / $EDITOR when `inp` is a terminal and one is set,
     else with the line editor on `inp`."""
 
-    def __init__(self, session: Session, inp, out, width: int):
+    def __init__(self, session: Session, inp, out, width: int, wait=time.sleep,
+                 poll_seconds: float = 5.0):
         self.session, self.inp, self.out, self.width = session, inp, out, width
         self.ended = False
+        self.wait, self.poll_seconds = wait, poll_seconds
+        """With nothing to show but items on other raters' screens: how to wait, how long."""
 
     def say(self, s: str = "") -> None:
         self.out.write(s + "\n")
@@ -74,14 +78,25 @@ class LineMode:
                      f"({cap:,}): nothing was saved")
 
     def run(self) -> str:
-        """Work through the queue: 'done', 'quit' or 'eof'."""
-        shown = None
+        """Work through the queue: 'done', 'quit' or 'eof'. With nothing to show while
+        items are on other raters' screens, it waits (`wait`) and asks again."""
+        shown, waiting = None, False
         while True:
             if shown is None:
                 shown = self.session.next()
                 if shown is None:
+                    held = self.session.held_elsewhere()
+                    if held:  # a skip or a lease that runs out hands one back: ask again
+                        if not waiting:
+                            self.say(f"[waiting: {held} item(s) on other raters' screens; one "
+                                     "comes back here if skipped or left too long. Ctrl-C "
+                                     "stops]")
+                        waiting = True
+                        self.wait(self.poll_seconds)
+                        continue
                     self.say(end_summary(self.session))
                     return "done"
+                waiting = False
                 self.say(layout(shown, self.session.progress(), self.width))
             line = self.ask("> ")
             if line is None:

@@ -38,6 +38,8 @@ STRENGTH_KEYS = {"1": "slightly", "2": "clearly", "3": "much"}
 ENTER = ("\n", "\r")
 BACKSPACE = ("\x7f", "\x08")
 DIGITS = "0123456789"
+WAIT_SECONDS = 5.0
+"""With nothing to show while items are on other raters' screens: how often to ask again."""
 
 
 def one_key(scale: dict) -> bool:
@@ -98,6 +100,14 @@ class Screen:
         while True:
             if self.shown is None:
                 self.shown, self.offset, self.typed = self.session.next(), 0, ""
+                held = self.session.held_elsewhere() if self.shown is None else 0
+                if held:  # on others' screens: wait, asking again every few seconds
+                    draw(f"Waiting: {held} item(s) on other raters' screens; one comes back "
+                         "here if it is skipped or left too long.", self.status + "\nq: quit")
+                    if self.keys.get(timeout=WAIT_SECONDS) == "q":
+                        sys.stdout.write("\n")
+                        return
+                    continue
                 if self.shown is None and not self._end():
                     return
                 continue

@@ -9,8 +9,8 @@ depends on the side; a share (`--repeat-rate`) of answered items comes back late
 swapped (a hidden repeat: `served_because="repeat"`, `repeat_of` = the first answer's id), which
 `rlhf stats` turns into self-consistency and left/right bias. Gold items carry their known answer.
 Each item is served to a rater once (skips included) and, with `--overlap K`, to K raters: the
-store leases the item on screen to its rater (`ComparisonStore.claim`), so two front ends (two
-terminals, a terminal and the web page) never show it to more, and a skip hands it back.
+store leases the item on screen to its rater (`ComparisonStore.claim`), so two front ends never
+show it to more; a skip or an expired lease hands it back (others wait: `held_elsewhere`).
 
 Every text from a model or a data file is shown through `visible` (`rlhf.feedback.text`):
 control characters become visible escapes (`\\x1b[2J`), never acted on by a terminal or a page.
@@ -40,10 +40,8 @@ from rlhf.feedback.records import (
 )
 from rlhf.feedback.store import ComparisonStore
 
-MAX_NOTE = 2000
-"""Longest note accepted by default (characters); a longer one is refused, never cut."""
-MAX_CORRECTION = 20000
-"""Longest correction accepted by default (characters)."""
+MAX_NOTE, MAX_CORRECTION = 2000, 20000
+"""Longest note and correction accepted by default (characters); longer: refused, never cut."""
 
 
 def too_long(what: str, chars: int, limit: int) -> str:
@@ -53,15 +51,13 @@ def too_long(what: str, chars: int, limit: int) -> str:
 
 
 class Refused(RecordError):
-    """An answer the session will not store as given (too long, empty, unchanged): the
-    message says why; nothing was saved and the rater is asked again."""
+    """An answer not stored as given (too long, empty, unchanged): nothing was saved."""
 
 GUIDELINES = Path(__file__).resolve().parents[2] / "configs" / "guidelines.md"
-SHOWN_LABELS = {"t": "tie", "tie": "tie", "n": "both_bad", "bad": "both_bad",
-                "both": "both_bad", "c": "cant_tell", "cant": "cant_tell", "s": "skip",
-                "skip": "skip"}
-STRENGTH_WORDS = {"1": "slightly", "2": "clearly", "3": "much", "slightly": "slightly",
-                  "clearly": "clearly", "much": "much"}
+SHOWN_LABELS = {"t": "tie", "tie": "tie", "n": "both_bad", "bad": "both_bad", "both": "both_bad",
+                "c": "cant_tell", "cant": "cant_tell", "s": "skip", "skip": "skip"}
+STRENGTH_WORDS = {"1": "slightly", "2": "clearly", "3": "much",
+                  **{w: w for w in ("slightly", "clearly", "much")}}
 
 
 def _unit(*parts) -> float:
@@ -203,6 +199,11 @@ class Session:
         if repeats:
             return self._repeat(repeats[0][0])
         return None
+
+    def held_elsewhere(self) -> int:
+        """Items left for this rater but leased to others now: after `next()` gave None, wait."""
+        self.refresh()
+        return len(self._fresh())
 
     def _repeat(self, first: Answer) -> Shown:
         """A hidden repeat of `first`: a comparison with its sides swapped, a ranking in the

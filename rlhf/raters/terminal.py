@@ -63,14 +63,18 @@ class Keys:
         tty.setcbreak(self.fd)
         self.redraw = True
 
-    def get(self) -> str:
+    def get(self, timeout: float | None = None) -> str:
         """One key, lower-cased; PgDn / PgUp as "pgdn" / "pgup"; any other escape sequence
         (arrow keys...) is read whole and returned as "esc", so that its bytes never act as
-        keys ("\\x1b[A" ends in "A")."""
+        keys ("\\x1b[A" ends in "A"). "timeout" when `timeout` seconds pass without one."""
+        waited = 0.0
         while not select.select([self.fd], [], [], 0.2)[0]:
+            waited += 0.2
             if self.redraw:
                 self.redraw = False
                 return "redraw"
+            if timeout is not None and waited >= timeout:
+                return "timeout"
         ch = os.read(self.fd, 1)
         if ch == b"\x0c":
             return "redraw"

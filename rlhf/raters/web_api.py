@@ -52,6 +52,11 @@ BYTES_PER_CHAR = 12
 CHOICES = {"left", "right", *SHOWN_LABELS.values()}
 
 
+WAIT_RETRY_MS = 3000
+"""How often a waiting page asks for an item again (ms): a rater whose remaining items are on
+other raters' screens waits, and the page picks an item up without a reload."""
+
+
 def max_body(max_note: int = MAX_NOTE, max_correction: int = MAX_CORRECTION) -> int:
     """Largest request body accepted (bytes): a correction and a note at their limits, every
     character at its most expensive (`BYTES_PER_CHAR`), and 4 KiB for the rest."""
@@ -98,6 +103,10 @@ def shown_payload(r: Rater) -> dict:
     s = r.session
     done, total, _ = s.progress()
     if r.shown is None:
+        held = s.held_elsewhere()
+        if held:  # on others' screens: the page waits and asks again by itself
+            return {"done": False, "waiting": True, "held": held, "progress": [done, total],
+                    "retry_ms": WAIT_RETRY_MS}
         return {"done": True, "progress": [done, total], "summary": s.summary()}
     item, texts = r.shown.item, r.shown.texts
     out = {"done": False, "nonce": r.nonce, "ask": item.ask,
@@ -249,8 +258,9 @@ def _after_write(r: Rater, out: dict, what: str) -> dict:
     except Exception as e:  # noqa: BLE001 - whatever it is, the write stands
         r.shown = r.nonce = None
         print(f"rating server: {what}, then {type(e).__name__}: {e}"[:500], file=sys.stderr)
-        out["warning"] = f"the next item could not be fetched ({e}); reload the page"
-        out["next"] = {"done": True, "progress": None, "summary": {}}
+        out["warning"] = f"the next item could not be fetched ({e}); trying again"
+        out["next"] = {"done": False, "waiting": True, "held": 0, "progress": None,
+                       "retry_ms": WAIT_RETRY_MS}
     problem = out.get("warning") or r.session.store.lease_problem
     if problem:
         out["warning"] = problem

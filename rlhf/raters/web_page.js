@@ -48,7 +48,8 @@ function status(text, error) {
 
 function show(view) {
   state.view = view;
-  for (const id of ["guidelines", "rate", "done", "history"]) $(id).hidden = id !== view;
+  clearTimeout(state.poll);  // a waiting page asks again only while it waits
+  for (const id of ["guidelines", "rate", "waiting", "done", "history"]) $(id).hidden = id !== view;
 }
 
 function setProgress(p) {
@@ -119,7 +120,13 @@ function showNext(next) {
   state.revising = null;
   setProgress(next.progress);
   if (next.limits) state.limits = next.limits;
-  if (next.done) {
+  if (next.waiting) {  // the rest is on other raters' screens, or more is coming
+    state.item = null;
+    $("waiting-text").textContent = next.held ? `${next.held} item${next.held === 1 ? " is" : "s are"}` +
+      " on other raters' screens now; one comes back here if it is skipped or left too long." : "";
+    show("waiting");
+    state.poll = setTimeout(loadNext, next.retry_ms || 3000);
+  } else if (next.done) {
     state.item = null;
     const s = next.summary || {};
     const mix = Object.entries(s.labels || {}).map(([k, v]) => `${k} ${v}`).join(", ");
@@ -132,7 +139,10 @@ function showNext(next) {
 }
 
 async function loadNext() {
-  try { showNext(await api("next")); } catch (e) { status(e.message, true); }
+  try { showNext(await api("next")); } catch (e) {
+    status(e.message, true);
+    if (state.view === "waiting") state.poll = setTimeout(loadNext, 3000);  // keep asking
+  }
 }
 
 // ------------------------------------------------------------------ answering
@@ -253,7 +263,7 @@ function onKey(ev) {
   if (["Shift", "Control", "Alt", "Meta", "Tab"].includes(k)) return;
   if (t.tagName === "BUTTON" && (k === "Enter" || k === " ")) return;  // the button's click
   if (state.view === "guidelines") { ev.preventDefault(); start(); return; }
-  if (state.view === "done") {
+  if (state.view === "done" || state.view === "waiting") {
     if (k === "u") undo();
     else if (k === "w") { ev.preventDefault(); $("free-note").focus(); }
     return;

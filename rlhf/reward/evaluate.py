@@ -15,8 +15,10 @@ import torch
 
 from rlhf.config import parse_cli, require
 from rlhf.feedback.derive import PreferencePair
+from rlhf.harness.progress import Progress
 from rlhf.harness.runtime import setup
 from rlhf.preferences.data import evaluation_pairs
+from rlhf.preferences.losses import pearson
 from rlhf.preferences.metrics import pair_metrics
 from rlhf.preferences.tokens import encode_pair_side
 from rlhf.reward.config import EvalRewardConfig
@@ -28,7 +30,9 @@ def evaluate_encoded(rm, chosen: list[list[int]], rejected: list[list[int]], tar
                      len_r, pad_id: int, batch_size: int = 32, groups: list | None = None,
                      seed: int = 0) -> dict:
     """`pair_metrics` of already tokenised pairs (the training loop's validation); `groups`
-    each pair's prompt, the unit of the bootstrap (`seed`)."""
+    each pair's prompt, the unit of the bootstrap (`seed`); and `score_length_corr`, Pearson's
+    correlation of the score with the response's length in characters over every response
+    (chosen and rejected): what a length-decorrelated model (`model.length_head`) holds near 0."""
     was_training = rm.training
     rm.eval()
     r = raw_scores(rm, chosen + rejected, pad_id, batch_size)  # (2N, E)
@@ -36,8 +40,11 @@ def evaluate_encoded(rm, chosen: list[list[int]], rejected: list[list[int]], tar
     n = len(chosen)
     t = torch.as_tensor(target, dtype=torch.float32)
     nu = getattr(rm, "log_nu", None)
-    return pair_metrics(r[:n], r[n:], t, torch.as_tensor(len_c), torch.as_tensor(len_r),
-                        None if nu is None else nu.detach().cpu(), groups, seed)
+    out = pair_metrics(r[:n], r[n:], t, torch.as_tensor(len_c), torch.as_tensor(len_r),
+                       None if nu is None else nu.detach().cpu(), groups, seed)
+    lengths = torch.tensor([*len_c, *len_r], dtype=torch.float32)  # (2N,)
+    out["score_length_corr"] = float(pearson(r.mean(-1, keepdim=True), lengths)[0])
+    return out
 
 
 def evaluate(rm, tokenizer, pairs: list[PreferencePair], batch_size: int = 32,
@@ -103,6 +110,9 @@ def format_audit(m: dict) -> str:
                 f"{show_ci(m.get('beyond_length_coef'), m.get('beyond_length_coef_ci95'), True)}"
                 + (f", likelihood-ratio p = {p:.2g}" if isinstance(p, float) else "")
                 + (f", over prompts p = {q:.2g}" if isinstance(q, float) else ""))
+    if isinstance(m.get("score_length_corr"), float):
+        rows.append(f"  {'score-length correlation':<28} {m['score_length_corr']:+.3f} (Pearson, "
+                    "every response)")
     return "\n".join(rows)
 
 
@@ -116,14 +126,17 @@ def cli(argv: list[str]) -> int:
     rm, tok = load_reward_model(cfg.model, device)
     if all(is_rewardbench(p) for p in cfg.data):
         rows = [r for p in cfg.data for r in read_rewardbench(p)]
-        out = evaluate_bench(rm, tok, rows, cfg.batch_size, cfg.max_len or None)
+        texts = sum(len(r.chosen) + len(r.rejected) for r in rows)
+        with Progress("eval-reward", texts):  # texts scored (each batch reports)
+            out = evaluate_bench(rm, tok, rows, cfg.batch_size, cfg.max_len or None)
         print(format_table(out))
         json.dump(out, sys.stdout)
         print()
         return 0
     pairs = evaluation_pairs(cfg.data, cfg.split, cfg.val_fraction, cfg.runtime.seed,
                              cfg.ties, cfg.cant_tell, cfg.kinds)
-    out = evaluate(rm, tok, pairs, cfg.batch_size, cfg.max_len or None, cfg.runtime.seed)
+    with Progress("eval-reward", 2 * len(pairs)):  # texts scored: both sides of each pair
+        out = evaluate(rm, tok, pairs, cfg.batch_size, cfg.max_len or None, cfg.runtime.seed)
     if out["clear_pairs"]:
         print(format_audit(out), file=sys.stderr)
     json.dump(out, sys.stdout, indent=2)

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from rlhf.config import UserError
 from rlhf.harness.distributed import full_tensor
 from rlhf.harness.state import replace_dir, staging_dir
+from rlhf.lm.cards import card_from_meta, render_card
 from rlhf.lm.encoders.config import FAMILIES, args_from_config
 from rlhf.lm.encoders.model import Encoder, hf_names
 from rlhf.lm.encoders.tokenizer import EncoderTokenizer
@@ -85,10 +86,17 @@ def load_encoder(path: str | Path, extra: tuple[str, ...] = ()) -> Loaded:
 
 def save_encoder(model: Encoder, tok: EncoderTokenizer, folder: str | Path,
                  extra_tensors: dict[str, torch.Tensor] | None = None,
-                 extra_json: dict[str, dict] | None = None, write: bool = True) -> Path:
+                 extra_json: dict[str, dict] | None = None, write: bool = True,
+                 card: dict | None = None) -> Path:
     """Write the encoder as an HF folder (BertModel-style names, no prefix) atomically, with
-    `extra_tensors` beside the weights and `extra_json` files beside them. FSDP: every rank
-    calls this (weights gathered), rank 0 with `write`."""
+    `extra_tensors` beside the weights, `extra_json` files beside them and README.md
+    (`encoder_card`). FSDP: every rank calls this (weights gathered), rank 0 with `write`.
+
+    Not a transformers `*ForSequenceClassification` folder: those classes read the [CLS]
+    state through their own head (BERT: tanh pooler, then a linear layer; RoBERTa: dense,
+    tanh, linear; DeBERTa-v2: ContextPooler, then linear), which matches the project's
+    reward only for BERT/RoBERTa with pooling 'pooler' and DeBERTa with 'cls'; the default
+    'mean' pooling has no such class. The encoder loads in `AutoModel` as it is."""
     folder = Path(folder)
     params = dict(model.named_parameters())
     tensors = {theirs: full_tensor(params[ours]).detach().cpu().float().contiguous()
@@ -105,5 +113,31 @@ def save_encoder(model: Encoder, tok: EncoderTokenizer, folder: str | Path,
     if src_cfg.is_file():
         (tmp / "tokenizer_config.json").write_text(src_cfg.read_text())
     write_json_files(tmp, extra_json)
+    (tmp / "README.md").write_text(render_card(encoder_card(
+        model.hf_config, extra_json, card, sum(t.numel() for t in tensors.values()))))
     replace_dir(tmp, folder)
     return folder
+
+
+def encoder_card(hf_config: dict, extra_json: dict[str, dict] | None, card: dict | None,
+                 n_params: int) -> dict:
+    """The model card (`rlhf.lm.cards`) of an encoder folder: the caller's `card`, else its
+    meta JSON's fields (`card_from_meta`), and the facts of the weights."""
+    meta = next(iter((extra_json or {}).values()), {})
+    pooling = meta.get("pooling")
+    out = card_from_meta(meta, f"reward model: linear head(s) on the encoder's {pooling} "
+                               "pooling" if pooling else None)
+    out.update({k: v for k, v in (card or {}).items() if v is not None})
+    if pooling:
+        out.setdefault("title", "Reward model")
+    out.setdefault("model", {"architecture": (hf_config.get("architectures") or
+                                              [hf_config.get("model_type")])[0],
+                             "parameters": n_params,
+                             "vocabulary": hf_config.get("vocab_size")})
+    if pooling:
+        out.setdefault("usage", "Score with the project: `rlhf.reward.model.load_reward_model("
+                                "folder)`. The encoder reads the tokenizer's pair template "
+                                "(prompt, response); the heads are `reward_head.weight` "
+                                f"(members x hidden) on the {pooling} pooling; the score is "
+                                "(their mean - `mean`) / `std` of reward_model.json.")
+    return out
