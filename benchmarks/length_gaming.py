@@ -18,7 +18,6 @@ over seeds by variant, each run's figures) and a Markdown table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
