@@ -72,6 +72,9 @@ def test_learns_known_rule_to_95_percent_held_out_in_seconds(tmp_path):
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:5]) / 5  # loss goes down
     assert (tmp_path / "run/config.yaml").is_file() and (tmp_path / "run/state").is_dir()
     assert (tmp_path / "run/model/reward_model.json").is_file()
+    card = (tmp_path / "run/model/README.md").read_text()  # the model card
+    assert str(model_dir) in card and str(store) in card
+    assert f"{s['last_val_accuracy']:.4g}"[:4] in card and "last_val_accuracy" in card
 
 
 def test_resume_is_exact_and_same_seed_same_result(tmp_path):

@@ -35,6 +35,7 @@ from rlhf.harness import distributed as dist
 from rlhf.harness.optim import lr_at, make_optimizer, set_lr
 from rlhf.harness.run import Handover, accumulated_step, accumulation, stage_cli, training_run
 from rlhf.harness.runtime import autocast
+from rlhf.lm.cards import set_metrics
 from rlhf.preferences.data import EncodedPairs, PairBatches, prepare_data
 from rlhf.preferences.losses import (
     centring_penalty,
@@ -238,8 +239,9 @@ def _finish(cfg, rm, tok, train_d, val_d, run, total) -> dict:
         set_statistics(rm, train_d.chosen[:n] + train_d.rejected[:n], tok.pad_id,
                        cfg.train.eval_batch_size)
         rm.max_len = cfg.data.max_len
-        save_reward_model(rm, tok, run.out / "model", {"trained_steps": total},
-                          write=run.info.is_main)
+        save_reward_model(rm, tok, run.out / "model", {
+            "trained_steps": total, "base_model": cfg.model.backbone or cfg.model.init,
+            "data": list(cfg.data.paths)}, write=run.info.is_main)
         last = validate(rm, val_d, tok, cfg)
         summary.update(last_val_accuracy=last.get("val_accuracy"),
                        last_val_length_rule_accuracy=last.get("val_length_rule_accuracy"),
@@ -247,6 +249,9 @@ def _finish(cfg, rm, tok, train_d, val_d, run, total) -> dict:
                        score_mean=float(rm.mean), score_std=float(rm.std))
         summary.update({f"last_val_{k}": last[f"val_{k}"] for k in AUDIT_KEYS
                         if f"val_{k}" in last})
+        if run.info.is_main:  # the model card's held-out figures
+            set_metrics(run.out / "model", {k: v for k, v in summary.items() if k.startswith(
+                "last_val_") and isinstance(v, (int, float))})
     return summary
 
 
