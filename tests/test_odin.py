@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_reward import TOK, WORDS, config
+from test_train_reward import TOK, WORDS, config, tiny_backbone
 
 from rlhf.feedback.records import Comparison
-from rlhf.lm.folders import save_model
 from rlhf.lm.model import ModelArgs, Transformer
 from rlhf.preferences.losses import odin_losses, pearson
 from rlhf.reward.model import (
@@ -57,15 +56,9 @@ def quality_and_length_fixture(folder: Path, n: int = 480, seed: int = 0):
     """Preferences that are part quality, part length: half the pairs are "happy" vs "sad"
     responses of equal length (happy wins), half are two plain responses where the longer
     wins. The truth is quality + length, so a plain reward model's score grows with length."""
-    if not TOK.is_file():
-        pytest.skip("needs ../shared/models/stories260K/tok512.bin")
     from rlhf.feedback.store import ComparisonStore
-    from rlhf.lm.tokenizer import Llama2cTokenizer
 
-    torch.manual_seed(seed)
-    args = ModelArgs(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                     vocab_size=512, max_seq_len=64)
-    model_dir = save_model(Transformer(args), Llama2cTokenizer(TOK), folder / "tiny")
+    model_dir = tiny_backbone(folder, seed)
     rng = random.Random(seed)
 
     def resp(k, word=None):

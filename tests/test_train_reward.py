@@ -23,18 +23,24 @@ TOK = Path(__file__).resolve().parents[2] / "shared/models/stories260K/tok512.bi
 WORDS = "the cat dog sun tree ran big red blue sat".split()
 
 
-def make_fixture(folder: Path, n: int = 600, seed: int = 0) -> tuple[Path, Path]:
-    """A tiny backbone folder and a comparison store whose rule is known: the response with
-    "happy" in it (anywhere) beats the one with "sad"; lengths are random (length rule ~1/2)."""
+def tiny_backbone(folder: Path, seed: int = 0) -> Path:
+    """A tiny random causal backbone folder (stories260K's tokenizer) at folder/tiny."""
     if not TOK.is_file():
         pytest.skip("needs ../shared/models/stories260K/tok512.bin")
-    from rlhf.feedback.store import ComparisonStore
     from rlhf.lm.tokenizer import Llama2cTokenizer
 
     torch.manual_seed(seed)
     args = ModelArgs(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
                      vocab_size=512, max_seq_len=64)
-    model_dir = save_model(Transformer(args), Llama2cTokenizer(TOK), folder / "tiny")
+    return save_model(Transformer(args), Llama2cTokenizer(TOK), folder / "tiny")
+
+
+def make_fixture(folder: Path, n: int = 600, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny backbone folder and a comparison store whose rule is known: the response with
+    "happy" in it (anywhere) beats the one with "sad"; lengths are random (length rule ~1/2)."""
+    from rlhf.feedback.store import ComparisonStore
+
+    model_dir = tiny_backbone(folder, seed)
     rng = random.Random(seed)
 
     def resp(word):

@@ -73,6 +73,7 @@ class RewardModel(nn.Module):
         with torch.no_grad():  # each member its own draw; small so initial rewards are ~0
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g)
                                    / backbone.args.dim ** 0.5)
+        self.length_head: nn.Linear | None = None  # ODIN's, `add_length_head`
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
         if self.is_encoder:
@@ -100,7 +101,7 @@ class RewardModel(nn.Module):
         fitted to the preferences is quality + length, `rlhf.preferences.losses.odin_losses`
         keeps the quality head uncorrelated with length); every reader (scores, the policy's
         reward, accuracy, export) reads the quality head alone."""
-        if getattr(self, "length_head", None) is None:
+        if self.length_head is None:
             self.length_head = nn.Linear(self.head.in_features, self.n_members, bias=False)
             g, w = torch.Generator().manual_seed(seed + 1), self.length_head.weight
             with torch.no_grad():
@@ -115,7 +116,7 @@ class RewardModel(nn.Module):
         """The heads on read-out features (B, dim) -> quality scores (B, E), or with `both`
         and a length head [quality | length] (B, 2E)."""
         h = h.to(self.head.weight.dtype)
-        if both and getattr(self, "length_head", None) is not None:
+        if both and self.length_head is not None:
             return torch.cat([self.head(h), self.length_head(h)], -1).float()  # (B, 2E)
         return self.head(h).float()  # (B, E)
 
@@ -239,7 +240,7 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
     every rank calls this (the weights are gathered), rank 0 with `write`."""
     if dist.is_sharded(rm):  # back to its shards: after a forward pass the root's parameters
         rm.reshard()  # are views of a transient gathered buffer (read later: a segfault)
-    length = getattr(rm, "length_head", None)
+    length = rm.length_head
     meta = {"n_members": rm.n_members, "mean": float(rm.mean), "std": float(rm.std),
             "max_len": rm.max_len, "backbone": "encoder" if rm.is_encoder else "causal",
             "read_at": f"pooling {rm.pooling}" if rm.is_encoder else "last real token (EOS)",

@@ -99,7 +99,7 @@ def odin_terms(rm, r: torch.Tensor, data: EncodedPairs, idx: list[int], cfg: Rew
     reader use, the added penalty, figures to log). Without a length head: (r, r, 0, {}).
     With one (ODIN), r (2b, 2E) holds [quality | length] of the chosen rows then the
     rejected: the loss fits quality + length, plus ODIN's weighted regularisers."""
-    if getattr(rm, "length_head", None) is None:
+    if rm.length_head is None:
         return r, r, 0.0, {}
     E = rm.n_members
     r_q, r_l = r[:, :E], r[:, E:]  # (2b, E) each
@@ -118,7 +118,7 @@ def prepare_model(rm, train_d: EncodedPairs, cfg: RewardTrainConfig) -> None:
         rm.backbone.requires_grad_(False)
     if cfg.model.length_head:
         rm.add_length_head(cfg.runtime.seed)
-    elif getattr(rm, "length_head", None) is not None:
+    else:
         rm.length_head = None
     if cfg.data.ties == "model":
         rm.add_tie_parameter(initial_log_nu(float((train_d.target == 0.5).float().mean())))
