@@ -11,7 +11,9 @@ its prompts from `load_prompts`, by one rule:
   `messages` list, or a `text` string (or the key named by `column`).
 - `*.parquet`, a `datasets` `save_to_disk` folder, or a Hub dataset name (`org/name`, where
   the user has network; `split`, default "train"): rows as above, from `column` or the first
-  of prompt / messages / text.
+  of prompt / messages / text. A Hub name is loaded by `load_hub`, the project's one Hub
+  reader (feedback files use it too): without network it fails at once, in one line saying
+  how to use a local copy (`HF_HUB_OFFLINE=1` reads the local cache without asking).
 - any other text file: one prompt per non-empty line, stripped of surrounding whitespace
   (nothing is cut: a line is a prompt).
 - Chat messages become a `ChatPrompt`: a string (a readable "role: content" transcript, what
@@ -28,8 +30,12 @@ its prompts from `load_prompts`, by one rule:
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from rlhf.config import UserError
@@ -57,6 +63,9 @@ class ChatPrompt(str):
         obj = super().__new__(cls, "\n\n".join(f"{m['role']}: {m['content']}" for m in messages))
         obj.messages = [dict(m) for m in messages]
         return obj
+
+    def __getnewargs__(self):  # copy, deepcopy (dataclasses.asdict) and pickle: the messages
+        return (self.messages,)
 
 
 def story_openings(text: str, max_words: int = 24) -> list[str]:
@@ -145,17 +154,87 @@ def read_prompt_file(path: Path, column: str | None = None) -> list[str]:
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
-def read_dataset(name: str, column: str | None, split: str) -> list[str]:
-    """A `datasets` save_to_disk folder, or a Hub dataset name (network needed)."""
+class HubUnreachable(PromptsError):
+    """A Hub data set name that cannot be loaded here (no network, offline mode, not cached)."""
+
+
+HUB_TIMEOUT = 3.0
+"""Seconds the check that the Hub answers may take before the Hub counts as unreachable."""
+
+
+def hub_offline() -> bool:
+    """Whether the user set Hugging Face's offline mode (then only the local cache is read)."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT) -> bool:
+    """Whether the Hub's endpoint (HF_ENDPOINT, default huggingface.co) answers within
+    `timeout` seconds, name lookup included (any HTTP answer counts; proxies are honoured).
+    `datasets` itself would retry for about half a minute before failing."""
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    answered: list[bool] = []
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+            answered.append(True)
+        except urllib.error.HTTPError:  # an answer, if not a 200
+            answered.append(True)
+        except Exception:  # no route, no name, refused, timed out
+            answered.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    t.start()
+    t.join(timeout)
+    return bool(answered and answered[0])
+
+
+def unreachable(name: str, why: str) -> HubUnreachable:
+    """The one line for a Hub name that cannot be loaded: why, and how to use a local copy."""
+    return HubUnreachable(
+        f"{name}: the Hub data set could not be reached ({why}); to use a local copy, run "
+        f"where there is network: python -c \"import datasets; datasets.load_dataset("
+        f"'{name}').save_to_disk('DIR')\" and give DIR instead"
+        + ("" if hub_offline() else " (or set HF_HUB_OFFLINE=1 to read a copy already in the "
+                                    "Hugging Face cache)"))
+
+
+def load_hub(name: str, split: str = "train"):
+    """Hub data set `name` ("org/name"), split `split`, as a `datasets.Dataset`. Offline
+    mode (`hub_offline`) reads the local cache only; otherwise the Hub must answer within
+    HUB_TIMEOUT seconds. Any failure is one `HubUnreachable` line."""
     import datasets
 
+    if not hub_offline() and not hub_reachable():
+        raise unreachable(name, f"no answer from the Hub within {HUB_TIMEOUT:g} s")
     try:
-        if Path(name).is_dir():
+        return datasets.load_dataset(name, split=split)
+    except ValueError as e:  # e.g. an unknown split: datasets names the ones there are
+        raise PromptsError(f"{name}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # offline and not cached, no such data set: datasets says which
+        why = "offline mode, not in the local cache" if hub_offline() else type(e).__name__
+        raise unreachable(name, f"{why}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def is_hub_name(name: str) -> bool:
+    """`name` is no existing path and reads as a Hub data set ("org/name", not a file name:
+    `looks_like_file`)."""
+    return not Path(name).exists() and "/" in name and not looks_like_file(name)
+
+
+def read_dataset(name: str, column: str | None, split: str) -> list[str]:
+    """A `datasets` save_to_disk folder, or a Hub dataset name (`load_hub`)."""
+    import datasets
+
+    if not Path(name).is_dir():
+        ds = load_hub(name, split)
+    else:
+        try:
             ds = datasets.load_from_disk(name)
-        else:
-            ds = datasets.load_dataset(name, split=split)
-    except Exception as e:  # missing, offline, not a dataset: datasets says which
-        raise PromptsError(f"{name}: not a readable dataset ({type(e).__name__}: {e})") from None
+        except Exception as e:  # not a saved dataset: datasets says why
+            raise PromptsError(f"{name}: not a readable dataset ({type(e).__name__}: "
+                               f"{e})") from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise PromptsError(f"{name}: no split {split!r} (has {', '.join(ds)})")
@@ -182,7 +261,7 @@ def load_prompts(path: str | None = None, n: int | None = None, seed: int | None
     p = Path(path) if path else DEFAULT_PROMPTS
     if p.is_dir():
         prompts = read_dataset(str(p), column, split)
-    elif not p.is_file() and path and "/" in path and not looks_like_file(path):
+    elif path and is_hub_name(path):
         prompts = read_dataset(path, column, split)  # "org/name": the Hub
     elif not p.is_file():
         where = "" if path else " (the shared TinyStories sample; see ../shared/README.md)"

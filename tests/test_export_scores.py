@@ -2,7 +2,10 @@
 folder has a model card (rlhf/reward/seqcls.py, rlhf/lm/cards.py).
 
 Plain means: `AutoTokenizer` and `AutoModelForSequenceClassification` on the folder, one
-`tok(prompt + response)` call (batched with padding, or truncated), nothing added by hand.
+`tok(prompt + response)` call (batched with padding, or truncated), nothing added by hand,
+for every family: GPT-2/NeoX fold the centring constant into the final LayerNorm bias; the
+RMSNorm families (no weight can carry a constant) have scale-only scores, so their logit is
+the score too.
 The models are random tiny transformers models of the six causal families (every parameter
 perturbed, tests/test_reward_seqcls.py `build`), with a byte-level BPE tokenizer trained here
 (Qwen2's pre-tokenizer, so that the class AutoTokenizer picks for qwen2, Qwen2Tokenizer,
@@ -27,6 +30,7 @@ from rlhf.reward.model import (  # noqa: E402
     load_reward_model,
     save_reward_model,
     score_texts,
+    set_statistics,
 )
 from rlhf.reward.seqcls import fold_offset  # noqa: E402
 
@@ -85,6 +89,14 @@ def reward_model(tmp_path, family, mean=0.7, std=1.9):
     return rm, tok
 
 
+def pad_rows(rows, pad=0):
+    """Token lists -> (tokens, mask) (B, T), right-padded."""
+    T = max(map(len, rows))
+    tokens = torch.tensor([r + [pad] * (T - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+    return tokens, mask
+
+
 def transformers_scores(out, texts, **kw):
     """What a transformers user gets: AutoTokenizer + AutoModelForSequenceClassification,
     one plain call -> (logits (B,), the batch)."""
@@ -110,20 +122,22 @@ def test_plain_transformers_call_gives_the_project_score(tmp_path, family):
     assert [row[m.bool()].tolist() for row, m in zip(batch["input_ids"],
                                                     batch["attention_mask"])] == want
     assert (batch["attention_mask"][:, 0] == 1).all()  # right padding (GPT-2: absolute pos)
-    if family in FOLDED:  # nothing to add: the logit is the project's score
-        assert abs(meta["score_offset"]) <= 1e-6
+    assert abs(meta["score_offset"]) <= 1e-6  # nothing to add, in every family
+    assert (logits - ours).abs().max() <= 1e-5  # the logit is the project's score
+    raw = rm(*pad_rows(want)).mean(-1).detach()  # the members' mean, by hand
+    assert (meta["mean"], meta["std"]) == pytest.approx((0.7, 1.9))  # kept either way
+    if family in FOLDED:  # centred: the constant went into the final LayerNorm's bias
+        assert meta["centred"] is True
         assert meta["folded_offset"] == pytest.approx(-0.7 / 1.9)
-        assert (logits - ours).abs().max() <= 1e-5
-    else:  # RMSNorm: no unit is constant; the offset is the one number to add
-        assert meta["score_offset"] == pytest.approx(-0.7 / 1.9)
-        assert (logits + meta["score_offset"] - ours).abs().max() <= 1e-5
-        assert (logits - ours).abs().max() > 0.3  # (the offset does matter here)
-    assert ((logits[:, None] - logits) - (ours[:, None] - ours)).abs().max() <= 1e-5
+        assert (ours - (raw - 0.7) / 1.9).abs().max() <= 1e-5
+    else:  # RMSNorm: no unit is constant, so the score is scale-only
+        assert meta["centred"] is False and "offset_folded_into" not in meta
+        assert (ours - raw / 1.9).abs().max() <= 1e-5
     one, _ = transformers_scores(out, texts[1])  # one text, no padding
-    assert abs(float(one[0]) + meta["score_offset"] - float(ours[1])) <= 1e-5
+    assert abs(float(one[0]) - float(ours[1])) <= 1e-5
     rm2, tok2 = load_reward_model(out)  # the project's own reading is unchanged
     assert (score_texts(rm2, tok2, PROMPTS, RESPONSES) - ours).abs().max() <= 1e-6
-    assert torch.equal(rm2.head.weight, rm.head.weight)
+    assert torch.equal(rm2.head.weight, rm.head.weight) and rm2.centred == (family in FOLDED)
     if family in FOLDED:
         assert torch.equal(rm2.backbone.norm.bias, rm.backbone.norm.bias)
         assert not torch.equal(load_file(str(out / "model.safetensors"))[
@@ -140,13 +154,54 @@ def test_truncation_in_transformers_is_the_projects(tmp_path, family):
     want = [encode_pair_side(tok, p, r, 12) for p, r in zip(PROMPTS, RESPONSES)]
     assert sum(t for _, t in want) >= 2  # some texts are cut
     out = save_reward_model(rm, tok, tmp_path / "rm")
-    offset = json.loads((out / "reward_model.json").read_text())["score_offset"]
     texts = [p + r for p, r in zip(PROMPTS, RESPONSES)]
     logits, batch = transformers_scores(out, texts, padding=True, truncation=True)
     assert [row[m.bool()].tolist() for row, m in zip(batch["input_ids"],
                                                     batch["attention_mask"])] == [
         ids for ids, _ in want]
-    assert (logits + offset - ours).abs().max() <= 1e-5
+    assert (logits - ours).abs().max() <= 1e-5
+
+
+def test_set_statistics_picks_the_rule_of_the_family(tmp_path):
+    """Statistics over responses whose raw mean scores are known: std and mean are stored in
+    both cases; a Llama score averages mean / std over them, a GPT-2 score 0."""
+    for family, centred in (("llama", False), ("gpt2", True)):
+        rm, tok = reward_model(tmp_path / family, family, mean=0.0, std=1.0)
+        rm.centred = not centred  # (set_statistics decides, whatever was there)
+        seqs = [encode_pair_side(tok, p, r, 64)[0] for p, r in zip(PROMPTS, RESPONSES)]
+        raw = rm(*pad_rows(seqs)).mean(-1).detach()  # (4,)
+        mean, std = set_statistics(rm, seqs, tok.pad_id)
+        assert mean == pytest.approx(float(raw.mean()), abs=1e-6)
+        assert std == pytest.approx(float(raw.std()), abs=1e-6)
+        assert rm.centred is centred
+        scores = score_texts(rm, tok, PROMPTS, RESPONSES)
+        assert float(scores.std()) == pytest.approx(1.0, abs=1e-5)
+        assert float(scores.mean()) == pytest.approx(0.0 if centred else mean / std, abs=1e-5)
+
+
+def test_folder_saved_centred_by_an_earlier_version_keeps_its_score(tmp_path):
+    """A Llama folder written before scale-only scores (reward_model.json without `centred`,
+    `score_offset` -mean/std) loads with its centred score; transformers' logit + its
+    score_offset is that score, as its card said; saved again, it keeps the offset."""
+    rm, tok = reward_model(tmp_path, "llama")
+    rm.centred = True  # what the earlier version scored
+    ours = score_texts(rm, tok, PROMPTS, RESPONSES)
+    out = save_reward_model(rm, tok, tmp_path / "old")
+    meta = json.loads((out / "reward_model.json").read_text())
+    del meta["centred"]
+    (out / "reward_model.json").write_text(json.dumps(meta))
+    assert meta["score_offset"] == pytest.approx(-0.7 / 1.9)
+    rm2, tok2 = load_reward_model(out)
+    assert rm2.centred is True
+    assert (score_texts(rm2, tok2, PROMPTS, RESPONSES) - ours).abs().max() <= 1e-6
+    logits, _ = transformers_scores(out, [p + r for p, r in zip(PROMPTS, RESPONSES)],
+                                    padding=True)
+    assert (logits + meta["score_offset"] - ours).abs().max() <= 1e-5
+    assert (logits - ours).abs().max() > 0.3  # (the offset does matter there)
+    again = save_reward_model(rm2, tok2, tmp_path / "again")
+    assert json.loads((again / "reward_model.json").read_text())["score_offset"] == (
+        pytest.approx(-0.7 / 1.9))
+    assert "- 0.368421" in (again / "README.md").read_text()  # the card says what to add
 
 
 def test_fold_offset_by_hand():
@@ -189,7 +244,8 @@ def test_reward_folder_card_names_base_model_data_and_metrics(tmp_path):
     assert "`runs/feedback.jsonl`" in card
     assert "| val_accuracy | `0.8125` |" in card and "| trained_steps | `40` |" in card
     assert "LlamaForSequenceClassification" in card
-    assert "+ 0.368421" not in card and "- 0.368421" in card  # the offset to add, signed
+    assert "0.368421" in card and "- 0.368421" not in card  # a statistic, nothing to add
+    assert "scale-only" in card and "std (scale only)" in card
     bare = save_reward_model(rm, tok, tmp_path / "bare")  # nothing recorded: said so
     text = (bare / "README.md").read_text()
     assert "**Base model:** not recorded" in text and "## Held-out metrics\n\nnot recorded" in text

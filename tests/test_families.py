@@ -159,7 +159,6 @@ def edited(tmp_path, case, **changes):
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}},
      "rope_type: 'yarn' is not implemented natively"),
     ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config: not understood"),
-    ({"sliding_window": 16}, "sliding_window: not part of the llama architecture"),
     ({"vocab_size": 95}, "tensor model.embed_tokens.weight has shape [96, 32]"),
 ])
 def test_refused_configs_say_why(tmp_path, changes, message):

@@ -96,7 +96,7 @@ def test_trl_explicit_and_implicit_prompt():
     comps = read_trl(rows)
     assert (comps[0].prompt, comps[0].a, comps[0].b) == ("Q: 2+2?", "4", "5")
     assert (comps[1].prompt, comps[1].a, comps[1].b) == ("The sky is ", "blue.", "green.")
-    assert comps[2].prompt == "\n\nUser: hi" and comps[2].b.endswith("go away")
+    assert comps[2].prompt == "\n\nUser: hi\n\nAssistant: " and comps[2].b == "go away"
     assert common_prefix("abc def", "abc dxx") == "abc "
     assert to_trl(comps)[0] == {"prompt": "Q: 2+2?", "chosen": "4", "rejected": "5"}
 

@@ -108,8 +108,8 @@ def test_implicit_prompt_and_split_of_a_dataset_dict_round_trip(tmp_path):
     datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(src))
     store = tmp_path / "s.jsonl"
     assert main(["import-pairs", str(src), "--out", str(store)]) == 0  # its only split
-    assert [c.prompt for c in ComparisonStore(store).load()] == ["\n\nUser: Hi",
-                                                                 "\n\nUser: Bye"]
+    assert [c.prompt for c in ComparisonStore(store).load()] == [
+        "\n\nUser: Hi\n\nAssistant: ", "\n\nUser: Bye\n\nAssistant: "]
     out = tmp_path / "back"
     assert main(["export", str(store), "--to", "trl-preference", "--out", str(out),
                  "--split", "test"]) == 0

@@ -45,8 +45,9 @@ def test_standard_preference_explicit_and_implicit():
 def test_conversational_preference_explicit_and_implicit():
     explicit = [{"prompt": SKY, "chosen": BLUE, "rejected": GREEN}]
     c = read_trl(explicit)[0]
-    assert c.prompt == "\n\nUser: What color is the sky?"
-    assert (c.a, c.b) == ("\n\nAssistant: It is blue.", "\n\nAssistant: It is green.")
+    assert c.prompt == "\n\nUser: What color is the sky?\n\nAssistant: "  # to the reply
+    assert (c.a, c.b) == ("It is blue.", "It is green.")  # the replies' contents
+    assert c.meta["chat"] == SKY  # the prompt's messages, for the chat template
     assert export_rows("preference", [c]) == (explicit, "")
     implicit = [{"chosen": SKY + BLUE, "rejected": SKY + GREEN}]
     d = read_trl(implicit)[0]
@@ -64,8 +65,8 @@ def test_unpaired_rows_are_thumbs_ratings():
     r = read_trl_kind("unpaired", rows)
     assert all(isinstance(x, Rating) and x.thumbs and x.scale == "thumbs" for x in r)
     assert [(x.prompt, x.response, x.value) for x in r] == [
-        ("The sky is", " blue.", 1), ("\n\nUser: What color is the sky?",
-                                      "\n\nAssistant: It is green.", 0)]
+        ("The sky is", " blue.", 1), ("\n\nUser: What color is the sky?\n\nAssistant: ",
+                                      "It is green.", 0)]
     assert "trl" not in r[0].meta and r[1].meta["trl"]["row"] == rows[1]
     assert export_rows("unpaired", r[:1]) == (rows[:1], "")
     assert export_rows("unpaired", r[1:]) == (rows[1:], "")
@@ -79,7 +80,7 @@ def test_prompt_completion_and_language_modelling_are_demonstrations():
     r = read_trl_kind("prompt-completion", pc)
     assert [(x.prompt, x.response, x.corrected) for x in r] == [
         ("The sky is", "", " blue."),
-        ("\n\nUser: What color is the sky?", "", "\n\nAssistant: It is blue.")]
+        ("\n\nUser: What color is the sky?\n\nAssistant: ", "", "It is blue.")]
     assert correction_pair(r[0]) == [] and correction_sft(r[0])[0].completion == " blue."
     assert export_rows("prompt-completion", r[:1]) == (pc[:1], "")
     assert export_rows("prompt-completion", r[1:]) == (pc[1:], "")

@@ -3,7 +3,7 @@ transformers 5.24 as the reference (random tiny models built in-process, every p
 perturbed; rlhf/reward/seqcls.py describes the format and the text rules):
 
 - our saved reward folder loads in AutoModelForSequenceClassification with no missing or
-  unexpected keys, and its logits + `score_offset` equal the project's score (<= 1e-4) on a
+  unexpected keys, and its logits equal the project's score (<= 1e-4; `score_offset` 0) on a
   right-padded batch of texts of different lengths, padded by transformers' own tokenizer;
 - a folder written by transformers' `save_pretrained` loads as our reward model and our score
   equals transformers' logits (<= 1e-4), padding included, also with pad == EOS (transformers
@@ -99,8 +99,8 @@ def test_saved_reward_folder_is_a_transformers_seq_cls_model_with_our_score(tmp_
     assert hf.config.num_labels == 1
     assert not any(info.values()), info  # no missing / unexpected / mismatched keys
     meta = json.loads((out / "reward_model.json").read_text())
-    assert meta["score_offset"] == pytest.approx(  # GPT-2, GPT-NeoX: folded into the weights
-        0.0 if family in ("gpt2", "gpt_neox") else -0.7 / 1.9, abs=1e-6)
+    assert meta["score_offset"] == pytest.approx(0.0, abs=1e-6)  # GPT-2, GPT-NeoX: folded
+    assert meta["centred"] is (family in ("gpt2", "gpt_neox"))  # the others: scale-only
     assert meta["pad_token_id"] == hf.config.pad_token_id != tok.eos_id
     # the text as a transformers user builds it from reward_model.json, padded by the folder's
     # tokenizer (PreTrainedTokenizerFast: AutoTokenizer picks Qwen2's class by model_type,

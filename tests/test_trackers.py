@@ -9,10 +9,11 @@ import sys
 
 import pytest
 from conftest import STORIES, need_shared
+from test_stage_cards import stage_args
 from test_train_reward import config, make_fixture
 
 from rlhf.cli import main
-from rlhf.config import ConfigError, load_config
+from rlhf.config import ConfigError, UserError, load_config
 from rlhf.dpo.config import DPOTrainConfig
 from rlhf.harness.runtime import MetricsLog
 from rlhf.harness.trackers import scalars
@@ -37,6 +38,24 @@ def expected_points(rows, step="step") -> dict[str, list]:
         for k, v in row.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != step:
                 out.setdefault(k, []).append((row[step], float(v)))
+    return out
+
+
+def every_number(rows, step="step") -> dict[str, list]:
+    """`expected_points` with nested mappings flattened with '/' (`eval/gold`), written out
+    here rather than with `scalars`; a row without the step key is at step 0."""
+    out: dict[str, list] = {}
+
+    def walk(row, at, prefix=""):
+        for k, v in row.items():
+            name = prefix + k
+            if isinstance(v, dict):
+                walk(v, at, name + "/")
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and name != step:
+                out.setdefault(name, []).append((at, float(v)))
+
+    for row in rows:
+        walk(row, row.get(step, 0))
     return out
 
 
@@ -187,10 +206,56 @@ def test_the_loop_reports_its_round_curves_and_every_stage(tmp_path):
     assert [s for s, _ in got["eval/kl"]] == [0, 1] and got["eval/kl"][0][1] == 0.0
     assert_same_points({k.removeprefix("eval/"): v for k, v in got.items()
                         if k.startswith("eval/")}, evals)  # every number of every eval
+    assert_same_points(got, every_number(rounds, "round"))  # and of the rest of each record
+    for curve in ("eval/gold", "eval/kl", "eval/reward", "eval/win_rate"):  # round curves
+        assert [s for s, _ in got[curve]] == [r["round"] for r in rounds if curve[5:] in
+                                              r["eval"]], curve
     for stage in ("reward_model", "policy_train"):  # the loop's stages report too
         folder = out / "round_01" / stage
         assert_same_points(tensorboard_points(folder / "tensorboard"),
                            expected_points(rows_of(folder / "metrics.jsonl")))
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo", "kto", "policy"])
+def test_every_stage_reports_every_metric_to_tensorboard(tmp_path, stage):
+    """Each stage's metrics.jsonl, every key (nested ones as `a/b`) at every step, is what
+    tensorboard's own reader gives back from the stage's run folder."""
+    pytest.importorskip("tensorboard")
+    need_shared()
+    out = tmp_path / stage
+    assert main(stage_args(tmp_path, stage, out, "runtime.report_to=[tensorboard]")) == 0
+    rows = rows_of(out / "metrics.jsonl")
+    want = every_number(rows)
+    assert "lr" in want or "reward" in want
+    assert len({s for pts in want.values() for s, _ in pts}) >= 2  # more than one step
+    assert_same_points(tensorboard_points(out / "tensorboard"), want)
+
+
+def test_mlflow_to_a_local_folder_store(tmp_path, monkeypatch):
+    """MLFLOW_TRACKING_URI naming a folder (file:): MLflow 3 needs MLFLOW_ALLOW_FILE_STORE,
+    and the one-line refusal says so; allowed, the store holds every metric."""
+    mlflow = pytest.importorskip("mlflow")
+    model_dir, store = make_fixture(tmp_path, n=120)
+    uri = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "stories")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    args = ["train.max_steps=3", "train.eval_every=3", "runtime.report_to=[mlflow]"]
+    if int(mlflow.__version__.split(".")[0]) >= 3:
+        with pytest.raises(UserError, match="mlflow could not start") as e:
+            train(config(model_dir, store, tmp_path / "refused", *args))
+        assert "MLFLOW_ALLOW_FILE_STORE=true" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out = tmp_path / "run"
+    train(config(model_dir, store, out, *args))
+    assert not (out / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("stories").experiment_id])
+    assert run.info.status == "FINISHED"
+    want = expected_points(rows_of(out / "metrics.jsonl"))
+    got = {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
+           for k in run.data.metrics}
+    assert sorted(got) == sorted(want) and got == {k: sorted(v) for k, v in want.items()}
 
 
 @pytest.mark.parametrize("cls", [RewardTrainConfig, DPOTrainConfig, KTOTrainConfig, SFTConfig,

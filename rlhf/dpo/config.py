@@ -9,16 +9,22 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, require
+from rlhf.lm.config import LoraConfig
+from rlhf.lm.memory import MemoryConfig
 from rlhf.preferences.config import PairDataConfig, PairOptimConfig
 
 
 @dataclass
-class DPOModelConfig:
+class DPOModelConfig(MemoryConfig):
     init: str = "../shared/models/stories260K"
     """The policy to fine-tune (llama2.c or HF-style folder)."""
     reference: str = ""
     """The reference policy pi_ref of the log-ratios ('' = init). Its log-probs of every pair
     are computed once and cached in the run folder."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters instead of full fine-tuning (rank 0 = off; rlhf.lm.lora): the base frozen,
+    the reference (reference '') the base with adapters off (its log-probs cached once);
+    saved as a peft adapter folder (adapter/) beside the merged model."""
 
 
 @dataclass

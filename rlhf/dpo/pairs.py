@@ -7,7 +7,9 @@ exactly the keys it would alone. A side's log-prob here is the sum of log p(toke
 tokens *after the shared prefix* (EOS included). DPO and IPO only use differences of
 log-ratios between the two sides, in which the shared prefix's terms cancel exactly, so this
 equals the response-only sum of the papers whatever the prompt/response token boundary
-(prompt and response are tokenised as one text). The next-token log-probs are
+(prompt and response are tokenised as one text; a chat prompt is rendered with the model's
+chat template and its reply follows as its own tokens, `rlhf.preferences.tokens.chat_ids`,
+so a side is the text the policy samples). The next-token log-probs are
 `rlhf.lm.logprobs.token_logprobs` (the one home of log-probs); the only packed-layout detail is
 the first rejected token, which is predicted from the prefix's last column, not from the
 chosen side's last one.

@@ -39,7 +39,10 @@ from rlhf.harness.optim import lr_at, make_optimizer, set_lr
 from rlhf.harness.progress import Progress
 from rlhf.harness.run import Handover, accumulated_step, accumulation, stage_cli, training_run
 from rlhf.harness.runtime import autocast
-from rlhf.lm.folders import load_model
+from rlhf.lm.cards import set_metrics
+from rlhf.lm.folders import adapter_base, load_model, save_adapter_folder
+from rlhf.lm.lora import checkpointed, has_lora, shared_reference, with_lora
+from rlhf.lm.memory import apply_memory
 from rlhf.preferences.data import PairBatches, prepare_data
 from rlhf.preferences.losses import DIRECT_LOSSES, weighted_mean
 
@@ -84,7 +87,8 @@ def reference_pass(cfg: DPOTrainConfig, parts: dict, out: Path, info, ref_model=
     `ref_model`: the reference when the caller holds it, instead of loading it."""
     name = cfg.model.reference or cfg.model.init
     if info.is_main:
-        model = (ref_model or load_model(name)[0]).to(info.device).eval()
+        model = (ref_model or apply_memory(load_model(name)[0].requires_grad_(False),
+                                           cfg.model)).to(info.device).eval()
         pairs = sum(len(d) for d in parts.values())  # a cached pass reports none
         with autocast(cfg.runtime, info.device), \
                 Progress("dpo reference", pairs, enabled=cfg.progress):
@@ -106,17 +110,20 @@ def train(cfg: DPOTrainConfig, hand: Handover | None = None) -> dict:
                              run.info.world_size)
         # 2. data, split by prompt
         policy, tok = hand.start or load_model(cfg.model.init)
+        policy = with_lora(policy, cfg.model.lora)  # LoRA: adapters, frozen base (rlhf.lm.lora)
         train_d, val_d = prepare_data(cfg, tok)
         per_epoch = len(train_d) // cfg.train.batch_size
         total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
-        # 3. the reference log-probs of every pair, once (cached in the run folder)
+        # 3. the reference log-probs of every pair, once (cached in the run folder); with
+        # LoRA the policy's own base (adapters off), in the dtype it trains on
+        apply_memory(policy, cfg.model)  # checkpointing; frozen weights in bf16
         ref = reference_pass(cfg, {"train": train_d, "val": val_d}, run.out, run.info,
-                             hand.reference)
+                             hand.reference or shared_reference(policy, cfg.model.reference))
         # 4. policy, optimiser, resume
         policy.to(run.device).train()
         model = dist.wrap(policy, run.info, cfg.runtime.parallel)  # FSDP shards in place
         opt = make_optimizer(policy, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
-        run.resume({"policy": policy}, {"opt": opt})
+        run.resume({"policy": checkpointed(policy)}, {"opt": opt})  # LoRA: the adapters
         run.log.write(event="data", step=run.step, train_pairs=len(train_d),
                       val_pairs=len(val_d), truncated_pairs=train_d.truncated + val_d.truncated,
                       total_steps=total, world_size=run.info.world_size, method=cfg.loss.kind,
@@ -147,7 +154,8 @@ def train(cfg: DPOTrainConfig, hand: Handover | None = None) -> dict:
 
 def finish(cfg, policy, tok, train_d, val_d, ref, run, total) -> dict:
     """(6) The policy folder with dpo.json (`run.writes` ranks), the summary."""
-    reference = str(Path(cfg.model.reference or cfg.model.init).resolve())
+    reference = str(Path(cfg.model.reference or (adapter_base(cfg.model.init) if has_lora(
+        policy) else cfg.model.init)).resolve())  # LoRA: the base, adapters off
     best = run.best
     summary = {"policy": str(run.out / "policy"), "steps": total, "train_pairs": len(train_d),
                "val_pairs": len(val_d), "truncated_pairs": train_d.truncated + val_d.truncated,
@@ -155,11 +163,16 @@ def finish(cfg, policy, tok, train_d, val_d, ref, run, total) -> dict:
                "best_val_accuracy": best.get("val_accuracy"), "best_step": best.get("step")}
     if run.writes:
         policy.eval()
-        save_dpo_policy(policy, tok, run.out / "policy",
-                        {"reference": reference, "beta": cfg.loss.beta, "loss": cfg.loss.kind,
-                         "max_len": cfg.data.max_len, "trained_steps": total},
-                        write=run.info.is_main)
+        meta = {"reference": reference, "beta": cfg.loss.beta, "loss": cfg.loss.kind,
+                "max_len": cfg.data.max_len, "trained_steps": total,
+                "init": cfg.model.init, "data": list(cfg.data.paths)}  # (the model card's)
+        save_dpo_policy(policy, tok, run.out / "policy", meta, write=run.info.is_main)
+        if has_lora(policy):  # LoRA: the policy folder is merged; the peft adapter beside it
+            summary["adapter"] = str(save_adapter_folder(
+                policy, tok, run.out / "adapter", cfg.model.init, {"dpo.json": meta},
+                write=run.info.is_main))
         last = validate(policy, val_d, ref, cfg, run.device)
+        set_metrics(run.out / "policy", last, write=run.info.is_main)  # the model card's
         summary.update({f"last_{k}": last.get(k) for k in (
             "val_accuracy", "val_length_rule_accuracy", "val_ece", "val_loss",
             "val_mean_margin", "val_logratio_chosen", "val_logratio_rejected")})

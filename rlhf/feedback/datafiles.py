@@ -1,6 +1,12 @@
 """Files of rows, read and written one way by every importer and exporter: JSON (a list),
-JSON lines (optionally .gz), parquet, and `datasets` folders (`save_to_disk`: a `Dataset`,
-or a `DatasetDict` of which one split is read).
+JSON lines (either optionally .gz), parquet, `datasets` folders (`save_to_disk`: a `Dataset`,
+or a `DatasetDict` of which one split is read), and Hub data set names ("org/name", read by
+`rlhf.prompts.load_hub`, the project's one Hub reader: offline, one line at once).
+
+Columns can be renamed as they are read (`columns`: {the file's name: the name read}, e.g.
+{"question": "prompt", "good": "chosen", "bad": "rejected"}; `rename_columns`), so a data set
+with its own column names reads as the format whose names it maps to; `COLUMN_TARGETS` are the
+names a mapping may give.
 
 Reading gives `(where, row)` pairs: `where` names the file and the row ("f.jsonl:3", the
 line; "f.json: item 0"; "f.parquet: row 1"; "folder: row 1"), so a row that does not fit is
@@ -26,9 +32,49 @@ from pathlib import Path
 
 from rlhf.feedback.records import RecordError, as_line
 from rlhf.harness.progress import advance
+from rlhf.prompts import is_hub_name, load_hub
 
 Row = tuple[str, dict]
 """(where, row): the file and line or row number, and the row."""
+
+COLUMN_TARGETS = ("prompt", "chosen", "rejected", "completion", "label", "text", "messages")
+"""Names a column mapping may rename a column to: TRL's column names (preference, unpaired
+preference, prompt-completion, language modelling), which the readers here detect."""
+
+
+def column_errors(columns: dict) -> list[tuple[str, str]]:
+    """(key, why) for each entry of a column mapping that is not {column name: one of
+    `COLUMN_TARGETS`}, or that gives a target twice; [] when the mapping is good."""
+    out, seen = [], {}
+    for src, dst in columns.items():
+        if not isinstance(dst, str) or dst not in COLUMN_TARGETS:
+            out.append((str(src), f"{dst!r} is not a column name the readers know; use one of "
+                                  f"{', '.join(COLUMN_TARGETS)}"))
+        elif dst in seen:
+            out.append((str(src), f"{dst!r} is also the target of {seen[dst]!r}"))
+        else:
+            seen[dst] = src
+    return out
+
+
+def rename_columns(rows: list[Row], columns: dict | None) -> list[Row]:
+    """`rows` with their columns renamed by `columns` ({the file's name: the name read});
+    a mapped column missing from the first row, or a target the row already holds under
+    its own name (and not renamed away), is a RecordError naming the mapping's key."""
+    if not columns or not rows:
+        return rows
+    bad = column_errors(columns)
+    if bad:
+        raise RecordError(f"columns.{bad[0][0]}: {bad[0][1]}")
+    where, first = rows[0]
+    for src, dst in columns.items():
+        if src not in first:
+            raise RecordError(f"{where}: no column {src!r} to read as {dst!r} (columns "
+                              f"mapping; the row's columns: {', '.join(map(str, first))})")
+        if dst in first and dst not in columns:
+            raise RecordError(f"{where}: columns mapping {src!r} -> {dst!r}: the row already "
+                              f"has a {dst!r} column; map it away too, or leave {src!r} out")
+    return [(w, {columns.get(k, k): v for k, v in r.items()}) for w, r in rows]
 
 
 def decode(raw: bytes, p: Path, first_line: int = 1) -> str:
@@ -156,30 +202,56 @@ def load_folder(path: str | os.PathLike, split: str | None = None):
         name = split or (next(iter(ds)) if len(ds) == 1 else "train")
         if name not in ds:
             raise RecordError(f"{path}: no split {name!r} (has {', '.join(ds)}; choose one "
-                              "with --split)")
+                              "with --split, or data.split in a config)")
         ds = ds[name]
     return ds
 
 
-def read_rows(path: str | os.PathLike, split: str | None = None) -> list[Row]:
-    """Rows of any of the containers (see the module docstring)."""
-    p = Path(path)
-    if p.is_dir():
-        return [(f"{p}: row {i}", r) for i, r in enumerate(load_folder(p, split).to_list(), 1)]
-    if p.suffix == ".parquet":
-        return read_parquet_rows(p)
-    return read_json_rows(p)
+def exists(path: str | os.PathLike) -> bool:
+    """Whether `path` names data: an existing file or folder, or a Hub data set name."""
+    return Path(path).exists() or is_hub_name(str(path))
 
 
-def first_row(path: str | os.PathLike, split: str | None = None) -> Row:
-    """The first row, read without reading the rest where the container allows (a JSON-lines
-    file: its first non-blank line, however long); an empty file -> RecordError."""
+def dataset_of(path: str | os.PathLike, split: str | None = None):
+    """A `save_to_disk` folder (`load_folder`) or a Hub name (`load_hub`) as a Dataset; None
+    for a file."""
+    if Path(path).is_dir():
+        return load_folder(path, split)
+    if is_hub_name(str(path)):
+        return load_hub(str(path), split or "train")
+    return None
+
+
+def read_rows(path: str | os.PathLike, split: str | None = None,
+              columns: dict | None = None) -> list[Row]:
+    """Rows of any of the containers (see the module docstring), columns renamed by
+    `columns` (`rename_columns`)."""
     p = Path(path)
-    if p.is_dir():
-        ds = load_folder(p, split)
+    ds = dataset_of(path, split)
+    if ds is not None:
+        rows = [(f"{path}: row {i}", r) for i, r in enumerate(ds.to_list(), 1)]
+    elif p.suffix == ".parquet":
+        rows = read_parquet_rows(p)
+    else:
+        rows = read_json_rows(p)
+    return rename_columns(rows, columns)
+
+
+def first_row(path: str | os.PathLike, split: str | None = None,
+              columns: dict | None = None) -> Row:
+    """The first row (columns renamed by `columns`), read without reading the rest where the
+    container allows (a JSON-lines file: its first non-blank line, however long); an empty
+    file -> RecordError."""
+    return rename_columns([_first_row(path, split)], columns)[0]
+
+
+def _first_row(path: str | os.PathLike, split: str | None = None) -> Row:
+    p = Path(path)
+    ds = dataset_of(path, split)
+    if ds is not None:
         if len(ds) == 0:
-            raise RecordError(f"{p}: the dataset is empty")
-        return f"{p}: row 1", ds[0]
+            raise RecordError(f"{path}: the dataset is empty")
+        return f"{path}: row 1", ds[0]
     if p.suffix == ".parquet":
         rows = read_parquet_rows(p)
     else:

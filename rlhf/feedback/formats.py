@@ -16,7 +16,8 @@ puts one prompt on both sides):
 - `read_notes`: notes as `rlhf export --to notes` writes them.
 - `read_any`: detects which preference format a file is (also reads a store's comparisons);
   `read_records`: the same for every kind of record.
-Every format is read from JSON, JSON lines (.gz), parquet or a `datasets` folder
+Every format is read from JSON or JSON lines (either .gz), parquet, a `datasets` folder (a
+DatasetDict's `split`) or a Hub name, its columns renamed by an optional mapping `columns`
 (`rlhf.feedback.datafiles`).
 
 Rule for a pair whose two sides are the same text (after stripping surrounding whitespace):
@@ -143,10 +144,11 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
     return prompt, chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
 
 
-def read_hh(path: str | os.PathLike, split: str | None = None) -> list[Comparison]:
+def read_hh(path: str | os.PathLike, split: str | None = None,
+            columns: dict | None = None) -> list[Comparison]:
     """Anthropic HH-RLHF JSONL(.gz) of {"chosen", "rejected"} transcripts."""
     out = Imported()
-    for i, (where, row) in enumerate(read_rows(path, split)):
+    for i, (where, row) in enumerate(read_rows(path, split, columns)):
         _need(row, ("chosen", "rejected"), where)
         for key in ("chosen", "rejected"):
             if not isinstance(row[key], str):
@@ -160,11 +162,12 @@ def read_hh(path: str | os.PathLike, split: str | None = None) -> list[Compariso
     return out
 
 
-def read_trl_kind(kind: str, path_or_rows, name: str = "trl", split: str | None = None):
+def read_trl_kind(kind: str, path_or_rows, name: str = "trl", split: str | None = None,
+                  columns: dict | None = None):
     """TRL rows of one type (a file, or a list of dicts) -> records (`trl_formats.record`);
     preference pairs with identical sides are left out and counted (`Imported`)."""
     if isinstance(path_or_rows, (str, os.PathLike)):
-        rows = read_rows(path_or_rows, split)
+        rows = read_rows(path_or_rows, split, columns)
     else:
         rows = [(f"row:{i}", r) for i, r in enumerate(path_or_rows, 1)]
     out = Imported()
@@ -182,15 +185,17 @@ def read_trl_kind(kind: str, path_or_rows, name: str = "trl", split: str | None 
     return out
 
 
-def read_trl(path_or_rows, name: str = "trl", split: str | None = None) -> list[Comparison]:
+def read_trl(path_or_rows, name: str = "trl", split: str | None = None,
+             columns: dict | None = None) -> list[Comparison]:
     """TRL preference rows (a file or a list of dicts); the prompt is explicit or implicit."""
-    return read_trl_kind("preference", path_or_rows, name, split)
+    return read_trl_kind("preference", path_or_rows, name, split, columns)
 
 
-def read_notes(path: str | os.PathLike, split: str | None = None) -> list[Note]:
+def read_notes(path: str | os.PathLike, split: str | None = None,
+               columns: dict | None = None) -> list[Note]:
     """Notes as `rlhf export --to notes` writes them (`NOTE_COLUMNS`); ids and `about` kept."""
     out = []
-    for where, row in read_rows(path, split):
+    for where, row in read_rows(path, split, columns):
         _need(row, ("text",), where)
         try:
             about = row.get("about")
@@ -232,10 +237,10 @@ def is_vote(v, allowed) -> bool:
 
 
 def read_pandalm(path: str | os.PathLike, per_annotator: bool = False,
-                 split: str | None = None) -> list[Comparison]:
+                 split: str | None = None, columns: dict | None = None) -> list[Comparison]:
     """PandaLM test set: majority of the annotators (or one comparison per annotator)."""
     out = Imported()
-    for i, (where, row) in enumerate(read_rows(path, split)):
+    for i, (where, row) in enumerate(read_rows(path, split, columns)):
         _need(row, ("instruction", "response1", "response2"), where)
         keys = sorted(k for k in row if k.startswith("annotator"))
         votes = [row[k] for k in keys]
@@ -273,10 +278,11 @@ def finegrained_votes(prefs, where: str) -> list:
     return list(prefs)
 
 
-def read_finegrained(path: str | os.PathLike, split: str | None = None) -> list[Comparison]:
+def read_finegrained(path: str | os.PathLike, split: str | None = None,
+                     columns: dict | None = None) -> list[Comparison]:
     """FineGrained-RLHF QA feedback: 4 predictions per question, 6 pairwise votes -> 6 pairs."""
     out = Imported()
-    for i, (where, row) in enumerate(read_rows(path, split)):
+    for i, (where, row) in enumerate(read_rows(path, split, columns)):
         _need(row, ("question", "preference"), where)
         prefs = finegrained_votes(row["preference"], where)
         question = field(row, "question", where)
@@ -308,9 +314,11 @@ def format_of_row(row: dict) -> str | None:
     return {v: k for k, v in TRL_KINDS.items() if k != "trl"}.get(kind)
 
 
-def detect_format(path: str | os.PathLike, split: str | None = None) -> str:
-    """Which importer fits a file, from the keys of its first row (read whole, however long)."""
-    where, row = first_row(path, split)
+def detect_format(path: str | os.PathLike, split: str | None = None,
+                  columns: dict | None = None) -> str:
+    """Which importer fits a file, from the keys of its first row (read whole, however long;
+    columns renamed by `columns`)."""
+    where, row = first_row(path, split, columns)
     fmt = format_of_row(row)
     if fmt is None and set(row) == {"prompt"}:
         raise RecordError(f"{where}: prompt-only rows carry no feedback (use the file as "
@@ -328,10 +336,11 @@ def store_file(path: str | os.PathLike) -> ComparisonStore:
     return ComparisonStore(path)
 
 
-def read_any(path: str | os.PathLike, fmt: str | None = None,
-             split: str | None = None) -> list[Comparison]:
-    """Read a preference file in any known format (detected unless `fmt` is given)."""
-    fmt = fmt or detect_format(path, split)
+def read_any(path: str | os.PathLike, fmt: str | None = None, split: str | None = None,
+             columns: dict | None = None) -> list[Comparison]:
+    """Read a preference file in any known format (detected unless `fmt` is given), its
+    columns renamed by `columns` ({the file's name: the name read})."""
+    fmt = fmt or detect_format(path, split, columns)
     if fmt == "store":
         return store_file(path).load()
     readers = {"hh": read_hh, "trl": read_trl, "trl-preference": read_trl,
@@ -342,27 +351,28 @@ def read_any(path: str | os.PathLike, fmt: str | None = None,
                           "they give")
     if fmt not in readers:
         raise RecordError(f"unknown format {fmt!r}; known: {list(FORMATS)}")
-    comps = readers[fmt](path, split=split)
+    comps = readers[fmt](path, split=split, columns=columns)
     report_identical(comps, path)
     return comps
 
 
 def read_records(path: str | os.PathLike, fmt: str | None = None, split: str | None = None,
-                 per_annotator: bool = False) -> list:
+                 per_annotator: bool = False, columns: dict | None = None) -> list:
     """Records of every kind from a store (its live answers; unknown kinds left out) or from
-    a file in any format here (detected unless `fmt` is given)."""
-    fmt = fmt or detect_format(path, split)
+    a file in any format here (detected unless `fmt` is given; columns renamed by
+    `columns`)."""
+    fmt = fmt or detect_format(path, split, columns)
     if fmt == "store":
         return [a for a in store_file(path).answers() if not isinstance(a, Unknown)]
     if fmt == "notes":
-        return read_notes(path, split)
+        return read_notes(path, split, columns)
     if fmt in TRL_KINDS and TRL_KINDS[fmt] != "preference":
-        return read_trl_kind(TRL_KINDS[fmt], path, split=split)
+        return read_trl_kind(TRL_KINDS[fmt], path, split=split, columns=columns)
     if fmt == "pandalm" and per_annotator:
-        comps = read_pandalm(path, per_annotator=True, split=split)
+        comps = read_pandalm(path, per_annotator=True, split=split, columns=columns)
         report_identical(comps, path)
         return comps
-    return read_any(path, fmt, split)
+    return read_any(path, fmt, split, columns)
 
 
 # ----------------------------------------------------------------------------- exporters

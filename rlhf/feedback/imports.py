@@ -18,7 +18,7 @@ import argparse
 import sys
 import warnings
 
-from rlhf.feedback.datafiles import check_out_file, check_storable, write_rows
+from rlhf.feedback.datafiles import check_out_file, check_storable, column_errors, write_rows
 from rlhf.feedback.formats import (
     FORMATS,
     counts,
@@ -37,11 +37,11 @@ PROG = "rlhf import-pairs"
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="data file (.json, .jsonl, .jsonl.gz, .parquet) or a "
-                                "datasets save_to_disk folder")
+    p.add_argument("file", help="data file (.json, .jsonl, .jsonl.gz, .parquet), a "
+                                "datasets save_to_disk folder or a Hub name (org/name)")
     p.add_argument("--format", choices=FORMATS, help="detected from the file if not given")
-    p.add_argument("--split", help="of a datasets folder holding a DatasetDict (default: its "
-                                   "only split, or train)")
+    p.add_argument("--split", help="of a datasets folder holding a DatasetDict or a Hub set "
+                                   "(default: its only split, or train)")
     p.add_argument("--out", required=True, help="where to write (see --to)")
     p.add_argument("--to", choices=("store", "trl", "dataset"), default="store",
                    help="store: append to a feedback store (default); trl: write TRL "
@@ -49,7 +49,24 @@ def parser() -> argparse.ArgumentParser:
                         "(trl and dataset take pairs; `rlhf export` writes every kind)")
     p.add_argument("--per-annotator", action="store_true",
                    help="pandalm: one comparison per annotator instead of the majority")
+    p.add_argument("--column", action="append", default=[], metavar="THEIRS=OURS",
+                   help="rename a column as it is read, e.g. --column question=prompt "
+                        "(repeat for each; names read: prompt, chosen, rejected, completion, "
+                        "label, text, messages)")
     return p
+
+
+def column_map(items: list[str]) -> dict[str, str]:
+    """--column THEIRS=OURS items -> {theirs: ours}; a bad item or name is a RecordError."""
+    out = {}
+    for item in items:
+        src, eq, dst = item.partition("=")
+        if not eq or not src or not dst:
+            raise RecordError(f"--column {item!r}: expected THEIRS=OURS, e.g. question=prompt")
+        out[src] = dst
+    for key, why in column_errors(out):
+        raise RecordError(f"--column {key}: {why}")
+    return out
 
 
 def cli(argv: list[str]) -> int:
@@ -64,10 +81,11 @@ def cli(argv: list[str]) -> int:
 
 def read(a: argparse.Namespace) -> tuple[str, list]:
     """(format, records) of the input; a store's damaged lines reported, one line each."""
-    fmt = a.format or detect_format(a.file, a.split)
+    columns = column_map(a.column)
+    fmt = a.format or detect_format(a.file, a.split, columns)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StoreWarning)
-        records = read_records(a.file, fmt, a.split, a.per_annotator)
+        records = read_records(a.file, fmt, a.split, a.per_annotator, columns)
     for w in caught:
         if issubclass(w.category, StoreWarning):
             print(f"{PROG}: skipped malformed line: {w.message}", file=sys.stderr)

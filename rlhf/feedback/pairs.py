@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from rlhf.config import RuntimeConfig, config_from_args, config_parser
+from rlhf.feedback.chat import KEY as CHAT
 from rlhf.feedback.config import PairsConfig
 from rlhf.feedback.datafiles import check_out_file
 from rlhf.feedback.items import Item
@@ -37,8 +38,9 @@ from rlhf.harness.progress import Progress
 from rlhf.harness.runtime import setup
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.folders import load_model
+from rlhf.lm.generation import fit_prompts
 from rlhf.lm.sampling import sample
-from rlhf.prompts import load_prompts
+from rlhf.prompts import ChatPrompt, load_prompts
 
 
 def ask_counts(n: int, weights: dict[str, float]) -> dict[str, int]:
@@ -107,13 +109,15 @@ def sample_pairs(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
 
 def make_item(prompt: str, ask: str, texts: list[str], sources: list[dict],
               scale: dict | None = None) -> Item:
-    """One queue item asking `ask` about `texts` (2 to compare, K to rank, 1 otherwise)."""
+    """One queue item asking `ask` about `texts` (2 to compare, K to rank, 1 otherwise); a
+    chat prompt's messages kept in `meta["chat"]` (answers copy it: `rlhf.feedback.chat`)."""
+    meta = {CHAT: list(prompt.messages)} if isinstance(prompt, ChatPrompt) else {}
     if ask in ("compare", "rank"):
         return Item(prompt=prompt, a=texts[0], b=texts[1], ask=ask, others=texts[2:],
                     source_a=sources[0], source_b=sources[1], source_others=sources[2:],
-                    group=prompt)
+                    group=prompt, meta=meta)
     return Item(prompt=prompt, a=texts[0], ask=ask, source_a=sources[0], group=prompt,
-                scale=scale if ask == "rate" else None)
+                scale=scale if ask == "rate" else None, meta=meta)
 
 
 def cli(argv: list[str]) -> int:
@@ -146,6 +150,7 @@ def cli(argv: list[str]) -> int:
         model.to(device)
         prompts = load_prompts(cfg.prompts or None, n=cfg.n_prompts or None,
                                column=cfg.prompt_column or None, split=cfg.prompt_split)
+        prompts = fit_prompts(prompts, tok, model.args.max_seq_len, cfg.sampling)
         gen = torch.Generator(device=device).manual_seed(cfg.runtime.seed)
         source = {"model": str(cfg.model), "checkpoint": str(Path(cfg.model).resolve()),
                   "seed": cfg.runtime.seed}

@@ -9,13 +9,19 @@
   whole text is learned, as TRL's SFT learns it (its group is the text's, not the prompt's).
 
 Each text column is standard (a string) or conversational (a list of {"role", "content"}
-messages). A record holds text, so a conversation becomes its turns, "\\n\\nUser: ...
-\\n\\nAssistant: ..." (what `rlhf.feedback.text.turns` reads back); the prompt + completion
-of a conversational row is then the text of the whole conversation. An implicit prompt is the
-shared start of chosen and rejected: their shared leading messages, or for text their longest
-common prefix cut back to a word (as TRL's `extract_prompt`). Preference responses given as
-text are stripped of surrounding whitespace (as the other preference importers do); the other
-types keep text as written (TRL joins prompt + completion as they are).
+messages). A record holds text. A conversational prompt whose responses are each one assistant
+message (or text) is a chat prompt (`rlhf.feedback.chat`): the record's prompt is its
+transcript up to the assistant's turn, "\\n\\nUser: ...\\n\\nAssistant: " (what
+`rlhf.feedback.text.turns` reads back), each response the assistant turn's content, and
+`meta["chat"]` keeps the prompt's messages, so that training renders them with the model's
+chat template as the policy's prompts are. Other conversational columns (several messages as
+a response, a language-modelling conversation) become their turns as text; the prompt +
+completion of a conversational row is then the text of the whole conversation. An implicit
+prompt is the shared start of chosen and rejected: their shared leading messages, or for text
+their longest common prefix cut back to a word (as TRL's `extract_prompt`). Preference
+responses (text or content) are stripped of surrounding whitespace (as the other preference
+importers do); the other types keep text as written (TRL joins prompt + completion as they
+are).
 
 `standard(kind, row)` is the row as its record says it: standard columns only, explicit
 prompt, texts as the record holds them. What that cannot give back (messages, an implicit
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 
+from rlhf.feedback.chat import KEY, is_chat, reply, transcript, turns_text
 from rlhf.feedback.records import THUMBS, Comparison, Correction, Rating, RecordError
 
 KINDS = ("preference", "unpaired", "prompt-completion", "lm")
@@ -74,7 +81,7 @@ def as_text(x, key: str = "") -> str:
     if isinstance(x, str):
         return x
     if is_conversation(x):
-        return "".join(f"\n\n{(m.get('role') or 'user').capitalize()}: {m['content']}" for m in x)
+        return turns_text(x)
     where = f"{key}: " if key else ""
     raise RecordError(f"{where}expected text or a list of messages ({{role, content}}), got "
                       f"{type(x).__name__}")
@@ -102,38 +109,69 @@ def shared_turns(a: list, b: list) -> int:
     return n
 
 
-def preference(row: dict) -> dict:
-    """A preference row -> {"prompt", "chosen", "rejected"} as text (see the module doc)."""
+def sides(row: dict) -> tuple:
+    """(prompt, chosen, rejected) of a preference row as given; an implicit prompt split off:
+    the conversations' shared leading messages, or the texts' common prefix."""
     chosen, rejected = row["chosen"], row["rejected"]
     if "prompt" in row:
-        prompt = as_text(row["prompt"], "prompt")
-    elif is_conversation(chosen) and is_conversation(rejected):
+        return row["prompt"], chosen, rejected
+    if is_conversation(chosen) and is_conversation(rejected):
         n = shared_turns(chosen, rejected)
-        prompt, chosen, rejected = as_text(chosen[:n]), chosen[n:], rejected[n:]
+        return chosen[:n], chosen[n:], rejected[n:]
+    c, r = as_text(chosen, "chosen"), as_text(rejected, "rejected")
+    prompt = common_prefix(c, r)
+    return prompt, c[len(prompt):], r[len(prompt):]
+
+
+def chat_prompt(prompt, responses) -> list | None:
+    """The prompt's messages when the row is a chat exchange (the prompt chat messages, each
+    response one assistant message or text: `rlhf.feedback.chat`); else None."""
+    return prompt if is_chat(prompt) and all(reply(x) is not None for x in responses) else None
+
+
+def chat_messages(kind: str, row: dict) -> list | None:
+    """The prompt messages of a row of type `kind` that is a chat exchange, else None."""
+    if kind == "preference":
+        prompt, *responses = sides(row)
+    elif kind in ("unpaired", "prompt-completion"):
+        prompt, responses = row["prompt"], [row["completion"]]
     else:
-        c, r = as_text(chosen, "chosen"), as_text(rejected, "rejected")
-        prompt = common_prefix(c, r)
-        chosen, rejected = c[len(prompt):], r[len(prompt):]
-    out = {"prompt": prompt}
+        return None
+    return chat_prompt(prompt, responses)
+
+
+def preference(row: dict) -> dict:
+    """A preference row -> {"prompt", "chosen", "rejected"} as text (see the module doc)."""
+    prompt, chosen, rejected = sides(row)
+    if chat_prompt(prompt, (chosen, rejected)) is not None:
+        prompt, chosen, rejected = transcript(prompt), reply(chosen), reply(rejected)
+    out = {"prompt": as_text(prompt, "prompt")}
     for key, value in (("chosen", chosen), ("rejected", rejected)):
         out[key] = value.strip() if isinstance(value, str) else as_text(value, key)
     return out
+
+
+def _prompt_and(row: dict, key: str) -> tuple[str, str]:
+    """(prompt, row[key]) as text: a chat exchange's transcript and the assistant's content."""
+    prompt, completion = row["prompt"], row[key]
+    if chat_prompt(prompt, (completion,)) is not None:
+        prompt, completion = transcript(prompt), reply(completion)
+    return as_text(prompt, "prompt"), as_text(completion, key)
 
 
 def unpaired(row: dict) -> dict:
     label = row["label"]
     if not isinstance(label, bool):
         raise RecordError(f"label: expected true or false, got {label!r}")
-    return {"prompt": as_text(row["prompt"], "prompt"),
-            "completion": as_text(row["completion"], "completion"), "label": label}
+    prompt, completion = _prompt_and(row, "completion")
+    return {"prompt": prompt, "completion": completion, "label": label}
 
 
 def prompt_completion(row: dict) -> dict:
-    out = {"prompt": as_text(row["prompt"], "prompt"),
-           "completion": as_text(row["completion"], "completion")}
-    if not out["completion"].strip():
+    prompt, completion = _prompt_and(row, "completion")
+    if not completion.strip():
         raise RecordError("completion: empty (a demonstration needs text)")
-    return out
+    return {"prompt": prompt, "completion": completion}
 
 
 def language_modelling(row: dict) -> dict:
@@ -166,6 +204,9 @@ def record(kind: str, row: dict, index: int, name: str = "trl"):
     meta = {"dataset": name, "index": index}
     if list(std.items()) != list(row.items()):  # (column order too)
         meta["trl"] = {"type": kind, "row": row}
+    chat = chat_messages(kind, row)
+    if chat is not None:  # the prompt's messages, for the chat template (rlhf.feedback.chat)
+        meta[KEY] = [dict(m) for m in chat]
     if kind == "lm":
         prompt, group = "", group_id(name, std["text"])
     else:

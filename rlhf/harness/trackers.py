@@ -16,6 +16,8 @@ Where each writes, by default inside the run folder:
   config. Each start of a process is a new W&B run.
 - mlflow: `MLFLOW_TRACKING_URI`, else the SQLite store `RUN/mlflow.db`; the experiment
   `MLFLOW_EXPERIMENT_NAME` (default "rlhf"); each start of a process is a new MLflow run.
+  A folder store (`MLFLOW_TRACKING_URI=file:///.../mlruns`) is MLflow's own choice to allow:
+  MLflow 3 refuses it unless `MLFLOW_ALLOW_FILE_STORE=true` (the hint says so).
 
 Each library is imported only when chosen; `rlhf.config.RuntimeConfig.check` has already said
 in one line which one is missing. A tracker that cannot start is one `UserError` line.
@@ -143,7 +145,8 @@ def flat(d: dict, prefix: str = "") -> dict:
 KINDS = {"tensorboard": TensorBoard, "wandb": WandB, "mlflow": MLflow}
 """`runtime.report_to` names -> tracker classes."""
 HINTS = {"wandb": " (no login: WANDB_MODE=offline)", "mlflow": " (another store: "
-         "MLFLOW_TRACKING_URI)"}
+         "MLFLOW_TRACKING_URI; a folder store such as file:./mlruns also needs "
+         "MLFLOW_ALLOW_FILE_STORE=true)"}
 """What to try when a tracker cannot start, said after the library's message."""
 
 

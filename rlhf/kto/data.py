@@ -7,6 +7,9 @@ reference point.
 Tokens: prompt + completion are tokenised as one text (as the pair stages do); the completion
 starts where the prompt's own tokens and the whole text's first differ (TRL's
 `common_prefix_length` rule: a token merging across the boundary belongs to the completion).
+A chat prompt on a tokenizer with a chat template (`rlhf.preferences.tokens.chat_ids`, as for
+the pair stages): context = the messages rendered with the generation prompt (the ids the
+policy is sampled from, its BOS the template's), completion = the completion's own ids + EOS.
 Truncation (longer than `max_len`): the prompt loses its start first, then the completion;
 BOS and the completion's end (EOS included) are always kept, and one context token at least.
 
@@ -28,7 +31,7 @@ from rlhf.config import ConfigError
 from rlhf.feedback.derive import UnpairedRow, training_data
 from rlhf.lm.logprobs import token_logprobs
 from rlhf.preferences.data import read_feedback, split_by_group
-from rlhf.preferences.tokens import bos_ids
+from rlhf.preferences.tokens import bos_ids, chat_ids
 
 
 def unpaired_rows(records, origins) -> list[UnpairedRow]:
@@ -58,12 +61,18 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 def encode_row(tok, prompt: str, completion: str, max_len: int
                ) -> tuple[list[int], list[int], bool]:
     """(context ids, completion ids, truncated) by the module's rule: context = [BOS] + the
-    prompt's tokens, completion = the rest of ids(prompt + completion) + [EOS]."""
-    bos = bos_ids(tok)
-    p = tok.encode(prompt, bos=False)
-    whole = tok.encode(prompt + completion, bos=False)
-    cut = common_prefix(p, whole)
-    ctx, comp = bos + whole[:cut], whole[cut:] + [tok.eos_id]
+    prompt's tokens, completion = the rest of ids(prompt + completion) + [EOS]; a chat prompt:
+    `chat_ids`."""
+    chat = chat_ids(tok, prompt, completion)
+    if chat is not None:
+        ctx, comp = chat
+        bos = ctx[:1] if ctx[:1] == bos_ids(tok) else []
+    else:
+        bos = bos_ids(tok)
+        p = tok.encode(prompt, bos=False)
+        whole = tok.encode(prompt + completion, bos=False)
+        cut = common_prefix(p, whole)
+        ctx, comp = bos + whole[:cut], whole[cut:] + [tok.eos_id]
     if not ctx:  # no BOS and an empty prompt: the first token is context
         ctx, comp = comp[:1], comp[1:] or [tok.eos_id]
     truncated = len(ctx) + len(comp) > max_len
@@ -98,7 +107,7 @@ def encode_rows(rows: list[UnpairedRow], tok, max_len: int) -> EncodedRows:
 def split_rows(d, seed: int) -> tuple[list[UnpairedRow], list[UnpairedRow]]:
     """The (train, validation) rows of data section `d` (`KTODataConfig`), split by prompt
     with `seed`."""
-    rows = unpaired_rows(read_feedback(d.paths), d.origins)
+    rows = unpaired_rows(read_feedback(d.paths, d.split, d.columns), d.origins)
     if d.max_rows:
         rows = rows[:d.max_rows]
     if not rows:

@@ -36,7 +36,10 @@ from rlhf.harness.run import Handover, accumulated_step, accumulation, stage_cli
 from rlhf.harness.runtime import autocast
 from rlhf.kto.config import KTOTrainConfig
 from rlhf.kto.data import completion_logprobs, mismatched, prepare_rows
-from rlhf.lm.folders import load_model, save_model
+from rlhf.lm.cards import held_out, set_metrics
+from rlhf.lm.folders import adapter_base, load_model, save_adapter_folder, save_model
+from rlhf.lm.lora import checkpointed, has_lora, shared_reference, with_lora
+from rlhf.lm.memory import apply_memory
 from rlhf.preferences.data import PairBatches
 from rlhf.preferences.losses import kto_loss
 
@@ -104,12 +107,16 @@ def train(cfg: KTOTrainConfig, hand: Handover | None = None) -> dict:
         train_d, val_d = prepare_rows(cfg, tok)
         total = cfg.train.max_steps or max(1, math.ceil(
             cfg.train.epochs * (len(train_d) // cfg.train.batch_size)))
-        ref = hand.reference or load_model(cfg.model.reference or cfg.model.init)[0]  # 3.
+        policy = with_lora(policy, cfg.model.lora)  # 3. LoRA: adapters, frozen base; then the
+        ref = (hand.reference or shared_reference(policy, cfg.model.reference)  # base is ref
+               or load_model(cfg.model.reference or cfg.model.init)[0])
+        apply_memory(ref.requires_grad_(False), cfg.model)  # bf16 when model.dtype says
+        apply_memory(policy, cfg.model)  # checkpointing; frozen weights in bf16
         ref.to(run.device).eval().requires_grad_(False)
         policy.to(run.device).train()  # 4. policy, optimiser, resume
         model = dist.wrap(policy, run.info, cfg.runtime.parallel)
         opt = make_optimizer(policy, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
-        run.resume({"policy": policy}, {"opt": opt})
+        run.resume({"policy": checkpointed(policy)}, {"opt": opt})  # LoRA: the adapters
         n_d = int(train_d.label.sum())
         lo = cfg.loss
         run.log.write(event="data", step=run.step, train_rows=len(train_d),
@@ -137,7 +144,8 @@ def train(cfg: KTOTrainConfig, hand: Handover | None = None) -> dict:
 
 def finish(cfg, policy, tok, train_d, val_d, run, total) -> dict:
     """(6) The policy folder with kto.json (`run.writes` ranks), the summary."""
-    reference = str(Path(cfg.model.reference or cfg.model.init).resolve())
+    reference = str(Path(cfg.model.reference or (adapter_base(cfg.model.init) if has_lora(
+        policy) else cfg.model.init)).resolve())  # LoRA: the base, adapters off
     meta = {"reference": reference, "beta": cfg.loss.beta, "loss": "kto",
             "desirable_weight": cfg.loss.desirable_weight,
             "undesirable_weight": cfg.loss.undesirable_weight, "max_len": cfg.data.max_len,
@@ -150,7 +158,13 @@ def finish(cfg, policy, tok, train_d, val_d, run, total) -> dict:
     if run.writes:
         policy.eval()
         save_model(policy, tok, run.out / "policy", extra_json={META_FILE: meta},
-                   write=run.info.is_main)
+                   write=run.info.is_main, card={"base_model": cfg.model.init,
+                                                 "data": list(cfg.data.paths)})  # LoRA: merged
+        set_metrics(run.out / "policy", held_out(run.log.path), write=run.info.is_main)
+        if has_lora(policy):
+            summary["adapter"] = str(save_adapter_folder(
+                policy, tok, run.out / "adapter", cfg.model.init, {META_FILE: meta},
+                write=run.info.is_main))
     return summary
 
 

@@ -19,11 +19,13 @@ one line each with backticks and newlines taken out, so a data path cannot break
 `card_from_meta` reads the fields from the JSON a trainer already writes beside the weights
 (`base_model` / `init`, `data`, `metrics`; the rest as settings);
 `set_metrics` fills in the held-out metrics of a card already written (a trainer measures
-them after it saves).
+them after it saves; the loop adds its round's evaluation to the round's policy with
+`keep`); `held_out` reads them from a run's metrics.jsonl (the last validation's `val_*`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -104,16 +106,53 @@ def render_card(card: dict) -> str:
 METRICS_HEAD = "## Held-out metrics\n\n"
 
 
-def set_metrics(folder: str | Path, metrics: dict) -> Path:
+def set_metrics(folder: str | Path, metrics: dict | None, write: bool = True,
+                keep: bool = False) -> Path | None:
     """Replace the held-out metrics table of `folder`/README.md (written by `render_card`)
-    with `metrics` (name: value; None values left out)."""
+    with `metrics` (name: value; numbers, text, booleans and short lists of numbers such as
+    a 95% interval; None, other lists and dicts left out), or with `keep` add them to the
+    rows already there. Nothing where `write` is false
+    (the ranks that do not write) or the folder has no card (written before cards)."""
     path = Path(folder) / CARD_FILE
+    if not write or not path.is_file() or METRICS_HEAD not in path.read_text():
+        return None
     text = path.read_text()
     start = text.index(METRICS_HEAD) + len(METRICS_HEAD)
     end = text.find("\n## ", start)
-    table = "\n".join(_table({k: v for k, v in metrics.items() if v is not None}))
+    rows = _rows(text[start:end if end >= 0 else len(text)]) if keep else {}
+    rows.update({k: v for k, v in (metrics or {}).items() if isinstance(v, (
+        int, float, str, bool)) or (isinstance(v, list) and len(v) <= 4 and all(
+            isinstance(x, (int, float)) for x in v))})
+    table = "\n".join(_table(rows))
     write_atomic(path, text[:start] + table + (text[end:] if end >= 0 else "\n"))
     return path
+
+
+def _rows(table: str) -> dict:
+    """The rows of a table `_table` wrote -> {key: value text}."""
+    out = {}
+    for line in table.splitlines()[2:]:
+        parts = line.split(" | ")
+        if len(parts) == 2 and line.startswith("| ") and line.endswith("` |"):
+            out[parts[0][2:]] = parts[1][1:-3]
+    return out
+
+
+def held_out(metrics_log: str | Path, prefix: str = "val_") -> dict:
+    """The `prefix` figures of the last row of a metrics.jsonl that has any: a stage's
+    validation at its last step, i.e. of the weights it saved. {} when there is none."""
+    path = Path(metrics_log)
+    rows = path.read_text().splitlines() if path.is_file() else []
+    for line in reversed(rows):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # (a line cut by a crash)
+        found = {k: v for k, v in row.items() if k.startswith(prefix)} if isinstance(
+            row, dict) else {}
+        if found:
+            return found
+    return {}
 
 
 def write_card(folder: str | Path, card: dict) -> Path:

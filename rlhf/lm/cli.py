@@ -12,7 +12,7 @@ from rlhf.config import config_from_args, config_parser
 from rlhf.harness.runtime import setup
 from rlhf.lm.config import GenerateConfig, SamplingConfig
 from rlhf.lm.folders import load_model
-from rlhf.lm.generation import generate
+from rlhf.lm.generation import fit_prompts, generate
 from rlhf.prompts import load_prompts
 
 
@@ -48,6 +48,7 @@ def cli(argv: list[str]) -> int:
     device = setup(cfg.runtime)
     model, tok = load_model(cfg.model, cfg.backend)
     model.to(device)
+    cfg.prompts = fit_prompts(cfg.prompts, tok, model.args.max_seq_len, cfg.sampling)
     ids = [tok.encode(p) for p in cfg.prompts for _ in range(cfg.n)]
     gen_rng = torch.Generator(device=device).manual_seed(cfg.runtime.seed)
     t0 = time.time()

@@ -6,6 +6,11 @@ Model folders:
   `rlhf.lm.hf_config` lists (Llama, Mistral, Qwen2, Qwen3, GPT-2, GPT-NeoX), loaded strictly.
   `save_model` writes this format (with `generation_config.json`), so a trained policy loads in
   `transformers` with the same logits and token ids.
+- peft LoRA adapter: `adapter_config.json` + `adapter_model.safetensors` (`rlhf.lm.lora`), on
+  the base model its config names (`base_model_name_or_path`: a folder, absolute or relative
+  to the working directory or to the adapter folder, or a Hub name). Loaded as the base with
+  its adapters (`load_adapter_folder`); `save_adapter_folder` writes one. `save_model` of a
+  LoRA model writes the merged weights (W + (alpha / r) B A): a plain folder.
 
 Written folders are moved into place atomically (`rlhf.harness.state.replace_dir`).
 """
@@ -27,6 +32,18 @@ from rlhf.lm.cards import card_from_meta, render_card
 from rlhf.lm.hf_backend import HFBackend, load_transformers
 from rlhf.lm.hf_config import ModelConfigError, args_from_hf_config, hf_config
 from rlhf.lm.hf_weights import load_weights, to_hf_state_dict
+from rlhf.lm.lora import (
+    adapter_config,
+    adapter_state_dict,
+    adapters_off,
+    apply_lora,
+    has_lora,
+    is_adapter_folder,
+    load_adapter,
+    merged_state_dict,
+    read_adapter_config,
+    save_adapter,
+)
 from rlhf.lm.model import ModelArgs, Transformer
 from rlhf.lm.tokenizer import HFTokenizer, Llama2cTokenizer, llama2c_to_tokenizer_json
 
@@ -160,18 +177,24 @@ def load_model(path: str | Path, backend: str = "native"):
     p = Path(path)
     if backend not in BACKENDS:
         raise ModelConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "transformers" and is_adapter_folder(p):
+        raise ModelConfigError(f"{p}: a LoRA adapter folder is read by the native backend only "
+                               "(backend: native), or merge it first")
     if backend == "transformers":
         if not p.is_dir() and "/" in str(path) and not str(path).startswith((".", "/")):
             p = _from_hub(str(path))
         return load_transformers(p), HFTokenizer(p)
     if p.is_dir() and (p / "config.json").is_file():
         return load_hf(p)
+    if p.is_dir() and is_adapter_folder(p):
+        return load_adapter_folder(p)
     if p.is_file() or (p.is_dir() and any(p.glob("tok*.bin"))):
         return load_llama2c(p)
     if not p.exists() and "/" in str(path) and not str(path).startswith((".", "/")):
         return load_hf(p)  # "org/name": the Hub, where available
     raise FileNotFoundError(f"{p}: not a model folder (expected config.json + *.safetensors, "
-                            f"or a llama2.c *.bin + tok*.bin). {SHARED_HINT}")
+                            f"a llama2.c *.bin + tok*.bin, or a LoRA adapter_config.json + "
+                            f"adapter_model.safetensors). {SHARED_HINT}")
 
 
 def write_generation_config(tokenizer, folder: Path) -> None:
@@ -262,11 +285,14 @@ def save_model(model: Transformer, tokenizer, folder: str | Path,
     `extra_tensors` go into model.safetensors beside the weights (e.g. a reward head);
     `extra_json` maps file names to dicts written beside them (e.g. reward statistics).
     An FSDP-sharded model is gathered first: every rank calls this, rank 0 with `write`.
+    A model with LoRA adapters is written merged (`rlhf.lm.lora.merged_state_dict`; under
+    `adapters_off`: its base).
     """
     folder = Path(folder)
     if isinstance(model, HFBackend):
         return _save_transformers(model, tokenizer, folder, extra_json, write, card)
-    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd = merged_state_dict(model) if has_lora(model) else model.state_dict()  # W + s B A
+    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in sd.items()}
     tensors = to_hf_state_dict(model, sd)
     tensors.update({k: full_tensor(v).detach().cpu().contiguous()
                     for k, v in (extra_tensors or {}).items()})
@@ -283,3 +309,88 @@ def save_model(model: Transformer, tokenizer, folder: str | Path,
         cfg, extra_json, card, sum(v.numel() for v in tensors.values()))))
     replace_dir(tmp, folder)
     return folder
+
+
+# ----------------------------------------------------------------------------- LoRA adapters
+
+
+def base_path(base: str, folder: Path) -> Path:
+    """Where an adapter's base_model_name_or_path points: a path as given (absolute, or
+    relative to the working directory), else relative to the adapter folder, else the name
+    itself (a Hub name, fetched where huggingface_hub is)."""
+    p = Path(base)
+    if p.exists() or p.is_absolute():
+        return p
+    return folder / p if (folder / p).exists() else p
+
+
+def load_adapter_folder(folder: str | Path) -> tuple[Transformer, object]:
+    """A peft LoRA adapter folder -> (its base model with the adapters on, in eval mode;
+    the tokenizer: the folder's own tokenizer.json where it has one, else the base's)."""
+    folder = Path(folder)
+    cfg, base = read_adapter_config(folder)
+    where = base_path(base, folder)
+    if (where / "adapter_config.json").is_file() and not (where / "config.json").is_file():
+        raise ModelConfigError(f"{folder}: its base {base} is itself an adapter folder; "
+                               "merge that one first")
+    model, tok = load_model(where)
+    apply_lora(model, cfg)
+    load_adapter(model, folder)
+    if (folder / "tokenizer.json").is_file():
+        tok = HFTokenizer(folder)
+        check_special_ids(tok, model.args.vocab_size, str(folder / "tokenizer.json"))
+    return model.eval(), tok
+
+
+def adapter_base(init: str) -> str:
+    """The base model of an adapter trained from `init`: init's own base when init is an
+    adapter folder (its training continued), else init itself."""
+    if is_adapter_folder(init) and not (Path(init) / "config.json").is_file():
+        base = read_adapter_config(init)[1]
+        return str(base_path(base, Path(init)))
+    return init
+
+
+def save_adapter_folder(model: Transformer, tokenizer, folder: str | Path, init: str,
+                        extra_json: dict[str, dict] | None = None, write: bool = True) -> Path:
+    """The adapters of a LoRA model as a peft adapter folder, atomically: adapter_config.json
+    (base_model_name_or_path: the absolute path of the base folder, or its Hub name),
+    adapter_model.safetensors, the tokenizer, `extra_json` and a model card. A base that is
+    not a Hugging Face folder (a llama2.c checkpoint) is written beside as `base/` (the
+    adapters off), so peft and transformers can load it."""
+    folder = Path(folder)
+    base = adapter_base(init)
+    p = Path(base)
+    if p.is_dir() and (p / "config.json").is_file():
+        base = str(p.resolve())
+    elif p.exists():  # llama2.c: transformers cannot read it; write the base beside
+        with adapters_off(model):
+            save_model(model, tokenizer, folder.parent / "base", write=write, card={
+                "title": "base model (converted)", "base_model": str(p.resolve())})
+        base = str((folder.parent / "base").resolve())
+    if not write:
+        return folder
+    tmp = staging_dir(folder)
+    save_adapter(model, tmp, base)
+    write_tokenizer(tokenizer, tmp)
+    write_json_files(tmp, extra_json)
+    cfg = adapter_config(model, base)
+    card = {"title": "LoRA adapter", "base_model": base, "method": "LoRA (Hu et al. 2021), "
+            "peft's adapter format", "settings": {k: cfg[k] for k in (
+                "r", "lora_alpha", "lora_dropout", "target_modules")},
+            "model": {"adapter parameters": sum(
+                t.numel() for t in adapter_state_dict(model).values())},
+            "usage": ADAPTER_USAGE}
+    (tmp / "README.md").write_text(render_card(policy_card({}, extra_json, card, 0)))
+    replace_dir(tmp, folder)
+    return folder
+
+
+ADAPTER_USAGE = """```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained(base_model_name_or_path)  # adapter_config.json's
+model = PeftModel.from_pretrained(base, folder)
+tok = AutoTokenizer.from_pretrained(folder)
+```"""

@@ -3,14 +3,21 @@
 Prompts of different lengths are left-padded to a common width P, so every row writes its
 next key/value into the same cache column; rotary positions count real tokens only, so a
 prompt's continuation does not depend on how much padding it received.
+
+Prompts too long for the context (more than max_seq_len - max_new_tokens tokens) follow
+`sampling.prompt_truncation`: 'left' keeps their last tokens (after BOS, which stays first:
+`keep_tail`, as TRL's keep_end truncation), 'drop' leaves them out where the prompts are read
+(`fit_prompts`, with a count on stderr), 'error' stops with one line naming the prompt.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
 
+from rlhf.config import UserError
 from rlhf.lm.config import SamplingConfig
 from rlhf.lm.logprobs import logprob_of
 from rlhf.lm.model import Transformer
@@ -26,6 +33,7 @@ class Generation:
     response_mask: torch.Tensor  # (B, N) 1 for response tokens, up to and including EOS
     logprobs: torch.Tensor  # (B, N) log p(token) under logits / temperature (0 on padding)
     ended: torch.Tensor  # (B,) True where the response ended with EOS (or BOS) in time
+    truncated: int = 0  # prompts that kept only their last tokens (prompt_truncation 'left')
 
     @property
     def responses(self) -> torch.Tensor:
@@ -35,6 +43,64 @@ class Generation:
         """Each response's real token ids (EOS included)."""
         lengths = self.response_mask.sum(1).tolist()
         return [r[:n] for r, n in zip(self.responses.tolist(), lengths)]
+
+
+class PromptTooLong(UserError, ValueError):
+    """A prompt longer than the context leaves room for (`sampling.prompt_truncation`)."""
+
+
+def prompt_room(max_seq_len: int, cfg: SamplingConfig) -> int:
+    """The most prompt tokens that fit before max_new_tokens new ones; none left is a
+    PromptTooLong naming sampling.max_new_tokens."""
+    room = max_seq_len - cfg.max_new_tokens
+    if room < 1:
+        raise PromptTooLong(f"sampling.max_new_tokens: {cfg.max_new_tokens} leaves no room for "
+                            f"a prompt in the model's max_seq_len {max_seq_len}")
+    return room
+
+
+def keep_tail(ids: list[int], room: int, bos_id: int | None = None) -> list[int]:
+    """`ids` cut to its last `room` tokens; a leading BOS stays first (BOS + the last
+    room - 1 tokens): the left truncation of a prompt, as TRL's truncation_mode keep_end."""
+    if len(ids) <= room:
+        return ids
+    if bos_id is not None and ids and ids[0] == bos_id and room > 1:
+        return ids[:1] + ids[len(ids) - room + 1:]
+    return ids[len(ids) - room:]
+
+
+def too_long(index: int, n_tokens: int, room: int, cfg: SamplingConfig,
+             max_seq_len: int) -> PromptTooLong:
+    """The one line for prompt `index` (0-based) of `n_tokens` tokens that does not fit."""
+    return PromptTooLong(
+        f"prompt {index + 1} has {n_tokens} tokens, and max_new_tokens {cfg.max_new_tokens} "
+        f"leaves room for {room} in the model's max_seq_len {max_seq_len}: set "
+        "sampling.prompt_truncation to left (keep its last tokens) or drop (leave it out), "
+        "or lower sampling.max_new_tokens")
+
+
+def fit_prompts(prompts: list, tok, max_seq_len: int, cfg: SamplingConfig,
+                what: str = "prompts") -> list:
+    """Apply `cfg.prompt_truncation` to text prompts where they are read, with one stderr line
+    counting those too long (tokens as sampling makes them: `tok.encode(p, bos=True)`):
+    'left' keeps them all (`generate` cuts them), 'drop' leaves them out, 'error' raises
+    PromptTooLong for the first. No prompt too long: the prompts as they are, no line."""
+    room = prompt_room(max_seq_len, cfg)
+    lengths = [len(tok.encode(p, bos=True)) for p in prompts]
+    long = [i for i, n in enumerate(lengths) if n > room]
+    if not long:
+        return prompts
+    mode = cfg.prompt_truncation
+    if mode == "error":
+        raise too_long(long[0], lengths[long[0]], room, cfg, max_seq_len)
+    done = "keep their last tokens" if mode == "left" else "left out"
+    print(f"note: {len(long)} of {len(prompts)} {what} are longer than the {room} tokens the "
+          f"context leaves (max_seq_len {max_seq_len} - max_new_tokens {cfg.max_new_tokens})"
+          f": {done} (sampling.prompt_truncation={mode})", file=sys.stderr)
+    if mode == "drop":
+        skip = set(long)
+        return [p for i, p in enumerate(prompts) if i not in skip]
+    return prompts
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -110,12 +176,14 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    room = prompt_room(model.args.max_seq_len, cfg)
+    long = [i for i, p in enumerate(prompts) if len(p) > room]
+    if long and cfg.prompt_truncation != "left":  # 'drop' is done where prompts are read
+        raise too_long(long[0], len(prompts[long[0]]), room, cfg, model.args.max_seq_len)
+    prompts = [keep_tail(p, room, bos_id) for p in prompts]
     prompt_tokens, prompt_mask = left_pad(prompts, pad_id, device)
     B, P = prompt_tokens.shape
     N = cfg.max_new_tokens
-    if P + N > model.args.max_seq_len:
-        raise ValueError(f"prompt width {P} + max_new_tokens {N} exceeds the model's "
-                         f"max_seq_len {model.args.max_seq_len}")
     tokens = torch.cat([prompt_tokens, torch.full((B, N), pad_id, device=device)], 1)
     key_mask = torch.cat([prompt_mask, torch.zeros((B, N), dtype=torch.long, device=device)], 1)
     logprobs = torch.zeros((B, N), device=device)
@@ -148,4 +216,4 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
         positions = positions + 1
     response_mask = key_mask[:, P:]
     return Generation(tokens=tokens, mask=key_mask, prompt_width=P, response_mask=response_mask,
-                      logprobs=logprobs, ended=ended)
+                      logprobs=logprobs, ended=ended, truncated=len(long))

@@ -1,8 +1,10 @@
 """Hugging Face `config.json` <-> `ModelArgs`, strictly.
 
 Every key is either understood (implemented, or known not to change the computation: ids,
-dropout rates, bookkeeping) or the load is refused with one line naming the file and the
-key. Values are type- and range-checked before anything is allocated (`ModelConfigError`).
+dropout rates, bookkeeping, generation defaults that older transformers versions wrote into
+config.json, and keys that transformers' class for the family does not read, `IGNORED`) or
+the load is refused with one line naming the file and the key. Values are type- and
+range-checked before anything is allocated (`ModelConfigError`).
 Families: llama, mistral, qwen2, qwen3 (options of `rlhf.lm.model`), gpt2, gpt_neox.
 Others (Gemma, Phi-3, OLMo-2, ...) are refused by `model_type`, saying why.
 """
@@ -56,7 +58,34 @@ NEUTRAL = {
     # SmolLM2 (nanotron export) flags that transformers does not read either: its Llama
     # computes rotate-half rotary on these weights whatever they say.
     "is_llama_config", "rope_interleaved",
+    # bookkeeping of older transformers versions (popped or unused by today's)
+    "_commit_hash", "_num_labels", "gradient_checkpointing", "output_past", "tf_legacy_loss",
+    "xla_device", "attn_implementation", "_attn_implementation",
+    # generation defaults that transformers 4.x wrote into config.json; transformers pops
+    # them (GenerationConfig._get_default_generation_params) and the forward never reads them
+    "assistant_confidence_threshold", "assistant_lookbehind", "bad_words_ids",
+    "begin_suppress_tokens", "diversity_penalty", "do_sample", "early_stopping",
+    "encoder_no_repeat_ngram_size", "encoder_repetition_penalty", "epsilon_cutoff",
+    "eta_cutoff", "exponential_decay_length_penalty", "forced_bos_token_id",
+    "forced_eos_token_id", "length_penalty", "max_length", "min_length",
+    "no_repeat_ngram_size", "num_assistant_tokens", "num_assistant_tokens_schedule",
+    "num_beam_groups", "num_beams", "num_return_sequences", "output_scores",
+    "remove_invalid_values", "repetition_penalty", "return_dict_in_generate",
+    "suppress_tokens", "target_lookbehind", "temperature", "top_k", "top_p", "typical_p",
 }
+IGNORED = {
+    "gpt2": {"num_key_value_heads"},
+    "gpt_neox": {"num_key_value_heads"},
+    "mistral": {"attention_bias", "mlp_bias"},
+    "qwen2": {"attention_bias", "mlp_bias"},
+    "qwen3": {"mlp_bias"},
+    "llama": {"sliding_window"},
+}
+"""Keys another family's class reads that transformers' class for this `model_type` does not
+(it keeps them as plain attributes): its computation is the same whatever they say (GPT-2
+and GPT-NeoX attend with every head, Mistral has no biases, Qwen2 always q/k/v biases and
+no others, Llama attends to the whole context), and so is the native one. A weight that
+such a key would need (a bias) is not part of the family: the weight loader refuses it."""
 # Keys read, per family (besides NEUTRAL).
 READ = {
     "llama": {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -126,7 +155,7 @@ def args_from_hf_config(cfg: dict, where: str) -> ModelArgs:
     if family not in READ:
         raise ModelConfigError(f"{where}: model_type {mt!r} is not supported; {HINT}")
     for key in cfg:
-        if key not in NEUTRAL and key not in READ[family]:
+        if key not in NEUTRAL and key not in READ[family] | IGNORED.get(mt, set()):
             raise ModelConfigError(f"{where}: {key}: not understood by the native {mt} model "
                                    f"(it may change the computation); remove it if it does "
                                    f"not, or {HINT}")
@@ -176,15 +205,12 @@ def _llama(r: Reader, mt: str) -> ModelArgs:
         head_dim = dim // heads
     else:
         head_dim = r.int("head_dim", high=1 << 16)
-    for key, only in (("attention_bias", ("llama", "qwen3")), ("mlp_bias", ("llama",)),
-                      ("sliding_window", ("mistral", "qwen2", "qwen3"))):
-        if r.cfg.get(key) and mt not in only:
-            r.fail(key, f"not part of the {mt} architecture; {HINT}")
     theta, scaling, partial = _rope(r, 10000.0)
     if partial != 1.0:
         r.fail("partial_rotary_factor", f"{mt} rotates whole heads; {partial} is not supported")
-    window = r.cfg.get("sliding_window") if mt == "mistral" else _qwen_window(r)
-    attn_bias = r.bool("attention_bias", False)
+    window = (r.cfg.get("sliding_window") if mt == "mistral" else
+              _qwen_window(r) if mt in ("qwen2", "qwen3") else None)  # (llama: full context)
+    attn_bias = r.bool("attention_bias", False) if mt in ("llama", "qwen3") else False
     return ModelArgs(
         dim=dim, hidden_dim=r.int("intermediate_size", high=1 << 22),
         n_layers=r.int("num_hidden_layers", high=1 << 12), n_heads=heads,

@@ -286,3 +286,74 @@ def _check_leftovers(args, files: WeightFiles, used: set, model, where: str) -> 
                                    "from the token embedding")
         raise ModelConfigError(f"{where}: tensor {name} is not used by the native "
                                f"{args.hf_type} model (an unsupported variant?)")
+
+
+# ----------------------------------------------------------------------------- LoRA names
+
+
+@dataclass
+class LoraPart:
+    """One Hugging Face linear layer inside one of ours, for LoRA (`rlhf.lm.lora`): its peft
+    target name (`name`, e.g. q_proj) and module path (`hf`), the rows [start, stop) of our
+    layer's output it makes, and how its LoRA B (rows, r) is reordered into our row order
+    (`to_ours`) and back (`to_theirs`). A (r, in) needs no reordering: inputs keep HF's order."""
+
+    name: str
+    hf: str
+    start: int
+    stop: int
+    to_ours: Callable = lambda b: b
+    to_theirs: Callable = lambda b: b
+
+
+def _llama_lora(a: ModelArgs, i: int) -> dict[str, list[LoraPart]]:
+    p, hp = f"layers.{i}.", f"model.layers.{i}."
+    H, Hkv, D, f = a.n_heads, a.n_kv_heads, a.head_dim, a.hidden_dim
+    perm = rotary_perm(D, a.rotary_dim)
+    inv = torch.argsort(perm)
+
+    def heads(n):  # q or k rows: rotary pairs reordered within each of n heads
+        return {"to_ours": lambda b: _rows(b, n, perm), "to_theirs": lambda b: _rows(b, n, inv)}
+    qkv = [LoraPart("q_proj", hp + "self_attn.q_proj", 0, H * D, **heads(H)),
+           LoraPart("k_proj", hp + "self_attn.k_proj", H * D, (H + Hkv) * D, **heads(Hkv)),
+           LoraPart("v_proj", hp + "self_attn.v_proj", (H + Hkv) * D, (H + 2 * Hkv) * D)]
+    return {p + "attention.wqkv": qkv,
+            p + "attention.wo": [LoraPart("o_proj", hp + "self_attn.o_proj", 0, a.dim)],
+            p + "feed_forward.w13": [LoraPart("gate_proj", hp + "mlp.gate_proj", 0, f),
+                                     LoraPart("up_proj", hp + "mlp.up_proj", f, 2 * f)],
+            p + "feed_forward.w2": [LoraPart("down_proj", hp + "mlp.down_proj", 0, a.dim)]}
+
+
+def _gpt2_lora(a: ModelArgs, i: int) -> dict[str, list[LoraPart]]:
+    p, hp = f"layers.{i}.", f"transformer.h.{i}."
+    qkv = (a.n_heads + 2 * a.n_kv_heads) * a.head_dim
+    return {p + "attention.wqkv": [LoraPart("c_attn", hp + "attn.c_attn", 0, qkv)],
+            p + "attention.wo": [LoraPart("c_proj", hp + "attn.c_proj", 0, a.dim)],
+            p + "feed_forward.w1": [LoraPart("c_fc", hp + "mlp.c_fc", 0, a.hidden_dim)],
+            p + "feed_forward.w2": [LoraPart("c_proj", hp + "mlp.c_proj", 0, a.dim)]}
+
+
+def _neox_lora(a: ModelArgs, i: int) -> dict[str, list[LoraPart]]:
+    p, hp = f"layers.{i}.", f"gpt_neox.layers.{i}."
+    e = _neox_qkv(a, "weight", hp + "attention.query_key_value", p + "attention.wqkv.weight")
+    qkv = LoraPart("query_key_value", hp + "attention.query_key_value", 0,
+                   3 * a.n_heads * a.head_dim,
+                   lambda b: e.load([b]), lambda b: e.save(b)[0])
+    return {p + "attention.wqkv": [qkv],
+            p + "attention.wo": [LoraPart("dense", hp + "attention.dense", 0, a.dim)],
+            p + "feed_forward.w1": [LoraPart("dense_h_to_4h", hp + "mlp.dense_h_to_4h", 0,
+                                             a.hidden_dim)],
+            p + "feed_forward.w2": [LoraPart("dense_4h_to_h", hp + "mlp.dense_4h_to_h", 0,
+                                             a.dim)]}
+
+
+LORA_DEFAULT_TARGETS = {"gpt2": ["c_attn"], "gpt_neox": ["query_key_value"]}
+"""peft's default target modules per family (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES
+_MAPPING); every Llama-family model: q_proj, v_proj."""
+
+
+def lora_parts(a: ModelArgs) -> dict[str, list[LoraPart]]:
+    """Our linear layers (module paths) -> the Hugging Face layers each is made of, for every
+    layer LoRA can target (the output layer is not one: `rlhf.lm.lora`)."""
+    per_layer = {"gpt2": _gpt2_lora, "gpt_neox": _neox_lora}.get(a.family, _llama_lora)
+    return {k: v for i in range(a.n_layers) for k, v in per_layer(a, i).items()}

@@ -69,6 +69,8 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     product is large enough (MIN_MACS) to pay for oneDNN's fixed cost per call."""
     if x.numel() * w.shape[0] >= MIN_MACS and onednn_usable(x, w):
         return _OneDNNLinear.apply(x, w, b)
+    if x.dim() > 2 and not x.is_contiguous():  # F.linear on a strided (B, T, k) view runs a
+        x = x.contiguous()  # batched matmul that saves w expanded B times for backward
     return F.linear(x, w, b)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from rlhf.lm.linear import Linear, linear
 
@@ -260,6 +261,7 @@ class Transformer(nn.Module):
     Other families subclass it, replacing `make_block`, `make_norm` and `embed`."""
 
     rotary = True  # GPT-2 (learned positions) sets False
+    checkpointing = False  # recompute each block in the backward pass (rlhf.lm.memory)
 
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -335,8 +337,10 @@ class Transformer(nn.Module):
             near = positions[:, :, None] - positions[:, None, :] < self.args.sliding_window
             attn_mask = attn_mask & near.unsqueeze(1)  # (B, 1, T, T)
         x = self.embed(tokens, positions)
+        ckpt = self.checkpointing and cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = layer(x, rot, attn_mask, cache, i)
+            x = (checkpoint(layer, x, rot, attn_mask, cache, i, use_reentrant=False) if ckpt
+                 else layer(x, rot, attn_mask, cache, i))
         if cache is not None:
             cache.length += T
         return self.norm(x)

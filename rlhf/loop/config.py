@@ -137,6 +137,34 @@ class EvalConfig:
 
 
 @dataclass
+class LiveConfig:
+    """`mode: async`: rating and training overlap (`rlhf.loop.live`)."""
+
+    ahead: int = 8
+    """Items kept unanswered ahead of the raters: whenever fewer are left to rate, more are
+    sampled from the newest policy."""
+    max_staleness: int = 1
+    """Items sampled from a policy more than this many versions (rounds) older than the
+    newest are retired: kept in the queue file and the store, no longer served."""
+    answers_per_round: int = 0
+    """A round starts training when this many new answers have come in since the previous
+    round's cut (0 = pairs_per_round); it trains on every answer so far."""
+    max_wait_seconds: float = 0.0
+    """... or when this many seconds have passed since the previous cut with at least one new
+    answer (0 = wait for the count)."""
+    poll_seconds: float = 0.25
+    """How often the loop and the sampler look at the store for new answers (seconds)."""
+
+    def check(self) -> None:
+        require(self.ahead >= 1, "ahead", "must be >= 1")
+        require(self.max_staleness >= 0, "max_staleness", "must be >= 0")
+        require(self.answers_per_round >= 0, "answers_per_round", "must be >= 0 (0 = "
+                "pairs_per_round)")
+        require(self.max_wait_seconds >= 0, "max_wait_seconds", "must be >= 0")
+        require(self.poll_seconds > 0, "poll_seconds", "must be > 0")
+
+
+@dataclass
 class LoopConfig:
     """`rlhf loop`: rounds of sample, rate, train reward, train policy, evaluate."""
 
@@ -179,6 +207,14 @@ class LoopConfig:
     """Sampling of pairs, policy training and evaluation."""
     rater: RaterConfig = field(default_factory=RaterConfig)
     """Who rates the pairs."""
+    mode: Literal["lockstep", "async"] = "lockstep"
+    """'lockstep': each round samples its pairs, waits until they are rated, then trains
+    (nobody rates while it trains). 'async' (rater.kind web): the rating page stays up for
+    the whole run on one growing queue, refilled from the newest policy, and a round trains
+    on every answer so far once enough new ones came in (section `live`)."""
+    live: LiveConfig = field(default_factory=LiveConfig)
+    """mode=async: the queue's margin, the retirement of stale items and when a round
+    starts (`async` is a Python keyword, hence the section's name)."""
     reward_init: Literal["previous", "policy"] = "previous"
     """Each round's reward model starts from the previous round's, or from the start policy."""
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
@@ -235,6 +271,17 @@ class LoopConfig:
             a for a, w in self.mix.weights().items() if w > 0) == {"compare"}, "selection",
             "disagreement ranks pairs to compare; with other kinds in `mix` use "
             "selection=random")
+        if self.mode == "async":
+            why = "mode=async"
+            require(self.rater.kind == "web", "rater.kind", f"{why} serves the rating page "
+                    "for the whole run: use rater.kind=web (people or paced simulated raters "
+                    "on the links)")
+            require(self.policy_method == "rl", "policy_method", f"{why} trains a reward "
+                    "model on every answer so far: use policy_method=rl")
+            require(self.selection == "random", "selection", f"{why} samples ahead of the "
+                    "raters without a reward-model ensemble: use selection=random")
+            require(self.mix.correct == 0, "mix.correct", f"{why} has no per-round "
+                    "supervised step on corrections: set mix.correct=0")
         defaults = {"reward": RewardTrainConfig(), "rl": PolicyTrainConfig(),
                     "dpo": DPOTrainConfig(), "sft": SFTConfig(), "kto": loop_kto()}
         for section, keys in LOOP_SETS.items():

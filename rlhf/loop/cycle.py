@@ -40,6 +40,11 @@ Run folder (`out_dir`):
                              reward model, the paths of both models and the metrics
     report/                  `rlhf report`: report.md and PNG plots
 
+With `mode: async` (rater.kind web) rating and training overlap: the page serves one growing
+queue (`queue.jsonl`) for the whole run, a round's rate step waits for enough new answers and
+records its cut (`round_RR/cut.json`) before it trains on every answer so far
+(`rlhf.loop.live`).
+
 The configuration (`LoopConfig`) lives in `rlhf.loop.config`.
 
 Under torchrun (`torchrun --nproc-per-node N -m rlhf loop CONFIG`) the training steps
@@ -56,10 +61,11 @@ from pathlib import Path
 
 from rlhf.config import parse_cli
 from rlhf.harness import distributed as dist
-from rlhf.harness.folder import Interrupted, held_folder, stop_signal
+from rlhf.harness.folder import Interrupted, held_folder, signal_received, stop_signal
 from rlhf.harness.progress import Progress
 from rlhf.harness.runtime import setup
 from rlhf.harness.trackers import Trackers
+from rlhf.lm.cards import set_metrics
 from rlhf.loop import steps
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.folder import (
@@ -74,6 +80,7 @@ from rlhf.loop.folder import (
     round_dir,
     write_json,
 )
+from rlhf.loop.live import LiveRounds, live_rounds
 from rlhf.loop.models import Models
 from rlhf.loop.report import write_report
 from rlhf.loop.watch import announce, steps_done, stop_here, watch_round
@@ -87,13 +94,16 @@ def run(cfg: LoopConfig) -> dict:
     info = dist.init(cfg.runtime.device)
     setup(cfg.runtime)
     with (held_folder(Path(cfg.out_dir), info.is_main),  # one run per folder, signals caught
-          Trackers(cfg.runtime.report_to if info.is_main else (), cfg.out_dir) as board):
-        return rounds(cfg, info, board)
+          Trackers(cfg.runtime.report_to if info.is_main else (), cfg.out_dir) as board,
+          live_rounds(cfg, info, Path(cfg.out_dir)) as live):  # mode=async: the page, always
+        return rounds(cfg, info, board, live)
 
 
-def rounds(cfg: LoopConfig, info: dist.DistInfo, board: Trackers) -> dict:
+def rounds(cfg: LoopConfig, info: dist.DistInfo, board: Trackers,
+           live: LiveRounds | None = None) -> dict:
     """The rounds from where the run folder says the loop is; each finished round's record
-    also to the trackers of `runtime.report_to` (`board`, rank 0's; step = the round)."""
+    also to the trackers of `runtime.report_to` (`board`, rank 0's; step = the round). With
+    `live` (mode=async) the sample and rate steps are its own (`rlhf.loop.live`)."""
     # 1. the run folder: a fresh one, or where a killed run stopped; the models in memory
     main, out = info.is_main, Path(cfg.out_dir)
     state = dist.from_main(init_run(cfg, out) if main else None, info)
@@ -106,7 +116,7 @@ def rounds(cfg: LoopConfig, info: dist.DistInfo, board: Trackers) -> dict:
         t0 = time.time()
         if main:
             bar.write(f"round {r}: {step}")
-        record = do_step(cfg, out, r, step, models, record)
+        record = do_step(cfg, out, r, step, models, record, live)
         if record is None:
             if sig := stop_signal(info):  # the wait for people was ended by a signal
                 raise Interrupted(sig, f"while round {r}'s pairs wait for ratings (every "
@@ -136,11 +146,13 @@ def rounds(cfg: LoopConfig, info: dist.DistInfo, board: Trackers) -> dict:
     return final_summary(cfg, out)
 
 
-def do_step(cfg: LoopConfig, out: Path, r: int, step: str, models: Models, record: dict
-            ) -> dict | None:
+def do_step(cfg: LoopConfig, out: Path, r: int, step: str, models: Models, record: dict,
+            live: LiveRounds | None = None) -> dict | None:
     """(2) One step of round r, by the policy method; the round's record so far, or None when
     the pairs still wait for ratings. Sampling, rating and evaluation are rank 0's."""
     info, method = models.info, cfg.policy_method
+    if live is not None and step in ("sample", "rate"):  # mode=async (one process)
+        return live.step(r, step, record, signal_received)
     if step == "sample" and info.is_main:
         return {"round": r, **steps.sample_step(cfg, out, r, models)}
     if step == "rate":
@@ -156,6 +168,8 @@ def do_step(cfg: LoopConfig, out: Path, r: int, step: str, models: Models, recor
         policy_step = {"rl": steps.policy_step, "dpo": steps.dpo_step,
                        "kto": steps.kto_step}[method]
         record.update(policy_step(cfg, out, r, models))
+        if live is not None:
+            live.policy_done(r)  # the queue is refilled from it from now on
     elif step == "eval" and info.is_main:
         return eval_record(cfg, out, r, models, record)
     return record
@@ -196,6 +210,8 @@ def eval_record(cfg: LoopConfig, out: Path, r: int, models: Models, record: dict
         prompts = [p for p in load_prompts(str(out / "prompts_eval.jsonl"))
                    for _ in range(cfg.eval.samples_per_prompt)]
         watch_round(cfg, out, r, record, prompts, models)
+        set_metrics(policy_path(cfg, out, r), {f"loop_{k}": v for k, v in record["eval"].items()},
+                    keep=True)  # the round's policy card: the loop's held-out evaluation too
     return record
 
 

@@ -1,7 +1,7 @@
 """`rlhf report RUN_DIR`: a self-contained Markdown report of a `rlhf loop` run folder.
 
 It reads what the loop wrote (layout: see rlhf/loop/cycle.py) and writes, inside the run folder,
-`report/report.md` and PNG plots beside it (and the length audit: rlhf/loop/report_length.py):
+`report/report.md` and PNG plots beside it (more sections: report_length.py, live_stats.py):
 - `rounds.png`: per round (0 = the starting policy) the proxy reward (reward-model score of
   fresh samples), the win rate against the starting policy, KL to the start, the gold score
   (the simulated rater's own scorer) and the reward model's held-out accuracy; shares with
@@ -32,8 +32,8 @@ import yaml
 from rlhf.feedback.intervals import show_share
 from rlhf.feedback.kind_stats import notes_summary, shorten
 from rlhf.feedback.store import ComparisonStore
+from rlhf.loop import live_stats, report_length
 from rlhf.loop.folder import judge_of, round_name
-from rlhf.loop.report_length import length_sections
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -393,11 +393,11 @@ def write_report(run_dir: str | Path) -> Path:
               "reward model's accuracy on held-out prompts' comparisons; "
               "prev_rm_on_policy_accuracy: the previous round's reward model on this round's "
               "comparisons (pairs from the newer policy, which it never saw); length: words.",
-              "",
-              *round_table(run, rounds), "",
+              "", *round_table(run, rounds), "",
               "![per round](rounds.png)", "",
               "Shares: value [95% interval] n=count (Wilson; rm_accuracy: bootstrap over prompts).",
-              "", *kinds_table(rounds), *length_sections(run, rounds),
+              "", *kinds_table(rounds), *report_length.length_sections(run, rounds),
+              *live_stats.live_section(run, rounds),
               "## Over-optimisation signals (no gold needed)", "", *signals_section(rounds), "",
               "## Per training step (policy; reward model)", "", "![per step](steps.png)", "",
               "## KL-vs-reward frontier", "", "![frontier](frontier.png)", "",

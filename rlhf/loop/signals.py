@@ -22,7 +22,7 @@ from rlhf.reward.model import raw_scores
 def ensemble_spread(rm, tok, prompts: list[str], texts: list[str]) -> float:
     """Mean ensemble disagreement (`signals.member_spread`) on (prompt, response) texts."""
     seqs = [encode_pair_side(tok, p, t, rm.max_len)[0] for p, t in zip(prompts, texts)]
-    members = (raw_scores(rm, seqs, tok.pad_id) - rm.mean.cpu()) / rm.std.cpu()  # (N, E)
+    members = (raw_scores(rm, seqs, tok.pad_id) - rm.centre.cpu()) / rm.std.cpu()  # (N, E)
     return float(S.member_spread(members).mean())
 
 

@@ -40,6 +40,7 @@ from rlhf.harness.folder import signal_received
 from rlhf.harness.state import state_meta
 from rlhf.kto import train as kto_stage
 from rlhf.kto.data import split_rows, unpaired_rows
+from rlhf.lm.generation import fit_prompts
 from rlhf.lm.sampling import decode_rows
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.folder import (
@@ -74,11 +75,12 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     (from round 2 on) the ones the previous reward-model ensemble disagrees on most."""
     active = cfg.selection == "disagreement" and r > 1
     n = cfg.pairs_per_round * (cfg.oversample if active else 1)
-    pool = load_prompts(str(out / "prompts_train.jsonl"))
+    model, tok = models.policy(r - 1)
+    pool = fit_prompts(load_prompts(str(out / "prompts_train.jsonl")), tok,
+                       model.args.max_seq_len, cfg.sampling, "training prompts")
     rng = random.Random(cfg.runtime.seed * 1000 + r)
     prompts = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)]
     src = policy_path(cfg, out, r - 1)
-    model, tok = models.policy(r - 1)
     gen = torch.Generator(device=models.info.device).manual_seed(cfg.runtime.seed * 1000 + r)
     asks = draw_asks(n, cfg.mix.weights(), cfg.runtime.seed * 1000 + r)
     items = sample_pairs(model, tok, prompts, cfg.sampling, gen,
@@ -378,9 +380,10 @@ class GoldLog:
 def eval_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
     """(5) Gold score, KL to the start and the round's reward (the reward model's, or the DPO
     policy's implicit reward) win rate on held-out prompts."""
-    prompts = [p for p in load_prompts(str(out / "prompts_eval.jsonl"))
-               for _ in range(cfg.eval.samples_per_prompt)]
     model, tok = models.policy(r)
+    prompts = [p for p in fit_prompts(load_prompts(str(out / "prompts_eval.jsonl")), tok,
+                                      model.args.max_seq_len, cfg.sampling, "eval prompts")
+               for _ in range(cfg.eval.samples_per_prompt)]
     reward = start_texts = None
     if r > 0 and cfg.policy_method == "dpo":  # the round's implicit reward (its reference)
         meta = implicit.read_meta(policy_path(cfg, out, r))

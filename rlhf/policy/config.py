@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, require
-from rlhf.lm.config import SamplingConfig
+from rlhf.lm.config import LoraConfig, SamplingConfig
+from rlhf.lm.memory import MemoryConfig
 from rlhf.policy.algorithms import ALGORITHMS
 from rlhf.raters.scorers import scorer_problem
 
@@ -100,6 +101,10 @@ class AlgoConfig:
     """ppo: clip range epsilon of the ratio."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (0 = monitored only)."""
+    accumulation_steps: int = 1
+    """Gradient accumulation: each optimiser step's batch (ppo: each minibatch) is run as this
+    many micro-batches, forward and backward one at a time, their gradients summed; the update
+    is that of the whole batch (to rounding), with the activation memory of one micro-batch."""
 
     def check(self) -> None:
         require(self.name in ALGORITHMS, "name",
@@ -117,6 +122,7 @@ class AlgoConfig:
         require(self.ppo_epochs >= 1, "ppo_epochs", "must be >= 1")
         require(self.minibatches >= 1, "minibatches", "must be >= 1")
         require(0 < self.clip_eps < 1, "clip_eps", "must be in (0, 1)")
+        require(self.accumulation_steps >= 1, "accumulation_steps", "must be >= 1")
 
 
 @dataclass
@@ -180,6 +186,17 @@ class PromptConfig:
 
 
 @dataclass
+class PolicyModelConfig(MemoryConfig):
+    """How the policy trains: LoRA, and the memory savers (rlhf.lm.memory) for the policy
+    (trained) and its reference (frozen)."""
+
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters instead of full fine-tuning (rank 0 = off; rlhf.lm.lora): the base frozen,
+    the reference (reference '') the base with adapters off, one copy shared with the
+    policy; saved as a peft adapter folder (adapter/) beside the merged model."""
+
+
+@dataclass
 class PolicyTrainConfig:
     """`rlhf train-policy`: policy-gradient fine-tuning with a KL penalty."""
 
@@ -202,6 +219,9 @@ class PolicyTrainConfig:
     """Continue from out_dir/state when it exists."""
     progress: bool = True
     """A progress bar with the step's figures on a terminal; plain lines otherwise."""
+    model: PolicyModelConfig = field(default_factory=PolicyModelConfig)
+    """LoRA and the memory savers: gradient checkpointing, the frozen weights (the reference,
+    a LoRA base) in bf16."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Where the reward comes from and how it is normalised."""
     kl: KLConfig = field(default_factory=KLConfig)
@@ -227,3 +247,7 @@ class PolicyTrainConfig:
         require(not ALGORITHMS[self.algo.name].reuses_batch or self.prompts.batch_prompts
                 * self.algo.k >= self.algo.minibatches, "algo.minibatches",
                 "more minibatches than samples")
+        reused = ALGORITHMS[self.algo.name].reuses_batch
+        rows = self.prompts.batch_prompts * self.algo.k // (self.algo.minibatches if reused else 1)
+        require(self.algo.accumulation_steps <= rows, "algo.accumulation_steps",
+                f"more micro-batches than the {rows} samples of an optimiser step")

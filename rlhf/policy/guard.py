@@ -13,6 +13,7 @@ from collections import deque
 import torch
 
 from rlhf.harness import distributed as dist
+from rlhf.lm.lora import checkpointed
 from rlhf.policy import signals as S
 from rlhf.policy.config import GuardConfig
 
@@ -44,7 +45,8 @@ class Guard:
             self.first = {"step": step + 1, "warnings": warn}
             bar.write(f"policy step {step + 1}: WARNING over-optimisation: " + "; ".join(warn))
         if not warn and self.cfg.stop:  # a copy of the policy that sampled this good step
-            self.good.append((step, {k: snapshot(v) for k, v in self.policy.state_dict().items()}))
+            kept = checkpointed(self.policy).state_dict()  # LoRA: the adapters alone
+            self.good.append((step, {k: snapshot(v) for k, v in kept.items()}))
         return warn
 
     @property
@@ -56,7 +58,7 @@ class Guard:
         if not self.good:
             return None
         step, weights = self.good[0]
-        self.policy.load_state_dict(weights)
+        checkpointed(self.policy).load_state_dict(weights)
         return step
 
 

@@ -17,7 +17,11 @@ from rlhf.harness import distributed as dist
 from rlhf.harness.optim import make_optimizer
 from rlhf.harness.run import Handover, TrainingRun
 from rlhf.harness.runtime import MetricsLog
-from rlhf.lm.folders import load_model, save_model
+from rlhf.lm.cards import set_metrics
+from rlhf.lm.folders import load_model, save_adapter_folder, save_model
+from rlhf.lm.generation import fit_prompts
+from rlhf.lm.lora import checkpointed, has_lora, shared_reference, with_lora
+from rlhf.lm.memory import apply_memory
 from rlhf.lm.sampling import decode_rows
 from rlhf.policy import advantages as R
 from rlhf.policy import signals as S
@@ -152,24 +156,27 @@ def set_up(cfg: PolicyTrainConfig, tr: TrainingRun, score_fn, hand: Handover) ->
     """Policy / reference / optimiser (or those `hand` holds), prompts, the saved state."""
     info = tr.info
     policy, tok = hand.start or load_model(cfg.policy, cfg.backend)
-    ref = hand.reference or load_model(cfg.reference or cfg.policy, cfg.backend)[0]
+    policy = with_lora(policy, cfg.model.lora)  # LoRA: adapters on a frozen base, which is
+    ref = (hand.reference or shared_reference(policy, cfg.reference)  # then the reference
+           or load_model(cfg.reference or cfg.policy, cfg.backend)[0])
+    apply_memory(policy, cfg.model)  # checkpointing; frozen weights in bf16 (rlhf.lm.memory)
+    apply_memory(ref.requires_grad_(False), cfg.model)
     policy.to(info.device).train()
     ref.to(info.device).eval().requires_grad_(False)
     model = dist.wrap(policy, info, cfg.runtime.parallel)  # FSDP shards `policy` in place
     ref = dist.wrap(ref, info, cfg.runtime.parallel, trainable=False)
     opt = make_optimizer(policy, cfg.algo.lr, cfg.algo.weight_decay, cfg.algo.betas)
-    train_p, eval_p = split_prompts(load_prompts(cfg.prompts.path or None,
-                                                 seed=cfg.runtime.seed,
-                                                 column=cfg.prompts.column or None,
-                                                 split=cfg.prompts.split),
-                                    cfg.prompts.hold_out_every)
+    prompts = load_prompts(cfg.prompts.path or None, seed=cfg.runtime.seed,
+                           column=cfg.prompts.column or None, split=cfg.prompts.split)
+    prompts = fit_prompts(prompts, tok, policy.args.max_seq_len, cfg.sampling)  # too long?
+    train_p, eval_p = split_prompts(prompts, cfg.prompts.hold_out_every)
     require_fits(cfg.prompts.batch_prompts, len(train_p), "prompts.batch_prompts",
                  f"training prompts of {cfg.prompts.path or 'the default prompt set'}")
     if cfg.prompts.batch_prompts % info.world_size:
         raise ConfigError(f"prompts.batch_prompts={cfg.prompts.batch_prompts} does not divide "
                          f"over {info.world_size} processes")
     st = LoopState(kl=R.KLController(cfg.kl.coef, cfg.kl.target or None, cfg.kl.k_beta))
-    meta = tr.resume({"policy": policy}, {"policy": opt})
+    meta = tr.resume({"policy": checkpointed(policy)}, {"policy": opt})  # LoRA: the adapters
     if meta:
         st = LoopState.from_meta(meta)
     eval_p = eval_p[:min(cfg.prompts.eval_prompts, len(eval_p))]
@@ -236,7 +243,11 @@ def finish(cfg: PolicyTrainConfig, run: Run, guard: Guard, summary: dict,
     the summary: the run's first and last reward, KL, signals and the held-out evaluation."""
     run.tr.close()
     if run.tr.writes:
-        save_model(run.policy, run.tok, run.out / "policy", write=run.info.is_main)
+        save_model(run.policy, run.tok, run.out / "policy", write=run.info.is_main,
+                   card=policy_card(cfg))  # merged
+        if has_lora(run.policy):  # LoRA: the peft adapter folder beside
+            summary["adapter"] = str(save_adapter_folder(run.policy, run.tok, run.out / "adapter",
+                                                         cfg.policy, write=run.info.is_main))
     hand.trained = (run.policy, run.tok)
     (first, last), kl = run.log.first_last("reward"), run.log.first_last("kl")  # the run's
     summary.update({
@@ -245,8 +256,26 @@ def finish(cfg: PolicyTrainConfig, run: Run, guard: Guard, summary: dict,
         "signals_start": run.st.signals_base, "first_warning": guard.first,
         "signals_last": guard.last or last_signals(run.log),
         "eval_end": evaluate(cfg, run, "end")})
+    set_metrics(run.out / "policy", {f"eval_{k}": v for k, v in (summary["eval_end"] or {})
+                                     .items()}, write=run.tr.writes and run.info.is_main)
     dist.barrier(run.info)
     return summary
+
+
+def policy_card(cfg: PolicyTrainConfig) -> dict:
+    """The policy folder's model card fields (`rlhf.lm.cards`): what it started from, the
+    prompts, the method and its main settings; the held-out figures follow (`set_metrics`)."""
+    judge = cfg.reward.path if cfg.reward.kind == "model" else f"scorer {cfg.reward.scorer}"
+    return {"title": "RL policy", "base_model": cfg.policy, "data": cfg.prompts.path or None,
+            "method": f"RL policy ({cfg.algo.name}, k={cfg.algo.k}) on the reward of {judge}, "
+                      f"KL-regularised to {cfg.reference or cfg.policy}",
+            "settings": {"steps": cfg.steps, "algorithm": cfg.algo.name, "k": cfg.algo.k,
+                         "lr": cfg.algo.lr, "kl_coef": cfg.kl.coef,
+                         "kl_estimator": cfg.kl.estimator,
+                         "kl_placement": cfg.kl.placement, "reward": judge,
+                         "reward_normalize": cfg.reward.normalize,
+                         "batch_prompts": cfg.prompts.batch_prompts,
+                         "max_new_tokens": cfg.sampling.max_new_tokens}}
 
 
 def last_signals(log: MetricsLog) -> dict | None:

@@ -141,11 +141,33 @@ def rows_of(gen: Generation, idx: torch.Tensor) -> Generation:
                       ended=gen.ended[idx])
 
 
+def accumulate(cfg, model, gen, rows, adv, ref_logp, kl_coef, with_entropy):
+    """The gradient of the loss of the batch `rows` (B_mb,), run as `algo.accumulation_steps`
+    micro-batches: every loss here is a mean over rows of per-row terms over a fixed column
+    count (`losses.seq_mean`), so the batch's loss is the sum of the micro-batches' losses
+    weighted by their shares of the rows, and so is its gradient (accumulated by backward,
+    synchronised over ranks on the last micro-batch only). Returns the batch's loss and its
+    statistics, weighted the same."""
+    parts = [p for p in rows.tensor_split(cfg.algo.accumulation_steps) if len(p)]
+    total, stats = 0.0, {}
+    for j, p in enumerate(parts):
+        w = len(p) / len(rows)  # the micro-batch's share of the rows
+        with dist.no_grad_sync(model, skip=j < len(parts) - 1):
+            loss, s = policy_loss(cfg, model, rows_of(gen, p), adv[p], gen.logprobs[p],
+                                  ref_logp[p], kl_coef, with_entropy)
+            (loss * w).backward()
+        total = total + w * loss.detach()
+        for key, v in s.items():
+            stats[key] = stats.get(key, 0.0) + w * v.detach()
+    return total, stats
+
+
 def update(cfg, model, opt, gen, adv, ref_logp, kl_coef, lr, step) -> dict:
     """(5) One gradient step on the whole batch, or (an algorithm that reuses its batch, PPO)
     `ppo_epochs` passes of `minibatches` shuffled minibatches, one optimiser step each; pi_old
     is the sampling policy, whose log-probs `generate` returns (equal to a fresh pass to 1e-5),
-    so no extra forward pass is spent on them. Gradients are clipped to `max_grad_norm`."""
+    so no extra forward pass is spent on them. Gradients are clipped to `max_grad_norm`; each
+    step's gradient may be accumulated over micro-batches (`accumulate`)."""
     B = gen.tokens.shape[0]
     reuse = ALGORITHMS[cfg.algo.name].reuses_batch
     epochs, n_mb = (cfg.algo.ppo_epochs, cfg.algo.minibatches) if reuse else (1, 1)
@@ -155,11 +177,9 @@ def update(cfg, model, opt, gen, adv, ref_logp, kl_coef, lr, step) -> dict:
     for epoch in range(epochs):
         order = torch.randperm(B, generator=g) if reuse else torch.arange(B)
         for mb in order.chunk(n_mb):
-            mb = mb.to(gen.tokens.device)
-            loss, s = policy_loss(cfg, model, rows_of(gen, mb), adv[mb], gen.logprobs[mb],
-                                  ref_logp[mb], kl_coef, with_entropy=epoch == 0)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, s = accumulate(cfg, model, gen, mb.to(gen.tokens.device), adv, ref_logp,
+                                 kl_coef, with_entropy=epoch == 0)
             norm = clip_gradients(model, cfg.algo.max_grad_norm)
             opt.step()
             for key, v in {"loss": loss.detach(), "grad_norm": dist.full_tensor(norm),

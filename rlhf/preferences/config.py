@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import require
+from rlhf.feedback.datafiles import column_errors
 
 
 @dataclass
@@ -40,6 +41,13 @@ class PairDataConfig:
     """For choosing settings without looking at the held-out prompts: > 0 leaves the
     `val_fraction` prompts out altogether and validates on this share of the *training*
     prompts instead (split again with seed + 1); the model then trains on the rest. 0 = off."""
+    split: str = ""
+    """Which split of a `datasets` folder saved as a DatasetDict, or of a Hub data set
+    (`org/name` in paths), is read ('' = the only split, else 'train')."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Rename the data files' columns as they are read, {their name: the name read}, e.g.
+    {question: prompt, good: chosen, bad: rejected}; names read: prompt, chosen, rejected,
+    completion, label, text, messages (docs/data-formats.md). {} = as they are."""
 
     def check(self) -> None:
         require(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
@@ -47,6 +55,8 @@ class PairDataConfig:
         require(self.max_len >= 3, "max_len", "must be >= 3 (BOS, a token, EOS)")
         require(self.max_pairs >= 0, "max_pairs", "must be >= 0")
         require(len(self.kinds) > 0, "kinds", "must name at least one kind of answer")
+        for key, why in column_errors(self.columns):
+            require(False, f"columns.{key}", why)
 
 
 @dataclass

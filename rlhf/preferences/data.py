@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from rlhf.config import ConfigError
+from rlhf.feedback import datafiles
+from rlhf.feedback.chat import with_conversations
 from rlhf.feedback.derive import PreferencePair, training_data
 from rlhf.feedback.formats import read_any, read_records
 from rlhf.feedback.records import Comparison
@@ -21,13 +22,14 @@ from rlhf.preferences.losses import margins_from_strengths
 from rlhf.preferences.tokens import encode_pair_side, packed_length
 
 
-def _read_all(paths: list[str], reader) -> list:
-    """`reader(path)` of each path, in order; a missing path names `data.paths`."""
+def _read_all(paths: list[str], reader, **how) -> list:
+    """`reader(path, **how)` of each path, in order; a missing path names `data.paths` (a
+    Hub name, `org/name`, is read from the Hub: `rlhf.feedback.datafiles`)."""
     out = []
     for p in paths:
-        if not Path(p).exists():
+        if not datafiles.exists(p):
             raise FileNotFoundError(f"data.paths: {p} not found")
-        out.extend(reader(p))
+        out.extend(with_conversations(reader(p, **how), p))  # chat prompts: messages
     return out
 
 
@@ -36,11 +38,12 @@ def read_comparisons(paths: list[str]):
     return _read_all(paths, read_any)
 
 
-def read_feedback(paths: list[str]) -> list:
+def read_feedback(paths: list[str], split: str = "", columns: dict | None = None) -> list:
     """Answers of every kind from stores and data files, in order
-    (`rlhf.feedback.formats.read_records`); from a store holding only comparisons, exactly
-    the comparisons `read_comparisons` reads."""
-    return _read_all(paths, read_records)
+    (`rlhf.feedback.formats.read_records`; `split` of a DatasetDict or Hub set, `columns`
+    renamed); from a store holding only comparisons, exactly the comparisons
+    `read_comparisons` reads."""
+    return _read_all(paths, read_records, split=split or None, columns=columns)
 
 
 def split_by_group(pairs: list[PreferencePair], val_fraction: float, seed: int
@@ -164,7 +167,7 @@ def evaluation_pairs(paths: list[str], split: str, val_fraction: float, seed: in
 def split_pairs(d, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Read and convert the files of data section `d` (`PairDataConfig`) and split by prompt:
     the (train, validation) pairs a pair-trained stage with `runtime.seed` = `seed` uses."""
-    records = read_feedback(d.paths)
+    records = read_feedback(d.paths, d.split, d.columns)
     pairs = training_pairs(records, d.ties, d.cant_tell, d.kinds)
     if not pairs:
         held = Counter(getattr(r, "kind", "?") for r in records)

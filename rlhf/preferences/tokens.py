@@ -2,11 +2,18 @@
 pair into one row, and length-batched passes. Shared by the reward model, DPO and evaluation.
 
 Text to tokens (causal models): `encode_pair_side` tokenises prompt + response as one text, BOS
-first and EOS last. Truncation rule (when longer than `max_len`): keep BOS and EOS and the
-*last* max_len - 2 tokens in between, so the prompt is cut from the left first and the response
-only when the prompt is gone (its end, which the rater read last, is always kept). Truncated
-pairs are counted by the callers, never dropped. An encoder's tokenizer gives its own pair
-template (`EncoderTokenizer.encode_pair`).
+first and EOS last. A chat prompt (`rlhf.prompts.ChatPrompt`: the policy's chat prompts, and
+conversations read from records, `rlhf.feedback.chat.Conversation`) on a tokenizer with a chat
+template follows TRL's rule instead (`chat_ids`): the prompt's messages rendered with the
+generation prompt, exactly the ids the policy is sampled from (`HFTokenizer.encode`), then the
+response's own ids and EOS, so that training text equals sampled text token for token; no BOS
+is added (the template writes its own). Without a chat template the prompt's text is used
+(a conversation's transcript, "...\\n\\nAssistant: "). Truncation rule (when longer than
+`max_len`): keep the first BOS and EOS and the *last* tokens in between, so the prompt is cut
+from the left first and the response only when the prompt is gone (its end, which the rater
+read last, is always kept). Truncated pairs are counted by the callers, never dropped. An
+encoder's tokenizer gives its own pair template (`EncoderTokenizer.encode_pair`): a
+conversation's transcript as the first segment, the response as the second.
 
 Packing (`pack_pairs`): [shared prefix | chosen rest | rejected rest | padding], each side
 seeing exactly the keys it would alone, so one forward pass scores both sides with the shared
@@ -20,6 +27,7 @@ from typing import NamedTuple
 import torch
 
 from rlhf.harness.progress import advance
+from rlhf.prompts import ChatPrompt
 
 
 def bos_ids(tok) -> list[int]:
@@ -28,19 +36,35 @@ def bos_ids(tok) -> list[int]:
     return [] if tok.bos_id is None else [tok.bos_id]
 
 
+def chat_ids(tok, prompt: str, response: str) -> tuple[list[int], list[int]] | None:
+    """TRL's rule for a chat prompt on a tokenizer with a chat template: (the ids of the
+    prompt's messages rendered with the generation prompt, as the policy's prompts are
+    encoded; the response's ids + [EOS]). None for a text prompt or a tokenizer without a
+    chat template (the text rule applies)."""
+    if not (isinstance(prompt, ChatPrompt) and getattr(tok, "chat_template", None)):
+        return None
+    return tok.encode(prompt, bos=False), tok.encode(str(response), bos=False) + [tok.eos_id]
+
+
 def encode_pair_side(tok, prompt: str, response: str, max_len: int) -> tuple[list[int], bool]:
     """[BOS] + ids(prompt + response) + [EOS], truncated by the module's rule (no BOS where the
-    tokenizer has none, e.g. Qwen2.5's); an encoder's tokenizer gives its own pair template
+    tokenizer has none, e.g. Qwen2.5's); a chat prompt: `chat_ids` (the template's own BOS
+    kept first); an encoder's tokenizer gives its own pair template
     (`EncoderTokenizer.encode_pair`). Returns (ids, truncated)."""
     if hasattr(tok, "encode_pair"):
         return tok.encode_pair(prompt, response, max_len)
-    bos = bos_ids(tok)
-    body = tok.encode(prompt + response, bos=False)
-    keep = max_len - len(bos) - 1
+    chat = chat_ids(tok, prompt, response)
+    if chat is None:
+        head, body = bos_ids(tok), tok.encode(prompt + response, bos=False)
+    else:
+        ids = chat[0] + chat[1][:-1]
+        n = 1 if ids[:1] == bos_ids(tok) else 0
+        head, body = ids[:n], ids[n:]
+    keep = max_len - len(head) - 1
     truncated = len(body) > keep
     if truncated:
         body = body[len(body) - keep:]
-    return bos + body + [tok.eos_id], truncated
+    return head + body + [tok.eos_id], truncated
 
 
 def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,6 +76,8 @@ class Rater:
     lock: threading.Lock = field(default_factory=threading.Lock)
     nonce: str | None = None
     shown: Shown | None = None
+    waits: bool = False
+    """More items may come (a growing queue, `raters.web_live`): with none, wait, never end."""
 
 
 def prompt_turns(prompt: str) -> list[dict]:
@@ -104,7 +106,7 @@ def shown_payload(r: Rater) -> dict:
     done, total, _ = s.progress()
     if r.shown is None:
         held = s.held_elsewhere()
-        if held:  # on others' screens: the page waits and asks again by itself
+        if held or r.waits:  # on others' screens, or more to come: the page asks again
             return {"done": False, "waiting": True, "held": held, "progress": [done, total],
                     "retry_ms": WAIT_RETRY_MS}
         return {"done": True, "progress": [done, total], "summary": s.summary()}

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, require
+from rlhf.lm.config import LoraConfig
+from rlhf.lm.memory import MemoryConfig
 from rlhf.preferences.config import PairDataConfig, PairOptimConfig
 
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(MemoryConfig):
     init: str = "../shared/models/stories260K"
     """Where to start: a previous reward model folder (continued), or else a backbone folder
     (a policy: llama2.c or HF Llama; or an encoder: BERT / RoBERTa / DeBERTa-v2/v3). The loop
@@ -43,6 +45,9 @@ class RewardModelConfig:
     `loss.orthogonal_weight`); every score read from the model (the policy's reward, accuracy,
     export) is the quality head's alone, so a policy cannot gain reward by length. A model
     continued from one without the head gets a fresh one; false drops a loaded one."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """A causal backbone: LoRA adapters instead of fine-tuning it whole (rank 0 = off;
+    rlhf.lm.lora); the heads train in full. The reward model folder is written merged."""
 
     def check(self) -> None:
         require(self.n_members >= 1, "n_members", "must be >= 1")

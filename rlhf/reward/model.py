@@ -24,11 +24,27 @@ seeds would cost E times the training time, which the speed targets do not allow
 
 Saved as an HF-style folder: a causal backbone as the transformers
 `<Family>ForSequenceClassification` folder that `rlhf.reward.seqcls` writes (transformers'
-logit + `score_offset` = the project's score; the heads in reward_head.safetensors), an
+logit = the project's score; the heads in reward_head.safetensors), an
 encoder via `save_encoder` (the heads as the extra tensor `reward_head.weight` (E, dim));
 `reward_model.json` with the normalisation statistics and settings (`backbone`: 'causal' or
-'encoder', `pooling`). Causal folders of the earlier layout (a *ForCausalLM folder with
-`reward_head.weight` beside the weights) still load. A sequence-classification folder
+'encoder', `pooling`).
+
+The score. Normalised by the training responses' statistics (`set_statistics`): centred,
+(mean_e r_e - mean) / std, where the exported folder can carry the constant (encoders;
+GPT-2 and GPT-NeoX, whose final LayerNorm bias takes it: `rlhf.reward.seqcls.FOLD_INTO`);
+scale-only, mean_e r_e / std, for the RMSNorm families (Llama, Mistral, Qwen2, Qwen3), where
+no weight of transformers' class can add a constant, so that transformers' logit is still the
+project's score. There `mean` stays a statistic (reward_model.json; `centre` is 0), and the
+scores of the training responses average mean / std instead of 0. Nothing downstream needs
+the 0: preferences, accuracy, RewardBench, the ensemble's disagreement, RLOO's and PPO's group
+baselines, reward whitening and the loop's reward gain and win rate read differences, as they
+must for a scorer's uncentred scores too (what sees the level, as it sees a scorer's:
+REINFORCE's first step, before its running baseline has a value, and `reward.clip` without
+`reward.normalize`). Folders saved before this rule (no `centred` in reward_model.json)
+keep their centred score (transformers' logit + their `score_offset`).
+
+Causal folders of the earlier layout (a *ForCausalLM folder with `reward_head.weight` beside
+the weights) still load. A sequence-classification folder
 written by transformers (no reward_model.json) loads as a one-member reward model read as
 transformers reads it, with its own text rule (`rlhf.reward.seqcls`).
 """
@@ -49,7 +65,13 @@ from rlhf.lm.folders import load_model
 from rlhf.lm.hf_config import ModelConfigError
 from rlhf.lm.model import Transformer
 from rlhf.preferences.tokens import PackedPairs, by_length, encode_pair_side
-from rlhf.reward.seqcls import ExternalRule, is_seq_cls_folder, load_causal, save_seq_cls
+from rlhf.reward.seqcls import (
+    FOLD_INTO,
+    ExternalRule,
+    is_seq_cls_folder,
+    load_causal,
+    save_seq_cls,
+)
 
 POOLINGS = ("mean", "cls", "pooler")
 META_FILE = "reward_model.json"
@@ -76,6 +98,8 @@ class RewardModel(nn.Module):
         self.length_head: nn.Linear | None = None  # ODIN's, `add_length_head`
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
+        self.centred = centrable(backbone)
+        """Whether the score subtracts `mean` (module docstring: 'The score')."""
         if self.is_encoder:
             if pooling not in POOLINGS or (pooling == "pooler" and backbone.pooler is None):
                 raise ValueError(f"pooling {pooling!r}: one of {POOLINGS} ('pooler' needs a "
@@ -111,6 +135,11 @@ class RewardModel(nn.Module):
     @property
     def n_members(self) -> int:
         return self.head.out_features
+
+    @property
+    def centre(self) -> torch.Tensor:
+        """What the score subtracts before dividing by `std`: `mean`, or 0 (scale-only)."""
+        return self.mean if self.centred else torch.zeros_like(self.mean)
 
     def read(self, h: torch.Tensor, both: bool = False) -> torch.Tensor:
         """The heads on read-out features (B, dim) -> quality scores (B, E), or with `both`
@@ -164,8 +193,14 @@ class RewardModel(nn.Module):
         return self.backbone.pool(h, mask, self.pooling)  # (B, dim)
 
     def score(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised ensemble-mean reward (B,): (mean_e r_e - mean) / std."""
-        return (self(tokens, mask).mean(-1) - self.mean) / self.std
+        """Normalised ensemble-mean reward (B,): (mean_e r_e - centre) / std."""
+        return (self(tokens, mask).mean(-1) - self.centre) / self.std
+
+
+def centrable(backbone) -> bool:
+    """Whether a reward model on this backbone has a centred score (module docstring): an
+    encoder, or a causal family whose export folds the constant in (`FOLD_INTO`)."""
+    return isinstance(backbone, Encoder) or backbone.args.hf_type in FOLD_INTO
 
 
 def last_index(mask: torch.Tensor) -> torch.Tensor:
@@ -204,7 +239,7 @@ def score_members(rm: RewardModel, tokens: torch.Tensor, mask: torch.Tensor) -> 
     """Each member's normalised reward of a padded batch: (B, T) -> (B, E); their mean over
     members is `score_tokens` (the conservative reward and the disagreement signal use it)."""
     with torch.no_grad():
-        return (rm(tokens, mask) - rm.mean) / rm.std
+        return (rm(tokens, mask) - rm.centre) / rm.std
 
 
 def score_texts(rm: RewardModel, tok, prompts: list[str], responses: list[str],
@@ -212,7 +247,8 @@ def score_texts(rm: RewardModel, tok, prompts: list[str], responses: list[str],
     """Normalised reward of each (prompt, response) text: (B,)."""
     max_len = max_len or rm.max_len
     seqs = [encode_pair_side(tok, p, r, max_len)[0] for p, r in zip(prompts, responses)]
-    return (raw_scores(rm, seqs, tok.pad_id, batch_size).mean(-1) - rm.mean.cpu()) / rm.std.cpu()
+    raw = raw_scores(rm, seqs, tok.pad_id, batch_size).mean(-1)  # (B,)
+    return (raw - rm.centre.cpu()) / rm.std.cpu()
 
 
 def disagreement(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
@@ -242,6 +278,7 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
         rm.reshard()  # are views of a transient gathered buffer (read later: a segfault)
     length = rm.length_head
     meta = {"n_members": rm.n_members, "mean": float(rm.mean), "std": float(rm.std),
+            "centred": rm.centred,
             "max_len": rm.max_len, "backbone": "encoder" if rm.is_encoder else "causal",
             "read_at": f"pooling {rm.pooling}" if rm.is_encoder else "last real token (EOS)",
             **({"pooling": rm.pooling} if rm.is_encoder else {}),
@@ -299,6 +336,7 @@ def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, objec
         rm.head.weight.copy_(head)
         rm.mean.fill_(meta["mean"])
         rm.std.fill_(meta["std"])
+    rm.centred = meta.get("centred", True)  # (saved before scale-only scores: centred)
     rm.max_len = meta.get("max_len", rm.max_len)
     if "tie_log_nu" in meta:
         rm.add_tie_parameter(meta["tie_log_nu"])
@@ -335,9 +373,11 @@ def init_reward_model(path: str | Path, n_members: int, seed: int = 0, pooling: 
 def set_statistics(rm: RewardModel, seqs: list[list[int]], pad_id: int,
                    batch_size: int = 32) -> tuple[float, float]:
     """Store mean and std of the ensemble-mean raw score over `seqs` (training responses), so
-    that `score` is 0-mean, unit-std on them. Returns (mean, std)."""
+    that `score` has unit std on them, and 0 mean where it is centred (`centrable`; the
+    statistics are new, so is the rule: a retrained old folder follows it). -> (mean, std)."""
     r = raw_scores(rm, seqs, pad_id, batch_size).mean(-1)  # (N,)
     mean, std = float(r.mean()), float(r.std()) if len(r) > 1 else 1.0
+    rm.centred = centrable(rm.backbone)
     rm.mean.fill_(mean)
     rm.std.fill_(max(std, 1e-6))
     return mean, max(std, 1e-6)

@@ -5,24 +5,22 @@ config.json of `<Family>ForSequenceClassification` (`ARCHS`) with one label (id2
 {"0": "LABEL_0"}, as transformers writes `num_labels=1`); model.safetensors with the
 backbone under transformers' base-model prefix (`model.`, `transformer.`, `gpt_neox.`),
 no LM head, and `score.weight` (1, dim) = mean_e(head_e) / std. transformers' logit is then
-mean_e(head_e . h) / std, and the project's score
-
-    (mean_e head_e . h - mean) / std = logit - mean / std.
-
-The offset -mean/std. The `score` layer of these six families has no bias (nor any config
-key that adds one), so the constant must come from the hidden state h it reads:
-- GPT-2 and GPT-NeoX end in a LayerNorm with a bias b: h = g * n + b, logit = s . h. With
-  b' = b + o s / |s|^2 (`fold_offset`) the logit becomes s . h + o: the offset is folded in
-  exactly. The folder holds b'; the heads file keeps b (`NORM_BIAS`), which the project
-  puts back on loading, so every member scores as before.
-- Llama, Mistral, Qwen2 and Qwen3 end in an RMSNorm without a bias: every unit of h is
-  g_j x_j / rms(x), unchanged when the residual x is scaled, so no unit is constant and no
-  weight change makes s . h + o. The offset stays outside: transformers' logit +
-  `score_offset` (reward_model.json, also in the model card) is the project's score.
-  Pairwise differences (all a preference, a pairwise loss or RewardBench's accuracy sees)
-  are equal without it.
+mean_e(head_e . h) / std, the project's score as it is defined for each family
+(`rlhf.reward.model`, 'The score'):
+- GPT-2 and GPT-NeoX: centred, (mean_e head_e . h - mean) / std = logit + o, o = -mean/std.
+  The `score` layer has no bias (nor any config key that adds one), but the final LayerNorm
+  has one, b: h = g * n + b, logit = s . h. With b' = b + o s / |s|^2 (`fold_offset`) the
+  logit becomes s . h + o: the offset is folded in exactly. The folder holds b'; the heads
+  file keeps b (`NORM_BIAS`), which the project puts back on loading, so every member
+  scores as before.
+- Llama, Mistral, Qwen2 and Qwen3: scale-only, mean_e(head_e . h) / std = the logit. Their
+  final RMSNorm has no bias and every unit of h is g_j x_j / rms(x), unchanged when the
+  residual x is scaled, so no unit is constant and no weight change makes s . h + o: a
+  centred score could not be carried, so the project's score has no constant (the training
+  mean stays in reward_model.json as a statistic, `centred` false).
 `score_offset` is always what is left to add to the logit: 0 (up to the rounding of b' in
-the weights' dtype) where folded, -mean/std where not.
+the weights' dtype) in both cases; -mean/std only for an RMSNorm folder saved centred (by an
+earlier version, reloaded and saved again without new statistics).
 
 The text. The project reads [BOS] + ids(prompt + response) + [EOS] at the EOS
 (`rlhf.preferences.tokens.encode_pair_side`), so the exported tokenizer adds them itself
@@ -86,6 +84,7 @@ from rlhf.lm.folders import (
 )
 from rlhf.lm.hf_config import ModelConfigError, hf_config
 from rlhf.lm.hf_weights import WeightFiles, to_hf_state_dict
+from rlhf.lm.lora import has_lora, merged_state_dict
 from rlhf.prompts import ChatPrompt
 
 ARCHS = {"llama": "LlamaForSequenceClassification",
@@ -193,7 +192,8 @@ def save_seq_cls(backbone, tok, folder: str | Path, heads: torch.Tensor, mean: f
     heads: (E, dim); `more`: other head tensors kept beside them in the heads file (a length
     head). FSDP-sharded: every rank calls this (gathered), rank 0 with `write`."""
     folder = Path(folder)
-    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    sd = merged_state_dict(backbone) if has_lora(backbone) else backbone.state_dict()  # LoRA
+    sd = {k: full_tensor(v).detach().cpu().contiguous() for k, v in sd.items()}
     heads = full_tensor(heads).detach().cpu().contiguous()
     tensors = to_hf_state_dict(backbone, sd, lm_head=False)
     tensors["score.weight"] = (heads.float().mean(0, keepdim=True) / std).to(heads.dtype)
@@ -202,13 +202,15 @@ def save_seq_cls(backbone, tok, folder: str | Path, heads: torch.Tensor, mean: f
     external = isinstance(tok, ExternalRule)
     pad = tok.read_pad_id if external else export_pad_id(tok)
     more = {k: full_tensor(v).detach().cpu().contiguous() for k, v in (more or {}).items()}
-    fold = {"score_offset": -mean / std}
+    centred = meta.get("centred", True)
+    offset = -mean / std if centred else 0.0
+    fold = {"score_offset": offset}
     into = FOLD_INTO.get(backbone.args.hf_type)
-    if into is not None:
+    if into is not None and centred:
         more[NORM_BIAS] = tensors[into]
         tensors[into], fold["score_offset"] = fold_offset(tensors["score.weight"],
-                                                          tensors[into], -mean / std)
-        fold.update(offset_folded_into=into, folded_offset=-mean / std)
+                                                          tensors[into], offset)
+        fold.update(offset_folded_into=into, folded_offset=offset)
     tmp = staging_dir(folder)
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     save_file({"reward_head.weight": heads, **more}, str(tmp / HEADS_FILE),
@@ -232,9 +234,10 @@ def save_seq_cls(backbone, tok, folder: str | Path, heads: torch.Tensor, mean: f
 def reward_card(meta: dict, tensors: dict[str, torch.Tensor], tok) -> dict:
     """The model card (`rlhf.lm.cards`) of a causal reward folder: the caller's fields from
     `meta`, the facts of the weights, and how to score with transformers."""
+    norm = "mean and std" if meta.get("centred", True) else "std (scale only)"
     card = card_from_meta(meta, f"reward model: {meta.get('n_members', 1)} linear head(s) "
-                                "on the backbone, their mean normalised by the training "
-                                "responses' mean and std")
+                                f"on the backbone, their mean normalised by the training "
+                                f"responses' {norm}")
     card.setdefault("title", "Reward model")
     card["model"] = {"architecture": meta["architecture"],
                      "parameters": sum(t.numel() for t in tensors.values()),
@@ -252,9 +255,12 @@ batch = tok([prompt + response], padding=True, truncation=True, return_tensors="
 scores = rm(**batch).logits[:, 0]{add}  # = the project's scores
 ```
 
-{text}.""" + ("" if not add else f""" The score layer of this family has no bias, so the
+{text}.""" + (f""" The score layer of this family has no bias, so the
 normalisation's constant ({offset:.9g}, `score_offset` in reward_model.json) is added by hand;
-score differences need no offset.""")
+score differences need no offset.""" if add else "" if meta.get("centred", True) else f"""
+The score is scale-only (this family's final RMSNorm can carry no constant): the training
+responses average {meta['mean'] / meta['std']:.6g}, not 0 (`mean` / `std` in
+reward_model.json); score differences are what a preference reads.""")
     return card
 
 

@@ -30,12 +30,14 @@ import math
 
 import torch
 
-from rlhf.config import require_fits
+from rlhf.config import ConfigError, require_fits
 from rlhf.harness import distributed as dist
 from rlhf.harness.optim import lr_at, make_optimizer, set_lr
 from rlhf.harness.run import Handover, accumulated_step, accumulation, stage_cli, training_run
 from rlhf.harness.runtime import autocast
 from rlhf.lm.cards import set_metrics
+from rlhf.lm.lora import checkpointed, with_lora
+from rlhf.lm.memory import apply_memory
 from rlhf.preferences.data import EncodedPairs, PairBatches, prepare_data
 from rlhf.preferences.losses import (
     centring_penalty,
@@ -113,7 +115,9 @@ def odin_terms(rm, r: torch.Tensor, data: EncodedPairs, idx: list[int], cfg: Rew
 
 def prepare_model(rm, train_d: EncodedPairs, cfg: RewardTrainConfig) -> None:
     """model.train_backbone=false: a linear probe (only heads, and nu, get gradients).
-    ties=model: Davidson's nu, started where P(tie | d = 0) is the training tie rate."""
+    ties=model: Davidson's nu, started where P(tie | d = 0) is the training tie rate.
+    model.gradient_checkpointing / model.dtype: rlhf.lm.memory."""
+    lora_backbone(rm, cfg)
     if not cfg.model.train_backbone:
         rm.backbone.requires_grad_(False)
     if cfg.model.length_head:
@@ -122,6 +126,19 @@ def prepare_model(rm, train_d: EncodedPairs, cfg: RewardTrainConfig) -> None:
         rm.length_head = None
     if cfg.data.ties == "model":
         rm.add_tie_parameter(initial_log_nu(float((train_d.target == 0.5).float().mean())))
+    apply_memory(rm, cfg.model)  # checkpointing; the frozen backbone in bf16 if asked
+
+
+def lora_backbone(rm, cfg: RewardTrainConfig) -> None:
+    """model.lora: adapters on a causal backbone, its base frozen, the heads trained in full
+    (rlhf.lm.lora); the saved reward model is merged. Not for encoders, nor with a probe."""
+    if cfg.model.lora.rank and (rm.is_encoder or not cfg.model.train_backbone):
+        raise ConfigError("model.lora.rank: LoRA adapts a causal backbone that trains "
+                          f"({'an encoder' if rm.is_encoder else 'train_backbone is false'})")
+    if not rm.is_encoder:
+        with_lora(rm.backbone, cfg.model.lora)  # (rank 0: an adapter folder's merged)
+        if not rm.backbone.args.tie_embeddings:  # the LM head stays unused and frozen
+            rm.backbone.output.weight.requires_grad_(False)
 
 
 def set_rates(opt: torch.optim.Optimizer, lr: float, cfg: RewardTrainConfig) -> None:
@@ -181,7 +198,7 @@ def train(cfg: RewardTrainConfig, hand: Handover | None = None) -> dict:
         rm.to(run.device).train()
         model = dist.wrap(rm, run.info, cfg.runtime.parallel)  # FSDP shards `rm` in place
         opt = reward_optimizer(rm, cfg)
-        run.resume({"rm": rm}, {"opt": opt})
+        run.resume({"rm": checkpointed(rm)}, {"opt": opt})  # LoRA: adapters and heads
         run.log.write(event="data", step=run.step, train_pairs=len(train_d),
                       val_pairs=len(val_d), truncated_pairs=train_d.truncated + val_d.truncated,
                       total_steps=total, world_size=run.info.world_size, sharded=run.sharded)

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config import RuntimeConfig, require
+from rlhf.feedback.datafiles import column_errors
+from rlhf.lm.config import LoraConfig
+from rlhf.lm.memory import MemoryConfig
 from rlhf.preferences.config import PairOptimConfig
 
 
@@ -29,18 +32,30 @@ class SFTDataConfig:
     """Share of groups (prompts; for plain text, texts) held out for validation; 0 = none."""
     max_rows: int = 0
     """Use only the first N rows (0 = all); for quick runs."""
+    split: str = ""
+    """Which split of a `datasets` folder saved as a DatasetDict, or of a Hub data set
+    (`org/name` in paths), is read ('' = the only split, else 'train')."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Rename the data files' columns as they are read, {their name: the name read}, e.g.
+    {question: prompt, good: chosen, bad: rejected}; names read: prompt, chosen, rejected,
+    completion, label, text, messages (docs/data-formats.md). {} = as they are."""
 
     def check(self) -> None:
         require(len(self.paths) > 0, "paths", "must name at least one file or store")
         require(self.max_len >= 3, "max_len", "must be >= 3 (BOS, a token, EOS)")
         require(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         require(self.max_rows >= 0, "max_rows", "must be >= 0")
+        for key, why in column_errors(self.columns):
+            require(False, f"columns.{key}", why)
 
 
 @dataclass
-class SFTModelConfig:
+class SFTModelConfig(MemoryConfig):
     init: str = "../shared/models/stories260K"
     """The model to fine-tune (llama2.c or HF-style folder of a native family)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters instead of full fine-tuning (rank 0 = off; rlhf.lm.lora): the base frozen,
+    saved as a peft adapter folder (adapter/) beside the merged model."""
 
 
 @dataclass

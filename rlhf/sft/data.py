@@ -10,11 +10,17 @@ Tokens (`encode_row`), TRL SFTTrainer's rule: prompt and prompt + completion are
 separately; the completion's tokens are those after their common prefix. Text: with the
 tokenizer's BOS, EOS appended (a departure from TRL for one kind of row: the correction of a
 response that was cut off at the sampling limit gets no EOS, so that the policy does not learn
-to stop where the sampler cut it: `SFTRow.ends`). Messages, where the model has a chat
-template: the template applied as the policy applies it (`render_chat`; the prompt with the
-generation prompt, the whole conversation without), no EOS added; without a template, the
-conversation's transcript ("\\n\\nUser: ...\\n\\nAssistant: ...") as text. Rows longer than
-`max_len` keep their first `max_len` tokens.
+to stop where the sampler cut it: `SFTRow.ends`). Chat rows, where the model has a chat
+template: a row whose completion is one assistant answer to chat messages (a prompt given as
+messages or as a `ChatPrompt`; or a language-modelling conversation ending in the assistant's
+turn, every token of which is learned) follows the pair stages' rule
+(`rlhf.preferences.tokens.chat_ids`): the messages before the answer rendered with the
+generation prompt, as the policy's prompts are, then the answer's own ids and EOS, so that
+the text learned is the text the policy samples, token for token. Other messages (several
+assistant turns as the completion, a conversation not ending in the assistant's turn): the
+template applied to the prompt with the generation prompt and to the whole conversation
+without, no EOS added. Without a template, the conversation's transcript ("\\n\\nUser: ...
+\\n\\nAssistant: ...") as text. Rows longer than `max_len` keep their first `max_len` tokens.
 
 Layout (`layout`): a micro-batch's rows right-padded (one per sequence), or packed: rows
 placed into sequences of at most `max_len` tokens (first-fit decreasing, `pack_bins`), with
@@ -32,11 +38,14 @@ from typing import NamedTuple
 
 import torch
 
+from rlhf.feedback import datafiles
+from rlhf.feedback.chat import is_chat, with_conversations
 from rlhf.feedback.derive import correction_sft
 from rlhf.feedback.formats import read_records
 from rlhf.feedback.records import Correction
 from rlhf.feedback.trl_formats import as_text, group_id, is_conversation
-from rlhf.preferences.tokens import pad_right
+from rlhf.preferences.tokens import chat_ids, pad_right
+from rlhf.prompts import ChatPrompt
 
 
 @dataclass
@@ -73,16 +82,19 @@ def correction_rows(c: Correction) -> list[SFTRow]:
     return out
 
 
-def read_rows(paths: list[str]) -> tuple[list[SFTRow], int]:
-    """Rows from every path, in order, and how many records gave none (other kinds)."""
+def read_rows(paths: list[str], split: str = "", columns: dict | None = None
+              ) -> tuple[list[SFTRow], int]:
+    """Rows from every path, in order, and how many records gave none (other kinds); `split`
+    of a DatasetDict or Hub set, `columns` renamed (`rlhf.feedback.datafiles`)."""
     rows, other = [], 0
     for p in map(Path, paths):
-        if not p.exists():
+        if not datafiles.exists(p):
             raise FileNotFoundError(f"data.paths: {p} not found")
         if p.suffix == ".txt":
             rows.extend(text_rows(p))
             continue
-        for r in read_records(p):
+        for r in with_conversations(read_records(str(p), split=split or None, columns=columns),
+                                    str(p)):
             got = correction_rows(r) if isinstance(r, Correction) else []
             other += not got
             rows.extend(got)
@@ -96,10 +108,30 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
+def chat_turns(row: SFTRow) -> tuple[list[dict], str, bool] | None:
+    """A row whose completion is one assistant answer to chat messages: (the messages before
+    the answer, the answer's text, whether those messages are learned too: a
+    language-modelling conversation); None for any other row."""
+    p, c = row.prompt, row.completion
+    if isinstance(p, ChatPrompt) and isinstance(c, str):
+        return p.messages, c, False
+    if not (isinstance(p, list) and is_chat(c) and c[-1]["role"] == "assistant"):
+        return None
+    if p and is_chat(p) and len(c) == 1:
+        return list(p), c[0]["content"], False
+    return (c[:-1], c[-1]["content"], True) if not p and len(c) > 1 else None
+
+
 def encode_row(tok, row: SFTRow, max_len: int, completion_only: bool
                ) -> tuple[list[int], list[int], bool]:
     """-> (ids, labels mask, truncated) by the module's rule."""
-    if isinstance(row.completion, list) and getattr(tok, "chat_template", None):
+    chat = chat_turns(row) if getattr(tok, "chat_template", None) else None
+    if chat is not None:
+        context, answer, learned = chat
+        prompt_ids, completion = chat_ids(tok, ChatPrompt(context), answer)
+        ids = prompt_ids + (completion if row.ends else completion[:-1])
+        prompt_ids = [] if learned else prompt_ids
+    elif isinstance(row.completion, list) and getattr(tok, "chat_template", None):
         prompt_ids = (tok.encode(tok.render_chat(row.prompt, True), bos=False)
                       if row.prompt else [])
         ids = tok.encode(tok.render_chat(list(row.prompt) + list(row.completion), False),

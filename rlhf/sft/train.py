@@ -34,7 +34,10 @@ from rlhf.harness.run import (
     training_run,
 )
 from rlhf.harness.runtime import autocast
-from rlhf.lm.folders import load_model, save_model
+from rlhf.lm.cards import set_metrics
+from rlhf.lm.folders import load_model, save_adapter_folder, save_model
+from rlhf.lm.lora import checkpointed, has_lora, with_lora
+from rlhf.lm.memory import apply_memory
 from rlhf.preferences.data import PairBatches, split_by_group
 from rlhf.sft.config import SFTConfig
 from rlhf.sft.data import SFTData, encode_rows, layout, pack_width, read_rows
@@ -45,7 +48,7 @@ META_FILE = "sft.json"
 
 def prepare(cfg: SFTConfig, tok) -> tuple[SFTData, SFTData, int]:
     """(2) -> (train, validation, records that gave no row)."""
-    rows, other = read_rows(cfg.data.paths)
+    rows, other = read_rows(cfg.data.paths, cfg.data.split, cfg.data.columns)
     rows = rows[:cfg.data.max_rows] if cfg.data.max_rows else rows
     train_r, val_r = split_by_group(rows, cfg.data.val_fraction, cfg.runtime.seed)
     if len(train_r) < cfg.train.batch_size:
@@ -105,11 +108,13 @@ def train(cfg: SFTConfig, hand: Handover | None = None) -> dict:
         train_d, val_d, other = prepare(cfg, tok)
         per_epoch = len(train_d) // cfg.train.batch_size
         total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
-        # 3. model, optimiser, resume
+        # 3. model (LoRA: adapters on a frozen base, rlhf.lm.lora), optimiser, resume
+        policy = with_lora(policy, cfg.model.lora)
+        apply_memory(policy, cfg.model)  # checkpointing; frozen weights in bf16
         policy.to(run.device).train()
         model = dist.wrap(policy, run.info, cfg.runtime.parallel)
         opt = make_optimizer(policy, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
-        run.resume({"policy": policy}, {"opt": opt})
+        run.resume({"policy": checkpointed(policy)}, {"opt": opt})  # LoRA: the adapters
         run.log.write(event="data", step=run.step, train_rows=len(train_d),
                       val_rows=len(val_d), truncated_rows=train_d.truncated + val_d.truncated,
                       records_without_rows=other, total_steps=total,
@@ -146,12 +151,17 @@ def finish(cfg: SFTConfig, policy, tok, train_d, val_d, run, total) -> dict:
                "best_step": run.best.get("step")}
     if run.writes:
         policy.eval()
-        save_model(policy, tok, run.out / "policy", extra_json={META_FILE: {
-            "init": cfg.model.init, "data": list(cfg.data.paths), "trained_steps": total,
-            "completion_only": cfg.data.completion_only, "max_len": cfg.data.max_len}},
-            write=run.info.is_main)
+        meta = {"init": cfg.model.init, "data": list(cfg.data.paths), "trained_steps": total,
+                "completion_only": cfg.data.completion_only, "max_len": cfg.data.max_len}
+        save_model(policy, tok, run.out / "policy", extra_json={META_FILE: meta},
+                   write=run.info.is_main)  # LoRA: merged
+        if has_lora(policy):  # and the peft adapter folder
+            summary["adapter"] = str(save_adapter_folder(
+                policy, tok, run.out / "adapter", cfg.model.init, {META_FILE: meta},
+                write=run.info.is_main))
         last = validate(policy, val_d, cfg, tok.pad_id, run.device)
         summary.update({f"last_{k}": v for k, v in last.items()})
+        set_metrics(run.out / "policy", last, write=run.info.is_main)  # the model card's
     return summary
 
 

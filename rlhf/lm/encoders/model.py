@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from rlhf.lm.encoders.config import EncoderArgs
 from rlhf.lm.encoders.deberta import relative_bias, relative_positions
@@ -52,6 +53,8 @@ class EncoderLayer(nn.Module):
 
 class Encoder(nn.Module):
     """Token ids (B, T), padding mask (B, T), segment ids (B, T) -> hidden states (B, T, dim)."""
+
+    checkpointing = False  # recompute each layer in the backward pass (rlhf.lm.memory)
 
     def __init__(self, args: EncoderArgs, pooler: bool = False):
         super().__init__()
@@ -109,8 +112,10 @@ class Encoder(nn.Module):
         if rows is not None:
             x = unpad(x, rows)  # (N, dim)
         rel = self._relative(T, tokens.device) if a.relative else None
+        ckpt = self.checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            x = self._layer(layer, x, keep, rel, rows, (B, T))
+            x = (checkpoint(self._layer, layer, x, keep, rel, rows, (B, T), use_reentrant=False)
+                 if ckpt else self._layer(layer, x, keep, rel, rows, (B, T)))
         return x if rows is None else pad(x, rows, B, T)
 
     def _relative(self, T: int, device):
