@@ -108,15 +108,18 @@ def test_escape_sequences_are_shown_not_acted_on(tmp_path, pty_factory):
     assert "\x1b" not in out.getvalue() and "\\x1b]0;TITLE" in out.getvalue()
 
 
-def read_until(p: subprocess.Popen, text: str) -> bool:
-    """Read the rater process's lines until one holds `text` (True), or until it ends after
-    saying that all pairs are rated (False); any other end fails the test with what it
-    printed (never a busy loop on a closed pipe)."""
+def read_until(p: subprocess.Popen, text: str) -> bool | str:
+    """Read the rater process's lines until one holds `text` (True), until it says it waits
+    for an item on another rater's screen ("waiting": it reads no input until then), or until
+    it ends after saying that all pairs are rated (False); any other end fails the test with
+    what it printed (never a busy loop on a closed pipe)."""
     seen = []
     for line in p.stdout:
         seen.append(line)
         if text in line:
             return True
+        if "[waiting:" in line:
+            return "waiting"
     rc = p.wait(timeout=30)
     if rc == 0 and any("All items rated" in line for line in seen):
         return False
@@ -146,7 +149,7 @@ def test_two_raters_at_overlap_1_never_share_an_item_and_a_skip_hands_it_back(tm
              for n in ("ann", "bob")]
     for p in procs:  # each has its first pair on screen before anyone answers
         assert read_until(p, "item 1 of")
-    alive = list(procs)
+    alive, waiting = list(procs), []
     for _ in range(12):  # answer in turn until each says all pairs are rated; who gets how
         for p in list(alive):  # many depends on timing (a faster rater claims more)
             try:
@@ -155,11 +158,16 @@ def test_two_raters_at_overlap_1_never_share_an_item_and_a_skip_hands_it_back(tm
             except BrokenPipeError:
                 alive.remove(p)
                 continue
-            if not read_until(p, "saved"):
+            got = read_until(p, "saved")
+            if got != True:  # noqa: E712 (done, or waiting for the other's last item)
                 alive.remove(p)
+                if got == "waiting":  # its "a" stays unread; it ends once the other answers
+                    waiting.append(p)
         if not alive:
             break
     assert not alive
+    for p in waiting:  # the last item was answered on the other screen: it ends, all rated
+        assert read_until(p, "saved") is False
     for p in procs:
         with contextlib.suppress(BrokenPipeError):  # an "a" it never read is still buffered
             p.stdin.close()
