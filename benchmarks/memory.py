@@ -23,8 +23,10 @@ just before the model is built (torch and the project imported), each configurat
 subprocess so peaks do not mix. RSS and not tracemalloc, which sees only Python's allocations
 and none of torch's tensors; and not torch's profiler, whose CPU memory events miss the
 allocator's and oneDNN's own buffers. The peak includes building the model (in fp32, as a
-folder is loaded, then cast where bf16 is asked). Time: the median of the steps after the
-first (which allocates the optimiser state).
+folder is loaded, then cast where bf16 is asked). Each variant runs with what a stage does
+with its settings (`apply_memory`): with checkpointing, glibc's mmap threshold is fixed, so
+freed tensors leave the resident size (`rlhf.lm.memory.return_freed_memory`). Time: the
+median of the steps after the first (which allocates the optimiser state).
 
 Prints one JSON line: per step and variant peak_mb and s_per_step, the ratios to the full
 fp32 run, the goal (LoRA + checkpointing + bf16 at most 0.4x the full run's peak), the CPU,

@@ -25,7 +25,8 @@ from rlhf.feedback.formats import read_any
 from rlhf.feedback.records import RecordError
 from rlhf.kto.config import KTOTrainConfig
 from rlhf.prompts import HubUnreachable, load_prompts
-from rlhf.reward.config import RewardTrainConfig
+from rlhf.reward.config import EvalRewardConfig, RewardTrainConfig
+from rlhf.reward.evaluate import cli as eval_reward
 from rlhf.reward.train import train as train_reward
 from rlhf.sft.config import SFTConfig
 
@@ -174,3 +175,28 @@ def test_a_hub_name_in_offline_mode_is_one_line_from_the_command(tmp_path):
                                                "data set could not be reached (offline mode")
     assert "save_to_disk('DIR')" in err[0] and "Traceback" not in r.stderr
     assert took < 30, took  # the interpreter and torch start included; no retries
+
+
+def test_eval_reward_reads_a_datasetdict_split_and_mapped_columns(tmp_path, capsys):
+    """eval-reward takes `data_split` and `columns` as train-reward's data section does: the
+    same pairs from JSONL, a DatasetDict's 'test' split and parquet with its own column names
+    give the same figures; the DatasetDict's default split (other rows) does not."""
+    model, paths = tiny_backbone(tmp_path), containers(tmp_path)
+    out = tmp_path / "rm"
+    train_reward(load_config(RewardTrainConfig, None, [
+        f"out_dir={out}", f"model.init={model}", f"data.paths=[{paths['jsonl'][0]}]", *COMMON,
+        "model.n_members=1", "model.bootstrap=false"]))
+
+    def figures(*keys) -> dict:
+        capsys.readouterr()
+        assert eval_reward([f"model={out / 'model'}", "runtime.threads=1", *keys]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    base = figures(f"data=[{paths['jsonl'][0]}]")
+    assert base["pairs"] == 24
+    assert figures(f"data=[{tmp_path / 'dict'}]", "data_split=test") == base
+    assert figures(f"data=[{tmp_path / 'theirs.parquet'}]", "columns.question=prompt",
+                   "columns.good=chosen", "columns.bad=rejected") == base
+    assert figures(f"data=[{tmp_path / 'dict'}]") != base
+    with pytest.raises(ConfigError, match="columns.question"):
+        load_config(EvalRewardConfig, None, ["columns.question=nonsense"])

@@ -280,18 +280,21 @@ def merge_lora(model: nn.Module) -> nn.Module:
 # ----------------------------------------------------------------------------- peft's files
 
 
-def adapter_config(model: nn.Module, base: str) -> dict:
-    """adapter_config.json of `model`'s adapters as peft writes it (LORA, CAUSAL_LM)."""
+def adapter_config(model: nn.Module, base: str, task_type: str = "CAUSAL_LM",
+                   modules_to_save: list[str] | None = None) -> dict:
+    """adapter_config.json of `model`'s adapters as peft writes it (LORA, `task_type`;
+    `modules_to_save`: modules saved whole beside the adapters, as a SEQ_CLS adapter's score
+    head, `rlhf.reward.adapter`)."""
     layers = [m for _, m in _layers(model)]
     if not layers:
         raise ValueError("the model has no LoRA adapters to save")
     first = layers[0]
     targets = sorted({p.name for m in layers for p in m.parts})
-    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base,
+    return {"peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base,
             "r": first.rank, "lora_alpha": first.alpha, "lora_dropout": first.dropout.p,
             "target_modules": targets, "bias": "none",
             "fan_in_fan_out": model.args.family == "gpt2",  # GPT-2's Conv1D layers
-            "inference_mode": True, "init_lora_weights": True, "modules_to_save": None,
+            "inference_mode": True, "init_lora_weights": True, "modules_to_save": modules_to_save,
             "use_rslora": False, "use_dora": False, "rank_pattern": {}, "alpha_pattern": {},
             "layers_to_transform": None, "layers_pattern": None, "revision": None}
 

@@ -74,7 +74,8 @@ def loop_kto() -> KTOTrainConfig:
 class RaterConfig:
     kind: Literal["simulated", "human", "web"] = "simulated"
     """'simulated': a named scorer with Bradley-Terry noise answers at once; 'human': the loop
-    writes the queue, prints the `rlhf rate` command and waits (or exits) until it is rated;
+    writes the queue, prints the `rlhf rate` command and waits (or exits) until it is rated
+    (mode=async: one command for the whole run, which waits for new items);
     'web': the loop serves the queue (`rlhf serve`), prints one link per rater in `name`
     (comma-separated) and waits until every pair has an answer."""
     scorer: str = "vader"
@@ -209,9 +210,10 @@ class LoopConfig:
     """Who rates the pairs."""
     mode: Literal["lockstep", "async"] = "lockstep"
     """'lockstep': each round samples its pairs, waits until they are rated, then trains
-    (nobody rates while it trains). 'async' (rater.kind web): the rating page stays up for
-    the whole run on one growing queue, refilled from the newest policy, and a round trains
-    on every answer so far once enough new ones came in (section `live`)."""
+    (nobody rates while it trains). 'async' (rater.kind web or human): the rating page, or
+    `rlhf rate` on the run's queue, stays up for the whole run on one growing queue, refilled
+    from the newest policy, and a round trains on every answer so far once enough new ones
+    came in (section `live`)."""
     live: LiveConfig = field(default_factory=LiveConfig)
     """mode=async: the queue's margin, the retirement of stale items and when a round
     starts (`async` is a Python keyword, hence the section's name)."""
@@ -273,9 +275,9 @@ class LoopConfig:
             "selection=random")
         if self.mode == "async":
             why = "mode=async"
-            require(self.rater.kind == "web", "rater.kind", f"{why} serves the rating page "
-                    "for the whole run: use rater.kind=web (people or paced simulated raters "
-                    "on the links)")
+            require(self.rater.kind in ("web", "human"), "rater.kind", f"{why} serves the "
+                    "rating page (rater.kind=web) or `rlhf rate` in terminals (rater.kind="
+                    "human) for the whole run: use one of them")
             require(self.policy_method == "rl", "policy_method", f"{why} trains a reward "
                     "model on every answer so far: use policy_method=rl")
             require(self.selection == "random", "selection", f"{why} samples ahead of the "

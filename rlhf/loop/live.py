@@ -2,14 +2,17 @@
 labelling and training asynchronously, for the same reason: people's time is the scarce part).
 
 One rating server (`rlhf.raters.web_live.LiveServer`, a thread of the loop process) serves
-one growing queue, `queue.jsonl` in the run folder, for the whole run. A sampler thread keeps
-`live.ahead` items unanswered ahead of the raters, sampled from the newest policy there is
-(its own copy, read from the round's folder, so training never shares a model with it); each
-item records the policy version that sampled it (`meta.policy_version`: round v's policy,
-0 the start; `meta.round` = v + 1, the round that would have sampled it in lock-step). The
-newest items are served first; items more than `live.max_staleness` versions older than the
-newest policy are retired: kept in the queue file and their answers in the store, no longer
-served.
+one growing queue, `queue.jsonl` in the run folder, for the whole run. With `rater.kind:
+human` there is no server: the loop prints one `rlhf rate` command for that queue, and
+`rlhf rate` follows the queue's live state, `queue.live.json` (`rlhf.raters.live_queue`: the
+newest policy version, which decides what is retired, and the run's end, written when this
+loop stops). A sampler thread keeps `live.ahead` items unanswered ahead of the raters,
+sampled from the newest policy there is (its own copy, read from the round's folder, so
+training never shares a model with it); each item records the policy version that sampled
+it (`meta.policy_version`: round v's policy, 0 the start; `meta.round` = v + 1, the round
+that would have sampled it in lock-step). The newest items are served first; items more than
+`live.max_staleness` versions older than the newest policy are retired: kept in the queue
+file and their answers in the store, no longer served.
 
 The loop's steps stay those of `rlhf.loop.cycle`. In async mode, round r's `sample` step only
 records which policy the queue is refilled from (round r-1's), and its `rate` step waits for
@@ -49,15 +52,9 @@ from rlhf.loop.config import LoopConfig
 from rlhf.loop.folder import policy_path, read_json, round_dir, write_json
 from rlhf.loop.live_stats import answer_rows, rater_time, staleness
 from rlhf.prompts import load_prompts
+from rlhf.raters.live_queue import LiveState, servable, write_state
 from rlhf.raters.web import rater_names
 from rlhf.raters.web_live import LiveServer
-
-
-def servable(items: list[Item], newest: int, max_staleness: int) -> list[Item]:
-    """The items to serve when `newest` is the newest policy version: those sampled at most
-    `max_staleness` versions before it, the newest versions first (queue order within one)."""
-    fresh = [it for it in items if newest - it.meta.get("policy_version", 0) <= max_staleness]
-    return sorted(fresh, key=lambda it: -it.meta.get("policy_version", 0))  # (stable)
 
 
 def store_prefix(path: Path) -> bytes:
@@ -99,6 +96,7 @@ class LiveRounds:
         self.failed: BaseException | None = None
         self.sampler: threading.Thread | None = None
         self.started = time.time()
+        self.started_live = False  # (the live state written: `close` marks its end)
 
     # ------------------------------------------------------------------ the loop's side
 
@@ -125,17 +123,23 @@ class LiveRounds:
     def start(self, newest: int) -> None:
         """The server and the sampler, once: the queue read back (or a first batch sampled,
         so that the page has something to show), the links printed."""
-        if self.server is not None:
+        if self.sampler is not None:
             return
         self.newest = max(self.newest, newest)
         self.items = read_queue(self.queue) if self.queue.is_file() else []
         if not self.left():
             self.refill()
-        kw = dict(max_note=self.cfg.rater.max_note_chars, seed=self.cfg.runtime.seed)
-        self.server = LiveServer(self.queue, self.store_path, rater_names(
-            self.cfg.rater.name or "rater", None), port=self.cfg.rater.port, **kw)
-        print("\n".join(self.server.links), file=sys.stderr, flush=True)
-        self.publish()
+        self.publish()  # the live state first: `rlhf rate` on the queue then waits for more
+        if self.cfg.rater.kind == "web":
+            kw = dict(max_note=self.cfg.rater.max_note_chars, seed=self.cfg.runtime.seed)
+            self.server = LiveServer(self.queue, self.store_path, rater_names(
+                self.cfg.rater.name or "rater", None), port=self.cfg.rater.port, **kw)
+            print("\n".join(self.server.links), file=sys.stderr, flush=True)
+            self.publish()
+        else:  # people in terminals: one command, for the whole run
+            print(rate_command(self.queue, self.store_path, self.cfg.rater.name),
+                  file=sys.stderr, flush=True)
+        self.started_live = True
         self.sampler = threading.Thread(target=self._run, daemon=True, name="sampler")
         self.sampler.start()
 
@@ -147,13 +151,19 @@ class LiveRounds:
         if self.server is not None:
             self.server.check_alive()
 
-    def close(self) -> None:
+    def close(self, ended: str = "finished") -> None:
+        """The end of the run (`ended`: 'finished', or 'stopped' before its last round): the
+        sampler stops, the page ends, and the live state tells `rlhf rate` to end."""
         self.stopping.set()
         self.wake.set()
         if self.sampler is not None:
             self.sampler.join(timeout=60)
         if self.server is not None:
             self.server.close()
+        if self.started_live:
+            with self.lock:
+                write_state(self.queue, LiveState(self.newest, self.cfg.live.max_staleness,
+                                                  ended))
 
     # ------------------------------------------------------------------ the cut
 
@@ -235,9 +245,12 @@ class LiveRounds:
         return True
 
     def publish(self) -> None:
-        """Hand the server what to serve now."""
-        self.server.set_items(servable(self.items, self.newest, self.cfg.live.max_staleness),
-                              self.items)
+        """Hand the server what to serve now, and write the queue's live state (the newest
+        policy version: what `rlhf rate` serves from the queue file, by the same rule)."""
+        write_state(self.queue, LiveState(self.newest, self.cfg.live.max_staleness))
+        if self.server is not None:
+            self.server.set_items(servable(self.items, self.newest,
+                                           self.cfg.live.max_staleness), self.items)
 
     def _run(self) -> None:
         """The sampler thread: refill and publish whenever woken (a new policy) or every
@@ -257,6 +270,13 @@ class LiveRounds:
             self.wake.clear()
 
 
+def rate_command(queue: Path, store: Path, name: str = "") -> str:
+    """What the loop prints for people rating in terminals (`rater.kind: human`)."""
+    return (f"Rate while the loop trains (each rater with their own name; it waits for new "
+            f"items and ends when the run ends):\n  rlhf rate {queue} --store {store} "
+            f"--rater {name or 'YOUR_NAME'}")
+
+
 @contextlib.contextmanager
 def live_rounds(cfg: LoopConfig, info: dist.DistInfo, out: Path):
     """A `LiveRounds` for an async run (None in lock-step mode), closed when the run ends."""
@@ -269,6 +289,8 @@ def live_rounds(cfg: LoopConfig, info: dist.DistInfo, out: Path):
     live = LiveRounds(cfg, out, info.device)
     try:
         yield live
-    finally:
-        live.close()
+    except BaseException:
+        live.close("stopped")
+        raise
+    live.close("finished")
 

@@ -152,12 +152,14 @@ class PairBatches:
 
 
 def evaluation_pairs(paths: list[str], split: str, val_fraction: float, seed: int,
-                     ties: str = "half", cant_tell: str = "drop", kinds=PAIR_KINDS
+                     ties: str = "half", cant_tell: str = "drop", kinds=PAIR_KINDS,
+                     data_split: str = "", columns: dict | None = None
                      ) -> list[PreferencePair]:
-    """The pairs `rlhf eval-reward` reads from `paths`: 'all', or the 'val' / 'train' side of
-    the split a pair-trained stage makes with the same `val_fraction`, `seed`, ties,
-    cant_tell and kinds (`split_pairs`: the same pairs, the same prompts held out)."""
-    pairs = training_pairs(read_feedback(paths), ties, cant_tell, kinds)
+    """The pairs `rlhf eval-reward` reads from `paths` (`data_split` of a DatasetDict or Hub
+    set, `columns` renamed): 'all', or the 'val' / 'train' side of the split a pair-trained
+    stage makes with the same `val_fraction`, `seed`, ties, cant_tell and kinds
+    (`split_pairs`: the same pairs, the same prompts held out)."""
+    pairs = training_pairs(read_feedback(paths, data_split, columns), ties, cant_tell, kinds)
     if split == "all":
         return pairs
     train, val = split_by_group(pairs, val_fraction, seed)

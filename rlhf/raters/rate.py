@@ -2,7 +2,8 @@
 one) in a terminal (single keys, `rlhf.raters.screen`), in line mode on piped stdin
 (`run_session`), or answered by a simulated rater (`run_simulated`). The commands are those
 of `rlhf.raters.commands`, the pages those of `rlhf.raters.page`, quality control that of
-`rlhf.raters.session`."""
+`rlhf.raters.session`. On a queue the loop still fills (`mode: async`: a `.live.json` state
+beside it, `rlhf.raters.live_queue`) both modes wait for new items and end with the run."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ from rlhf.raters.editing import (
     run_correction,
     run_editor,
 )
+from rlhf.raters.live_queue import LiveQueue, read_state
 from rlhf.raters.page import layout, wrap
-from rlhf.raters.screen import end_summary, open_session, run_screen
+from rlhf.raters.screen import WAIT_SECONDS, end_summary, open_session, run_screen, waiting_for
 from rlhf.raters.session import (
     GUIDELINES,
     MAX_CORRECTION,
@@ -48,11 +50,14 @@ class LineMode:
     else with the line editor on `inp`."""
 
     def __init__(self, session: Session, inp, out, width: int, wait=time.sleep,
-                 poll_seconds: float = 5.0):
+                 poll_seconds: float = 5.0, live: LiveQueue | None = None):
         self.session, self.inp, self.out, self.width = session, inp, out, width
         self.ended = False
         self.wait, self.poll_seconds = wait, poll_seconds
-        """With nothing to show but items on other raters' screens: how to wait, how long."""
+        """With nothing to show but items on other raters' screens (or, on a live queue,
+        while the loop runs): how to wait, how long."""
+        self.live = live
+        """A queue the loop is still filling (`rlhf.raters.live_queue`), or None."""
 
     def say(self, s: str = "") -> None:
         self.out.write(s + "\n")
@@ -80,23 +85,26 @@ class LineMode:
     def run(self) -> str:
         """Work through the queue: 'done', 'quit' or 'eof'. With nothing to show while
         items are on other raters' screens, it waits (`wait`) and asks again."""
-        shown, waiting = None, False
+        shown, waiting = None, ""
         while True:
             if shown is None:
+                if self.live is not None:
+                    self.live.update(self.session)  # new items in, stale ones retired
+                    if self.live.ended:  # the loop no longer runs: nothing more is used
+                        self.say(end_summary(self.session, self.live))
+                        return "done"
                 shown = self.session.next()
                 if shown is None:
-                    held = self.session.held_elsewhere()
-                    if held:  # a skip or a lease that runs out hands one back: ask again
-                        if not waiting:
-                            self.say(f"[waiting: {held} item(s) on other raters' screens; one "
-                                     "comes back here if skipped or left too long. Ctrl-C "
-                                     "stops]")
-                        waiting = True
+                    why = waiting_for(self.session, self.live)
+                    if why:  # a skip, a lease that runs out or the loop brings one: ask again
+                        if why != waiting:
+                            self.say(f"[{why}. Ctrl-C stops]")
+                        waiting = why
                         self.wait(self.poll_seconds)
                         continue
-                    self.say(end_summary(self.session))
+                    self.say(end_summary(self.session, self.live))
                     return "done"
-                waiting = False
+                waiting = ""
                 self.say(layout(shown, self.session.progress(), self.width))
             line = self.ask("> ")
             if line is None:
@@ -182,9 +190,11 @@ class LineMode:
 
 
 def run_session(queue_path, store_path, rater: str, input_stream=None, output_stream=None,
-                guidelines_path=None, width: int | None = None, **session_kw) -> dict:
+                guidelines_path=None, width: int | None = None, live: LiveQueue | None = None,
+                wait=time.sleep, poll_seconds: float = WAIT_SECONDS, **session_kw) -> dict:
     """Line mode: read commands from `input_stream`, write pages to `output_stream`.
-    Stops at `q`, at end of input or when the queue is done. Returns a summary dict.
+    Stops at `q`, at end of input or when the queue is done (`live`, a queue the loop still
+    fills: when the loop has ended and nothing is left). Returns a summary dict.
     Each saved answer is confirmed with a line starting `saved ` after it is durable."""
     inp = input_stream or sys.stdin
     out = output_stream or sys.stdout
@@ -198,7 +208,7 @@ def run_session(queue_path, store_path, rater: str, input_stream=None, output_st
     width = width or shutil.get_terminal_size((80, 24)).columns
     say("\n".join(wrap(text, width - 1)) + f"\n\n[guidelines {version}; h for help]\n"
         if text else "[no guidelines file; h for help]\n")
-    reason = LineMode(session, inp, out, width).run()
+    reason = LineMode(session, inp, out, width, wait, poll_seconds, live).run()
     done, total, _ = session.progress()
     return {"answered": session.answered_now, "done": done, "total": total, "stopped": reason}
 
@@ -242,6 +252,8 @@ def check_args(a: argparse.Namespace) -> None:
         raise UserError(f"--overlap: must be at least 1, got {a.overlap}")
     if not (0 <= a.repeat_rate <= 1):
         raise UserError(f"--repeat-rate: must be between 0 and 1, got {a.repeat_rate}")
+    if not (0 < a.poll_seconds < math.inf):
+        raise UserError(f"--poll-seconds: must be a positive number, got {a.poll_seconds}")
     if not (0 < a.lease_seconds < math.inf):
         raise UserError(f"--lease-seconds: must be a positive number, got {a.lease_seconds}")
     for flag, n in (("--max-note-chars", a.max_note_chars),
@@ -277,6 +289,9 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--max-correction-chars", type=int, default=MAX_CORRECTION, metavar="N",
                    help=f"longest correction accepted (default {MAX_CORRECTION:,})")
     p.add_argument("--line", action="store_true", help="line mode even in a terminal")
+    p.add_argument("--poll-seconds", type=float, default=WAIT_SECONDS, metavar="S",
+                   help="with nothing to rate yet (items on others' screens, or a queue the "
+                   f"loop still fills): look again every S seconds (default {WAIT_SECONDS:g})")
     p.add_argument("--kind", choices=("human", "script"), default="human",
                    help="who answers: a person, or a script feeding stdin")
     p.add_argument("--simulated", metavar="NAME", help="let a simulated rater answer "
@@ -295,10 +310,14 @@ def cli(argv: list[str]) -> int:
             return 0
         if not a.rater:
             raise UserError("--rater NAME is required")
+        # a queue the loop (mode: async) still fills has its state beside it: wait for more
+        live = LiveQueue(a.queue) if read_state(a.queue) is not None else None
         if sys.stdin.isatty() and sys.stdout.isatty() and not a.line:
-            run_screen(a.queue, store, a.rater, a.guidelines, **human, **kw)
+            run_screen(a.queue, store, a.rater, a.guidelines, live, a.poll_seconds, **human,
+                       **kw)
         else:
-            run_session(a.queue, store, a.rater, guidelines_path=a.guidelines, **human, **kw)
+            run_session(a.queue, store, a.rater, guidelines_path=a.guidelines, live=live,
+                        poll_seconds=a.poll_seconds, **human, **kw)
     except (RecordError, KeyError) as e:
         print(f"rlhf rate: error: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from rlhf.feedback.store import ComparisonStore
 from rlhf.feedback.text import visible
 from rlhf.raters.commands import Command, act, parse_ranking, parse_rating
 from rlhf.raters.editing import editor_command, read_lines, run_correction, run_editor
+from rlhf.raters.live_queue import LiveQueue
 from rlhf.raters.page import LETTERS, layout, prompt_lines, wrap
 from rlhf.raters.session import Refused, Session, Shown, read_guidelines
 from rlhf.raters.terminal import Keys, draw, pager, window
@@ -77,11 +78,31 @@ def _guidelines_page(text: str, version: str) -> str:
     return "\n".join(wrap(text.rstrip(), cols - 1)) + f"\n\n[guidelines {version}]"
 
 
-def end_summary(session: Session) -> str:
+def waiting_for(session: Session, live: LiveQueue | None = None) -> str:
+    """Why a rater with nothing to show waits ('' when there is nothing to wait for): items
+    on other raters' screens (one comes back if skipped or left too long), or a live queue
+    whose loop still runs (it samples more)."""
+    held = session.held_elsewhere()
+    if held:
+        return (f"waiting: {held} item(s) on other raters' screens; one comes back here if "
+                "skipped or left too long")
+    if live is not None and live.ended is None:
+        return ("waiting for new items: the loop samples more as it trains; this ends when "
+                "the run ends")
+    return ""
+
+
+def end_summary(session: Session, live: LiveQueue | None = None) -> str:
     s = session.summary()
     mix = ", ".join(f"{k} {v}" for k, v in s["labels"].items()) or "none"
     speed = f"{s['per_hour']:.0f}" if s["seconds"] >= 60 else "--"  # none in the first minute
-    return (f"All items rated - thank you!\n\nthis session: {s['answers']} answers in "
+    head = "All items rated - thank you!"
+    if live is not None and live.ended == "finished":
+        head = "The run has ended: nothing more to rate - thank you!"
+    elif live is not None:
+        head = ("The loop has stopped - thank you! Run the same command again once the loop "
+                "runs again to go on.")
+    return (f"{head}\n\nthis session: {s['answers']} answers in "
             f"{s['seconds'] // 60} min {s['seconds'] % 60} s ({speed}/hour); answers: {mix}")
 
 
@@ -90,8 +111,11 @@ class Screen:
 
     LABELS = {"t": "tie", "n": "both_bad", "c": "cant_tell"}
 
-    def __init__(self, session: Session, version: str, text: str, keys: Keys):
+    def __init__(self, session: Session, version: str, text: str, keys: Keys,
+                 live: LiveQueue | None = None, wait_seconds: float = WAIT_SECONDS):
         self.session, self.version, self.text, self.keys = session, version, text, keys
+        self.live, self.wait_seconds = live, wait_seconds
+        """A queue the loop is still filling (or None); how often to look while waiting."""
         self.shown: Shown | None = None
         self.status, self.comment, self.typed, self.offset = "", "", "", 0
 
@@ -99,12 +123,15 @@ class Screen:
         pager(_guidelines_page(self.text, self.version).splitlines(), self.keys, "start")
         while True:
             if self.shown is None:
+                if self.live is not None:
+                    self.live.update(self.session)  # new items in, stale ones retired
+                    if self.live.ended and not self._end():  # the loop no longer runs
+                        return
                 self.shown, self.offset, self.typed = self.session.next(), 0, ""
-                held = self.session.held_elsewhere() if self.shown is None else 0
-                if held:  # on others' screens: wait, asking again every few seconds
-                    draw(f"Waiting: {held} item(s) on other raters' screens; one comes back "
-                         "here if it is skipped or left too long.", self.status + "\nq: quit")
-                    if self.keys.get(timeout=WAIT_SECONDS) == "q":
+                why = waiting_for(self.session, self.live) if self.shown is None else ""
+                if why:  # on others' screens, or the loop samples more: ask again soon
+                    draw(why[0].upper() + why[1:] + ".", self.status + "\nq: quit")
+                    if self.keys.get(timeout=self.wait_seconds) == "q":
                         sys.stdout.write("\n")
                         return
                     continue
@@ -132,7 +159,7 @@ class Screen:
     def _end(self) -> bool:
         """The end screen: a summary; u undoes the last answer (True: go on rating)."""
         while True:
-            draw(end_summary(self.session), self.status + "\nu: undo the last answer, "
+            draw(end_summary(self.session, self.live), self.status + "\nu: undo the last answer, "
                   "any other key: quit")
             k = self.keys.get()
             if k == "redraw":
@@ -320,9 +347,12 @@ def open_session(queue_path, store_path, rater: str, guidelines_path=None, say=p
                    **session_kw), version, text
 
 
-def run_screen(queue_path, store_path, rater: str, guidelines_path=None, **session_kw) -> None:
-    """The interactive terminal session (needs a terminal on stdin and stdout)."""
+def run_screen(queue_path, store_path, rater: str, guidelines_path=None,
+               live: LiveQueue | None = None, wait_seconds: float = WAIT_SECONDS,
+               **session_kw) -> None:
+    """The interactive terminal session (needs a terminal on stdin and stdout); `live`: the
+    queue grows while it is rated (wait for new items until the loop ends)."""
     session, version, text = open_session(queue_path, store_path, rater, guidelines_path,
                                           **session_kw)
     with Keys() as keys:
-        Screen(session, version, text, keys).run()
+        Screen(session, version, text, keys, live, wait_seconds).run()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf.config import RuntimeConfig, require
+from rlhf.feedback.datafiles import column_errors
 from rlhf.lm.config import LoraConfig
 from rlhf.lm.memory import MemoryConfig
 from rlhf.preferences.config import PairDataConfig, PairOptimConfig
@@ -110,6 +111,12 @@ class EvalRewardConfig:
     """Reward model folder (written by `rlhf train-reward`)."""
     data: list[str] = field(default_factory=list)
     """Comparison stores or preference files (any format `rlhf.feedback.formats.read_any` reads)."""
+    data_split: str = ""
+    """Which split of a `datasets` folder saved as a DatasetDict, or of a Hub data set, is read
+    ('' = the only split, else 'train'); train-reward's `data.split`."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Rename the data files' columns as they are read, {their name: the name read};
+    train-reward's `data.columns`."""
     kinds: list[Literal["comparison", "ranking", "correction", "rating"]] = field(
         default_factory=lambda: ["comparison", "ranking", "correction", "rating"])
     """Which kinds of answer give the pairs evaluated (`rlhf train-reward`'s `data.kinds`;
@@ -135,5 +142,7 @@ class EvalRewardConfig:
 
     def check(self) -> None:
         require(self.split in ("all", "val", "train"), "split", "must be all, val or train")
+        for key, why in column_errors(self.columns):
+            require(False, f"columns.{key}", why)
         require(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         require(self.max_len == 0 or self.max_len >= 3, "max_len", "must be 0 or >= 3")

@@ -134,7 +134,7 @@ def cli(argv: list[str]) -> int:
         print()
         return 0
     pairs = evaluation_pairs(cfg.data, cfg.split, cfg.val_fraction, cfg.runtime.seed,
-                             cfg.ties, cfg.cant_tell, cfg.kinds)
+                             cfg.ties, cfg.cant_tell, cfg.kinds, cfg.data_split, cfg.columns)
     with Progress("eval-reward", 2 * len(pairs)):  # texts scored: both sides of each pair
         out = evaluate(rm, tok, pairs, cfg.batch_size, cfg.max_len or None, cfg.runtime.seed)
     if out["clear_pairs"]:

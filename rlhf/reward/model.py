@@ -63,8 +63,10 @@ from rlhf.lm.encoders.model import Encoder
 from rlhf.lm.encoders.tokenizer import segment_ids
 from rlhf.lm.folders import load_model
 from rlhf.lm.hf_config import ModelConfigError
+from rlhf.lm.lora import has_lora
 from rlhf.lm.model import Transformer
 from rlhf.preferences.tokens import PackedPairs, by_length, encode_pair_side
+from rlhf.reward.adapter import save_seq_cls_adapter
 from rlhf.reward.seqcls import (
     FOLD_INTO,
     ExternalRule,
@@ -272,8 +274,10 @@ def rank_pairs(rm: RewardModel, tok, items, batch_size: int = 32) -> list[float]
 
 def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None = None,
                       write: bool = True) -> Path:
-    """Write the reward model as an HF-style folder (see the module docstring). FSDP-sharded:
-    every rank calls this (the weights are gathered), rank 0 with `write`."""
+    """Write the reward model as an HF-style folder (see the module docstring); a causal one
+    trained with LoRA also as peft's SEQ_CLS adapter in `adapter/` beside `path`
+    (`rlhf.reward.adapter`, its base `extra["base_model"]`). FSDP-sharded: every rank calls
+    this (the weights are gathered), rank 0 with `write`."""
     if dist.is_sharded(rm):  # back to its shards: after a forward pass the root's parameters
         rm.reshard()  # are views of a transient gathered buffer (read later: a segfault)
     length = rm.length_head
@@ -290,8 +294,12 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
         return save_encoder(rm.backbone, tok, path,
                             extra_tensors={"reward_head.weight": rm.head.weight, **more},
                             extra_json={META_FILE: meta}, write=write)
-    return save_seq_cls(rm.backbone, tok, path, rm.head.weight, float(rm.mean),
-                        float(rm.std), meta, write, more)
+    out = save_seq_cls(rm.backbone, tok, path, rm.head.weight, float(rm.mean),
+                       float(rm.std), meta, write, more)
+    if has_lora(rm.backbone):  # also peft's SEQ_CLS adapter, beside: `rlhf.reward.adapter`
+        save_seq_cls_adapter(rm.backbone, tok, out, Path(path).parent / "adapter",
+                             meta.get("base_model"), write)
+    return out
 
 
 def is_reward_model(path: str | Path) -> bool:
