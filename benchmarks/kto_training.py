@@ -2,12 +2,13 @@
 rows and settings, measured in one run.
 
     python benchmarks/kto_training.py [--steps 30] [--batch-size 16] [--max-len 256]
-        [--repeats 3] [--threads 1] [--shape smollm2-135m]
+        [--repeats 3] [--threads 1] [--shape smollm2-135m] [--device cuda]
 
 Needs transformers and trl (the benchmark extra). Model: stories260K (../shared, llama2.c
 format), exported once to an HF folder with `rlhf.lm.folders.save_model`; both trainers start
-from it and use it as the frozen reference (`--shape smollm2-135m`: random weights in
-SmolLM2-135M's shape; slow on a CPU, give it few steps). Data: HH-RLHF harmless-base
+from it and use it as the frozen reference (`--shape smollm2-135m` / `qwen2-0.5b`: random
+weights in that shape, `benchmarks/shapes.py`; slow on a CPU, give it few steps).
+Data: HH-RLHF harmless-base
 comparisons unpaired as configs/kto.yaml does (chosen desirable, rejected undesirable; TRL's
 `unpair_preference_dataset` rule), only rows whose prompt + completion fit in --max-len
 tokens (neither trainer truncates), written as a TRL unpaired file that both read.
@@ -20,7 +21,11 @@ grad-norm clipping 1, fp32, the same thread count.
 Timed: rows per second of the training loop: ours from its metrics (`rows_per_s`), TRL's as
 steps x batch / `train_runtime`. Repeats alternate the trainers; speeds are medians. The loss
 curves (per-step mean KTO loss) of both are printed so that "at equal loss" can be judged.
-One JSON line.
+One JSON line, with the CPU, its SIMD flags, the matmul peak measured in the same run and each
+side's MFU: FLOPs per row = the policy's training pass (6·N·T + attention,
+`shapes.train_flops`) + three forward passes (2·N·T + attention each: the reference on the row,
+the policy and the reference on a mismatched KL row, taken as long as the mean row), T = the
+row's prompt + completion tokens.
 """
 
 from __future__ import annotations
@@ -36,8 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from matmul_flops import cpu_name  # noqa: E402
-from sft_training import SHAPES, start_model  # noqa: E402
+import shapes  # noqa: E402
 
 from rlhf.config import load_config  # noqa: E402
 from rlhf.kto.config import KTOTrainConfig  # noqa: E402
@@ -67,7 +71,7 @@ def run_ours(init: Path, rows_file: Path, a, out: Path) -> tuple[float, list[flo
         f"train.max_steps={a.steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",
         "train.min_lr_ratio=0", "train.eval_every=0", "train.save_every=0",
         "train.weight_decay=0", "progress=false", f"runtime.threads={a.threads}",
-        f"runtime.seed={a.seed}", "runtime.precision=fp32"])
+        f"runtime.seed={a.seed}", "runtime.precision=fp32", f"runtime.device={a.device}"])
     train(cfg)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "rows_per_s" in r]
@@ -92,7 +96,8 @@ def run_trl(init: Path, rows: list[dict], a, out: Path) -> tuple[float, list[flo
                      max_steps=a.steps, learning_rate=a.lr, lr_scheduler_type="cosine",
                      warmup_steps=a.warmup, weight_decay=0.0, max_grad_norm=1.0, beta=a.beta,
                      desirable_weight=1.0, undesirable_weight=1.0, max_length=a.max_len,
-                     use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
+                     use_cpu=a.device == "cpu", report_to="none", save_strategy="no",
+                     logging_steps=1,
                      seed=a.seed, disable_tqdm=True, dataloader_num_workers=0, bf16=False,
                      gradient_checkpointing=False)
     trainer = KTOTrainer(model=model, ref_model=ref.eval(), args=args, processing_class=tok,
@@ -101,6 +106,16 @@ def run_trl(init: Path, rows: list[dict], a, out: Path) -> tuple[float, list[flo
     runtime = trainer.train().metrics["train_runtime"]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return a.steps * a.batch_size / runtime, losses
+
+
+def flops_per_row(init: Path, tok, rows: list[dict], max_len: int) -> float:
+    """Mean FLOPs of one row: training pass + 3 forward passes (see the module docstring)."""
+    n, layers, width = shapes.shape_of(load_model(init)[0].args)
+    lengths = [sum(map(len, encode_row(tok, r["prompt"], r["completion"], max_len)[:2]))
+               for r in rows]
+    mean = sum(lengths) / len(lengths)
+    return (sum(shapes.train_flops(n, t, layers, t, width) for t in lengths) / len(lengths)
+            + 3 * shapes.forward_flops(n, mean, layers, mean, width))
 
 
 def main() -> None:
@@ -117,13 +132,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="alternating runs; medians kept")
-    p.add_argument("--shape", default="stories260K", choices=["stories260K", *SHAPES])
+    shapes.add_arguments(p)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        init = start_model(a.shape, out)
-        rows = unpaired(load_model(init)[1], a.max_len, a.rows)
+        init = shapes.start_model(a.shape, out)
+        tok = load_model(init)[1]
+        rows = unpaired(tok, a.max_len, a.rows)
+        fpr = flops_per_row(init, tok, rows, a.max_len)
         rows_file = out / "rows.jsonl"
         rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
         speed: dict[str, list[float]] = {"ours": [], "trl": []}
@@ -134,14 +151,17 @@ def main() -> None:
             s, loss["trl"] = run_trl(init, rows, a, out / f"trl{r}")
             speed["trl"].append(s)
     med = {k: statistics.median(v) for k, v in speed.items()}
+    peak = shapes.matmul_peak(a.threads, device=a.device)
     tail = max(1, a.steps // 4)
     print(json.dumps({
-        "benchmark": "kto_training", "model": a.shape, "steps": a.steps,
+        "benchmark": "kto_training", "model": shapes.label(a.shape), "steps": a.steps,
         "batch_size": a.batch_size, "max_len": a.max_len, "beta": a.beta, "lr": a.lr,
-        "rows": len(rows), "desirable": sum(r["label"] for r in rows), "cpu": cpu_name(),
-        "threads": a.threads, "repeats": a.repeats,
+        "rows": len(rows), "desirable": sum(r["label"] for r in rows),
+        **shapes.device_info(a.device), "device": a.device, "threads": a.threads,
+        "repeats": a.repeats,
         "ours_rows_per_s": round(med["ours"], 2), "trl_rows_per_s": round(med["trl"], 2),
         "ratio": round(med["ours"] / med["trl"], 2),
+        **shapes.efficiency(peak, med["ours"] * fpr, med["trl"] * fpr),
         **{f"{k}_runs": [round(x, 2) for x in v] for k, v in speed.items()},
         "loss_tail_mean": {k: round(statistics.mean(v[-tail:]), 4) for k, v in loss.items()},
         "loss_ours": [round(x, 4) for x in loss["ours"]],

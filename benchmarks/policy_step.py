@@ -5,11 +5,20 @@ beta 0.05), a reward model of the same shape (stories260K backbone + a random sc
 16 TinyStories prompts x 4 samples x 64 new tokens (temperature 1, no EOS stop forced),
 one AdamW step per batch, CPU, fp32. The reward model's head is random: only time matters.
 
+`--shape smollm2-135m` / `qwen2-0.5b` (`benchmarks/shapes.py`): the policy, reference and
+reward backbone get random weights in that model's shape instead (slow on a CPU: give it
+`--steps 1 --warmup 0`); `--device cuda` runs both trainers there.
+
 Prints one JSON line: s_per_step (ours), trl_s_per_step, ratio (TRL time / ours), and where our
 time goes (`breakdown`: sampling, reward model, reference pass, update). Medians over
-`--steps` steps after `--warmup` steps.
+`--steps` steps after `--warmup` steps. With the CPU, its SIMD flags, the matmul peak measured
+in the same run and each side's MFU: FLOPs per step = for each of the 64 sequences of
+T = mean prompt tokens + our mean response length, sampling 2·N·T, the reference pass 2·N·T,
+the reward model 2·(N - vocab·dim)·T (no output layer), the update 6·N·T, attention added to
+each (`shapes.forward_flops` / `train_flops`); TRL is credited the same FLOPs per step.
 
     python benchmarks/policy_step.py [--threads 1] [--steps 5] [--warmup 2] [--skip-trl]
+        [--shape stories260k|smollm2-135m|qwen2-0.5b] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -25,23 +34,43 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-STORIES = ROOT.parent / "shared" / "models" / "stories260K"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import shapes  # noqa: E402
+
+STORIES = shapes.STORIES
 PROMPTS, K, NEW_TOKENS, LR, BETA = 16, 4, 64, 1e-4, 0.05
 
 
-def make_models(tmp: Path) -> tuple[Path, Path]:
-    """stories260K as an HF-style policy folder, and a reward model of the same shape."""
-    from rlhf.lm.folders import load_model, save_model
+def make_models(tmp: Path, shape: str = "stories260k") -> tuple[Path, Path]:
+    """The policy as an HF-style folder (`shapes.start_model`), and a reward model of the same
+    shape and weights + a random scalar head."""
+    from rlhf.lm.folders import load_model
     from rlhf.reward.model import RewardModel, save_reward_model
 
-    model, tok = load_model(STORIES)
-    save_model(model, tok, tmp / "policy")
-    backbone, _ = load_model(STORIES)
+    policy = shapes.start_model(shape, tmp)
+    backbone, tok = load_model(policy)
     save_reward_model(RewardModel(backbone, n_members=1, seed=0), tok, tmp / "rm")
-    return tmp / "policy", tmp / "rm"
+    return policy, tmp / "rm"
 
 
-def run_ours(policy: Path, rm: Path, tmp: Path, steps: int, warmup: int, threads: int) -> dict:
+def step_flops(policy: Path, response_tokens: float) -> float:
+    """FLOPs of one step's useful work (the module docstring's count)."""
+    from rlhf.lm.folders import load_model
+    from rlhf.prompts import load_prompts
+
+    model, tok = load_model(policy)
+    n, layers, width = shapes.shape_of(model.args)
+    prompts = load_prompts(None)
+    t = sum(len(tok.encode(p)) for p in prompts) / len(prompts) + response_tokens
+    rm = n - model.args.vocab_size * model.args.dim
+    per_sequence = (2 * shapes.forward_flops(n, t, layers, t, width)
+                    + shapes.forward_flops(rm, t, layers, t, width)
+                    + shapes.train_flops(n, t, layers, t, width))
+    return PROMPTS * K * per_sequence
+
+
+def run_ours(policy: Path, rm: Path, tmp: Path, steps: int, warmup: int, threads: int,
+             device: str = "cpu") -> dict:
     from rlhf.config import load_config
     from rlhf.policy.config import PolicyTrainConfig
     from rlhf.policy.train import train
@@ -52,7 +81,7 @@ def run_ours(policy: Path, rm: Path, tmp: Path, steps: int, warmup: int, threads
         f"algo.k={K}", f"algo.lr={LR}", f"prompts.batch_prompts={PROMPTS}",
         "prompts.eval_prompts=0", f"sampling.max_new_tokens={NEW_TOKENS}",
         "sampling.stop_at_bos=false", "sample_every=0", "save_every=0",
-        f"runtime.threads={threads}", "runtime.device=cpu"])
+        f"runtime.threads={threads}", f"runtime.device={device}"])
     train(cfg)
     rows = [json.loads(x) for x in (tmp / "ours" / "metrics.jsonl").read_text().splitlines()]
     rows = rows[warmup:]
@@ -62,13 +91,13 @@ def run_ours(policy: Path, rm: Path, tmp: Path, steps: int, warmup: int, threads
 
 
 def run_trl(policy: Path, tmp: Path, steps: int, warmup: int, threads: int,
-            trl_defaults: bool = False) -> float:
+            trl_defaults: bool = False, device: str = "cpu") -> float:
     """Median seconds per RLOOTrainer step. fp32 and no gradient checkpointing, as ours,
     unless `trl_defaults` (RLOOConfig's own: bf16 autocast and gradient checkpointing on)."""
     import datasets
     from transformers import (
-        LlamaForCausalLM,
-        LlamaForSequenceClassification,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
         PreTrainedTokenizerFast,
         TrainerCallback,
     )
@@ -80,9 +109,9 @@ def run_trl(policy: Path, tmp: Path, steps: int, warmup: int, threads: int,
     tok = PreTrainedTokenizerFast(tokenizer_file=str(policy / "tokenizer.json"),
                                   bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                   pad_token="<unk>", padding_side="left")
-    model = LlamaForCausalLM.from_pretrained(policy, dtype=torch.float32)
-    reward = LlamaForSequenceClassification.from_pretrained(policy, num_labels=1,
-                                                            dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
+    reward = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1,
+                                                                dtype=torch.float32)
     reward.config.pad_token_id = tok.pad_token_id
     n = PROMPTS * (steps + warmup)
     prompts = (load_prompts(None) * (n // len(load_prompts(None)) + 1))[:n]
@@ -91,7 +120,7 @@ def run_trl(policy: Path, tmp: Path, steps: int, warmup: int, threads: int,
         output_dir=str(tmp / "trl"), per_device_train_batch_size=PROMPTS * K,
         num_generations=K, max_completion_length=NEW_TOKENS, max_steps=steps + warmup,
         learning_rate=LR, beta=BETA, temperature=1.0, top_p=1.0, logging_steps=1,
-        report_to=[], save_strategy="no", use_cpu=True, seed=0, dataloader_num_workers=0,
+        report_to=[], save_strategy="no", use_cpu=device == "cpu", seed=0, dataloader_num_workers=0,
         shuffle_dataset=False, gradient_accumulation_steps=1,
         **({} if trl_defaults else {"bf16": False, "gradient_checkpointing": False}))
 
@@ -120,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--trl-defaults", action="store_true",
                    help="also time TRL with RLOOConfig's defaults (bf16, gradient checkpointing)")
+    shapes.add_arguments(p)
     a = p.parse_args(argv)
     if not STORIES.exists():
         print(f"{STORIES} is absent: the shared files belong at ../shared", file=sys.stderr)
@@ -127,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        policy, rm = make_models(tmp)
-        ours = run_ours(policy, rm, tmp, a.steps, a.warmup, a.threads)
-        trl = None if a.skip_trl else run_trl(policy, tmp, a.steps, a.warmup, a.threads)
-        trl_def = run_trl(policy, tmp, a.steps, a.warmup, a.threads, True) if a.trl_defaults \
-            else None
+        policy, rm = make_models(tmp, a.shape)
+        ours = run_ours(policy, rm, tmp, a.steps, a.warmup, a.threads, a.device)
+        trl = None if a.skip_trl else run_trl(policy, tmp, a.steps, a.warmup, a.threads,
+                                              device=a.device)
+        trl_def = run_trl(policy, tmp, a.steps, a.warmup, a.threads, True, a.device) \
+            if a.trl_defaults else None
+        flops = step_flops(policy, ours["length"])
+    peak = shapes.matmul_peak(a.threads, device=a.device)
     out = {"s_per_step": round(ours["s_per_step"], 3),
            "trl_s_per_step": trl and round(trl, 3),
            "ratio": trl and round(trl / ours["s_per_step"], 2),
@@ -141,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                          "update": round(ours["s_update"], 3)},
            "trl_defaults_s_per_step": trl_def and round(trl_def, 3),
            "mean_response_tokens": ours["length"], "threads": a.threads,
-           "setup": f"{PROMPTS} prompts x {K} samples x {NEW_TOKENS} new tokens, stories260K"}
+           "setup": f"{PROMPTS} prompts x {K} samples x {NEW_TOKENS} new tokens, "
+                    f"{shapes.label(a.shape)}",
+           "model": shapes.label(a.shape), **shapes.device_info(a.device), "device": a.device,
+           "step_gflop": round(flops / 1e9, 2),
+           **shapes.efficiency(peak, flops / ours["s_per_step"], trl and flops / trl)}
     print(json.dumps(out))
     return 0
 

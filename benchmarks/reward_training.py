@@ -3,6 +3,8 @@
     python benchmarks/reward_training.py --shape small   # stories260K (pretrained)
     python benchmarks/reward_training.py --shape 25m     # ~25M-parameter Llama (random init)
     python benchmarks/reward_training.py --shape minilm  # all-MiniLM-L6-v2 encoder (BERT)
+    python benchmarks/reward_training.py --shape smollm2-135m --steps 2 --repeats 1
+        # or qwen2-0.5b: random weights in that shape (`benchmarks/shapes.py`); --device cuda
 
 --shape minilm: the shared all-MiniLM-L6-v2 folder as our encoder reward model (mean pooling,
 two rows per pair, batches grouped by length) vs TRL's RewardTrainer on
@@ -38,7 +40,8 @@ without gradient checkpointing), trl_default_pairs_per_s, every setting's speed,
 fastest / TRL fastest), held-out accuracy of each fastest model, the length rule on the same
 held-out pairs, and the share of the machine's measured matmul FLOP/s (in the precision of our
 fastest run) that our training reaches (6 FLOPs per weight per real token + attention, as
-Kaplan et al. 2020).
+Kaplan et al. 2020: `shapes.train_flops`), for TRL too (`mfu`, `trl_mfu`, each against the
+peak of its fastest run's precision), with the CPU and its SIMD flags.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from matmul_flops import cpu_name, measure  # noqa: E402
+import shapes  # noqa: E402
 
 from rlhf.config import load_config  # noqa: E402
 from rlhf.feedback.derive import to_pairs  # noqa: E402
@@ -74,7 +77,10 @@ MINILM = "../shared/models/all-MiniLM-L6-v2"
 
 
 def backbone_folder(shape: str, folder: Path) -> Path:
-    """The starting weights as an HF-style folder (stories260K, or a random 25M Llama)."""
+    """The starting weights as an HF-style folder (stories260K, a random 25M Llama, or
+    random weights in a `shapes.SHAPES` shape)."""
+    if shape in shapes.SHAPES:
+        return shapes.start_model(shape, folder)
     model, tok = load_model(STORIES)
     if shape == "25m":
         torch.manual_seed(0)
@@ -113,6 +119,7 @@ def run_ours(model: str, train_p, a, out: Path, precision: str | None = None
         f"train.max_steps={a.steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",
         "train.min_lr_ratio=0", "train.eval_every=0", "train.save_every=0", "progress=false",
         f"runtime.threads={a.threads}", f"runtime.seed={a.seed}",
+        f"runtime.device={a.device}",
         *([f"runtime.precision={precision}"] if precision else [])])
     train(cfg)
     last = [json.loads(x) for x in (out / "ours/metrics.jsonl").read_text().splitlines()]
@@ -124,15 +131,16 @@ def run_ours(model: str, train_p, a, out: Path, precision: str | None = None
 
 
 def hf_reward_model(init: Path):
-    """Our starting backbone + the same initial head, as LlamaForSequenceClassification."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    """Our starting backbone + the same initial head, as an HF sequence classifier of the
+    backbone's family (LlamaForSequenceClassification, Qwen2ForSequenceClassification)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     rm, _ = init_reward_model(init, 1, seed=0)  # the head our run starts from (same seed)
     cfg = hf_config(rm.backbone.args)
     cfg.update(num_labels=1, pad_token_id=2)
     cfg.pop("architectures")
-    cfg.pop("model_type")
-    model = LlamaForSequenceClassification(LlamaConfig(**cfg))
+    kind = cfg.pop("model_type")
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(kind, **cfg))
     sd = to_hf_state_dict(rm.backbone)
     sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
     sd["score.weight"] = rm.head.weight.detach().clone()
@@ -164,7 +172,7 @@ def run_trl(init: Path, train_p, a, out: Path, setting: str):
     args = RewardConfig(output_dir=str(out / "trl"), per_device_train_batch_size=a.batch_size,
                         max_steps=a.steps, learning_rate=a.lr, lr_scheduler_type="cosine",
                         warmup_steps=a.warmup, weight_decay=0.0, max_grad_norm=1.0,
-                        max_length=a.max_len, use_cpu=True, report_to="none",
+                        max_length=a.max_len, use_cpu=a.device == "cpu", report_to="none",
                         save_strategy="no", logging_steps=a.steps, seed=a.seed,
                         disable_tqdm=True, dataloader_num_workers=0, **extra)
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
@@ -190,21 +198,21 @@ def hf_accuracy(model, tok, pairs, batch_size: int = 32) -> float:
     return right / len(pairs)
 
 
-def train_flops(init: Path, pairs, tok, max_len: int) -> float:
-    """Training FLOPs per pair actually needed, on average: 6 * matmul weights * tokens of the
-    packed row (the shared prompt counted once, as `pack_pairs` computes it) + attention of
-    each side over its own prompt and response."""
+def pair_flops(init: Path, pairs, tok, max_len: int, lm_head: bool = False) -> float:
+    """Training FLOPs per pair actually needed, on average (`shapes.train_flops`): 6 * matmul
+    weights * tokens of the packed row (the shared prompt counted once, as `pack_pairs`
+    computes it) + attention of each side over its own prompt and response. The output layer
+    counts only with `lm_head` (DPO's policy; a reward model has a scalar head instead)."""
     from rlhf.lm.folders import load_hf
 
     args = load_hf(init, hub_ok=False)[0].args
-    weights = args.num_params() - args.vocab_size * args.dim  # no lookup, no LM head
+    n, layers, width = shapes.shape_of(args)
+    n -= 0 if lm_head else args.vocab_size * args.dim
     total = 0.0
     for p in pairs:
         sides = [encode_pair_side(tok, p.prompt, r, max_len)[0] for r in (p.chosen, p.rejected)]
-        total += 6 * weights * packed_length(*sides)
-        for ids in sides:
-            n = len(ids)
-            total += 6 * args.n_layers * n * n * args.dim  # causal: n^2 / 2 pairs, fwd+bwd
+        total += shapes.train_flops(n, packed_length(*sides))
+        total += sum(shapes.train_flops(0, len(ids), layers, len(ids), width) for ids in sides)
     return total / len(pairs)
 
 
@@ -220,7 +228,7 @@ def run_trl_minilm(train_ids, a, out: Path):
     args = RewardConfig(output_dir=str(out / "trl"), per_device_train_batch_size=a.batch_size,
                         max_steps=a.steps, learning_rate=a.lr, lr_scheduler_type="cosine",
                         warmup_steps=a.warmup, weight_decay=0.0, max_grad_norm=1.0,
-                        max_length=a.max_len, use_cpu=True, report_to="none",
+                        max_length=a.max_len, use_cpu=a.device == "cpu", report_to="none",
                         save_strategy="no", logging_steps=a.steps, seed=a.seed,
                         disable_tqdm=True, dataloader_num_workers=0, bf16=False,
                         gradient_checkpointing=False)
@@ -271,7 +279,8 @@ def main_minilm(a) -> None:
         trl_acc = hf_accuracy_ids(hf, val_ids, tok.pad_id)
     med, trl_med = statistics.median(ours), statistics.median(trl)
     print(json.dumps({
-        "shape": "minilm", "cpu": cpu_name(), "steps": a.steps, "batch_size": a.batch_size,
+        "shape": "minilm", **shapes.device_info(a.device), "steps": a.steps,
+        "batch_size": a.batch_size,
         "max_len": a.max_len, "threads": a.threads, "repeats": a.repeats,
         "train_pairs_available": len(train_p), "pairs_trained": a.steps * a.batch_size,
         "trl_train_pairs": a.trl_train_pairs, "held_out_pairs": len(val_p),
@@ -288,7 +297,9 @@ def main_minilm(a) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", choices=("small", "25m", "minilm"), default="small")
+    p.add_argument("--shape", type=str.lower, default="small",
+                   choices=("small", "25m", "minilm", *shapes.SHAPES), help="small = stories260k")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--held-out", type=int, default=300, help="minilm: held-out pairs scored")
     p.add_argument("--steps", type=int, default=0, help="0: 30 (small) / 4 (25m)")
     p.add_argument("--batch-size", type=int, default=0, help="0: 16 (small) / 8 (25m)")
@@ -305,8 +316,9 @@ def main() -> None:
         a.lr = 5e-5 if a.lr == 1e-3 else a.lr
         torch.set_num_threads(a.threads)
         return main_minilm(a)
-    a.steps = a.steps or (30 if a.shape == "small" else 4)
-    a.batch_size = a.batch_size or (16 if a.shape == "small" else 8)
+    small = a.shape in ("small", "stories260k")
+    a.steps = a.steps or (30 if small else 4)
+    a.batch_size = a.batch_size or (16 if small else 8)
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -327,11 +339,14 @@ def main() -> None:
         trl_best = max(("fp32", "bf16"), key=trl.get)
         ev = evaluate(*models[best], val_p, max_len=a.max_len)
         trl_acc = hf_accuracy(*models["trl_" + trl_best], val_p)
-        peaks = {"fp32": measure(a.threads), "bf16": measure(a.threads, dtype=torch.bfloat16)}
+        peaks = {"fp32": shapes.matmul_peak(a.threads, device=a.device),
+                 "bf16": shapes.matmul_peak(a.threads, torch.bfloat16, a.device)}
         peak = peaks[best]  # the ceiling of the precision our fastest run used
-        flops = train_flops(init, train_p, tok, a.max_len) * ours[best]
+        fpp = pair_flops(init, train_p, tok, a.max_len)
+        flops = fpp * ours[best]
     print(json.dumps({
         "shape": a.shape, "params": models[best][0].backbone.args.num_params(), "steps": a.steps,
+        **shapes.device_info(a.device), "device": a.device,
         "batch_size": a.batch_size, "max_len": a.max_len, "threads": a.threads,
         "repeats": a.repeats,
         "train_pairs": len(train_p), "held_out_pairs": len(val_p), "trl_would_drop": dropped,
@@ -349,7 +364,9 @@ def main() -> None:
         "train_gflops": round(flops / 1e9, 2), "matmul_gflops": round(peak / 1e9, 1),
         "matmul_gflops_fp32": round(peaks["fp32"] / 1e9, 1),
         "matmul_gflops_bf16": round(peaks["bf16"] / 1e9, 1),
-        "flops_fraction": round(flops / peak, 3), "time": time.strftime("%H:%M:%S")}))
+        "flops_fraction": round(flops / peak, 3),
+        **shapes.efficiency(peak, flops, fpp * trl[trl_best], peer_peak=peaks[trl_best]),
+        "time": time.strftime("%H:%M:%S")}))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 same model, rows and settings, measured in one run.
 
     python benchmarks/sft_training.py [--steps 40] [--batch-size 16] [--max-len 256]
-        [--repeats 3] [--threads 1] [--trl-packed] [--shape smollm2-135m]
+        [--repeats 3] [--threads 1] [--trl-packed] [--shape smollm2-135m] [--device cuda]
 
 Needs transformers and trl (the benchmark extra). Model: stories260K (../shared, llama2.c
 format), exported once to an HF folder with `rlhf.lm.folders.save_model`; both trainers start
-from it (`--shape smollm2-135m`: random weights in SmolLM2-135M's shape with stories260K's
-tokenizer; slow on a CPU, give it few steps). Data: TinyStories paragraphs
+from it (`--shape smollm2-135m` / `qwen2-0.5b`: random weights in that model's shape with
+stories260K's tokenizer, `benchmarks/shapes.py`; slow on a CPU, give it few steps).
+Data: TinyStories paragraphs
 (../shared/data/text) as prompt-completion rows (the first sentence is the prompt, the rest
 the completion), only rows that fit in --max-len tokens, so neither trainer truncates;
 `same_tokens_as_trl` says whether both tokenise every row to the same ids.
@@ -23,7 +24,10 @@ different loss curve), and the faster is the peer. Ours packs a batch's rows int
 --max-len sequences where that saves a quarter of the padding, else pads them (its default;
 batches grouped by length mostly run padded).
 Repeats alternate the trainers; speeds are medians. The loss curves (per-step mean NLL per
-trained token) of every run are printed so that "at equal loss" can be judged. One JSON line.
+trained token) of every run are printed so that "at equal loss" can be judged. One JSON line,
+with the CPU, its SIMD flags, the matmul peak measured in the same run and each side's MFU:
+FLOPs per trained token = 6·N·T + attention (`shapes.train_flops`) summed over every row's
+tokens (the prompt's included: it is run forward and backward too) / its trained tokens.
 """
 
 from __future__ import annotations
@@ -40,27 +44,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generation import SHAPES  # noqa: E402
-from matmul_flops import cpu_name  # noqa: E402
+import shapes  # noqa: E402
 
 from rlhf.config import load_config  # noqa: E402
-from rlhf.lm.folders import load_model, save_model  # noqa: E402
-from rlhf.lm.model import ModelArgs, Transformer  # noqa: E402
+from rlhf.lm.folders import load_model  # noqa: E402
 from rlhf.sft.config import SFTConfig  # noqa: E402
 from rlhf.sft.data import SFTRow, encode_row, read_rows  # noqa: E402
 from rlhf.sft.train import train  # noqa: E402
 
-STORIES = "../shared/models/stories260K"
 TEXT = "../shared/data/text/tinystories-sample.txt"
-
-
-def start_model(shape: str, out: Path) -> Path:
-    """The HF folder both trainers start from."""
-    model, tok = load_model(STORIES)
-    if shape != "stories260K":
-        torch.manual_seed(0)  # stories260K's tokenizer uses the first 512 of its 49152 ids
-        model = Transformer(ModelArgs(**SHAPES[shape]))
-    return save_model(model, tok, out / "init")
 
 
 def demonstrations(tok, max_len: int) -> list[SFTRow]:
@@ -81,7 +73,7 @@ def run_ours(init: Path, rows_file: Path, a, out: Path) -> tuple[float, list[flo
         f"train.max_steps={a.steps}", f"train.lr={a.lr}", f"train.warmup_steps={a.warmup}",
         "train.min_lr_ratio=0", "train.eval_every=0", "train.save_every=0",
         "train.weight_decay=0", "progress=false", f"runtime.threads={a.threads}",
-        f"runtime.seed={a.seed}", "runtime.precision=fp32"])
+        f"runtime.seed={a.seed}", "runtime.precision=fp32", f"runtime.device={a.device}"])
     train(cfg)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "tokens_per_s" in r]
@@ -117,7 +109,8 @@ def run_trl(init: Path, rows, a, out: Path, packing: bool
                      max_steps=a.steps, learning_rate=a.lr, lr_scheduler_type="cosine",
                      warmup_steps=a.warmup, weight_decay=0.0, max_grad_norm=1.0,
                      max_length=a.max_len, completion_only_loss=True, packing=packing,
-                     use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
+                     use_cpu=a.device == "cpu", report_to="none", save_strategy="no",
+                     logging_steps=1,
                      seed=a.seed, disable_tqdm=True, dataloader_num_workers=0, bf16=False,
                      gradient_checkpointing=False)
     trainer = Counting(model=model, args=args, train_dataset=ds, processing_class=tok)
@@ -126,6 +119,17 @@ def run_trl(init: Path, rows, a, out: Path, packing: bool
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     ids = [] if packing else [r["input_ids"] for r in trainer.train_dataset]
     return Counting.trained / runtime, losses, ids
+
+
+def flops_per_trained_token(init: Path, tok, rows, max_len: int) -> float:
+    """Training FLOPs of every row's tokens / the rows' trained (completion) tokens."""
+    n, layers, width = shapes.shape_of(load_model(init)[0].args)
+    flops = trained = 0.0
+    for r in rows:
+        ids, mask, _ = encode_row(tok, r, max_len, True)
+        flops += shapes.train_flops(n, len(ids), layers, len(ids), width)
+        trained += sum(mask)
+    return flops / trained
 
 
 def curve(losses: list[float]) -> list[float]:
@@ -146,12 +150,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="alternating runs; medians kept")
     p.add_argument("--trl-packed", action="store_true",
                    help="also time TRL with packing=True (slow on CPU: about 7x fewer tokens/s)")
-    p.add_argument("--shape", default="stories260K", choices=["stories260K", *SHAPES])
+    shapes.add_arguments(p)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        init = start_model(a.shape, out)
+        init = shapes.start_model(a.shape, out)
         tok = load_model(init)[1]
         rows = demonstrations(tok, a.max_len)
         rows_file = out / "rows.jsonl"
@@ -168,16 +172,19 @@ def main() -> None:
                 speed[name].append(s)
                 if ids:
                     same = ids == [encode_row(tok, x, a.max_len, True)[0] for x in rows]
+        fpt = flops_per_trained_token(init, tok, rows, a.max_len)
+    peak = shapes.matmul_peak(a.threads, device=a.device)
     med = {k: statistics.median(v) for k, v in speed.items()}
     peer = max((k for k, _ in trl_runs), key=med.get)
     tail = max(1, a.steps // 4)
     print(json.dumps({
-        "benchmark": "sft_training", "model": a.shape, "steps": a.steps,
+        "benchmark": "sft_training", "model": shapes.label(a.shape), "steps": a.steps,
         "batch_size": a.batch_size, "max_len": a.max_len, "lr": a.lr, "rows": len(rows),
-        "same_tokens_as_trl": same, "cpu": cpu_name(), "threads": a.threads,
-        "repeats": a.repeats,
+        "same_tokens_as_trl": same, **shapes.device_info(a.device), "device": a.device,
+        "threads": a.threads, "repeats": a.repeats,
         "ours_tokens_per_s": round(med["ours"], 1), "trl_tokens_per_s": round(med[peer], 1),
         "trl_setting": peer, "ratio": round(med["ours"] / med[peer], 2),
+        **shapes.efficiency(peak, med["ours"] * fpt, med[peer] * fpt),
         **{f"{k}_runs": [round(x, 1) for x in speed[k]] for k in speed},
         "loss_tail_mean": {k: round(statistics.mean(v[-tail:]), 4) for k, v in loss.items()},
         "loss_ours": curve(loss["ours"]), "loss_trl": curve(loss["trl"]),

@@ -1,6 +1,8 @@
 """`mode: async`: the page stays up, the queue refills from the newest policy, stale items are
 retired, each round's cut is recorded before it trains (answers that arrive while it trains go
-to the next round, none twice), simulated web raters at a human pace, and the report's rows."""
+to the next round, none twice), simulated web raters at a human pace, and the report's rows;
+stale answers down-weighted instead (`live.stale`: the weights by hand, in the snapshot, in the
+reward model's loss), and active selection by the newest reward model in the refill."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import ROOT, STORIES, need_shared
 
 from rlhf.config import ConfigError, load_config
@@ -25,8 +29,17 @@ from rlhf.feedback.store import ComparisonStore
 from rlhf.loop import steps
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.cycle import run
+from rlhf.loop.folder import STEPS
 from rlhf.loop.live import LiveRounds, cut_due, servable
-from rlhf.loop.live_stats import idle_share, live_section, rater_time, staleness
+from rlhf.loop.live_stats import (
+    idle_share,
+    live_section,
+    rater_time,
+    stale_weight,
+    staleness,
+    weigh_snapshot,
+)
+from rlhf.raters.live_queue import LiveQueue
 from rlhf.raters.paced import Pace, PacedCrowd, PacedRater, answer_body, links, screen_item
 from rlhf.raters.simulated import SimulatedRater
 from rlhf.raters.web_live import LiveServer
@@ -135,10 +148,12 @@ def test_the_paced_rater_answers_in_screen_terms_by_the_simulated_choice_rule():
 # ----------------------------------------------------------------------------- the cut
 
 
-def live_folder(tmp_path, need: int = 3) -> tuple[LiveRounds, ComparisonStore, list[Item]]:
+def live_folder(tmp_path, need: int = 3, more: tuple = ()
+                ) -> tuple[LiveRounds, ComparisonStore, list[Item]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = load_config(LoopConfig, None, ["mode=async", "rater.kind=web", f"out_dir={tmp_path}",
                                          f"live.answers_per_round={need}",
-                                         "live.poll_seconds=0.01"])
+                                         "live.poll_seconds=0.01", *more])
     items = [item(i, 0) for i in range(10)]
     write_queue(tmp_path / "queue.jsonl", items)
     return LiveRounds(cfg, tmp_path, None), ComparisonStore(tmp_path / "comparisons.jsonl"), items
@@ -282,10 +297,13 @@ def test_the_same_paced_raters_rate_a_lockstep_web_run(tmp_path):
 
 @pytest.mark.slow
 def test_killed_ten_times_while_paced_raters_answer(tmp_path):
-    """kill -9 of the async loop at ten random moments while four paced web raters keep
-    answering (through every restart): every confirmed answer is in the store exactly once,
-    the rounds are those of an uninterrupted run (each cut by its count, disjoint, every
-    answer before the last cut in exactly one round), and the run finishes."""
+    """kill -9 of the async loop at ten moments spread over the run while four paced web
+    raters keep answering (through every restart): every confirmed answer is in the store
+    exactly once, the rounds are those of an uninterrupted run (each cut by its count,
+    disjoint, every answer before the last cut in exactly one round), and the run finishes.
+    Each kill waits until the run has done its target step (ten targets, round 1's cut to
+    round 3's reward model), then a random 0-0.3 s more: the kills land all over the run
+    whatever the machine's speed."""
     need_shared()
     out, port = tmp_path / "run", free_port()
     crowd = PacedCrowd(out / "comparisons.jsonl", 4, port, seed=2,
@@ -293,25 +311,34 @@ def test_killed_ten_times_while_paced_raters_answer(tmp_path):
     cmd = [sys.executable, "-m", "rlhf", "loop", *TINY, "rounds=3", f"out_dir={out}",
            f"rater.port={port}", f"rater.name={crowd.rater_names}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RLHF_PROGRESS_EVERY": "1000"}
+    order = [(r, s) for r in (1, 2, 3) for s in STEPS]  # the run's steps, in order
+    targets = [t for t in order if t[1] != "sample"][:10]  # (1, rate) .. (3, policy)
     rng, states = random.Random(7), []
+
+    def reached() -> int:  # index of the last step done (-1: none of rounds 1-3 yet)
+        path = out / "state.json"
+        st = json.loads(path.read_text()) if path.is_file() else {"round": 0}
+        return order.index((st["round"], st["step"])) if st["round"] >= 1 else -1
+
     crowd.start()
     try:
-        for _ in range(10):
+        for target in targets:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            try:
-                proc.wait(timeout=rng.uniform(2.0, 7.0))
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-            state = out / "state.json"
-            states.append(json.loads(state.read_text()) if state.is_file() else None)
+            while proc.poll() is None and reached() < order.index(target):
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+            if proc.poll() is not None:  # it ended first (a crash shows in the run below)
+                break
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            states.append(reached())
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=300)
     finally:
         logs = crowd.stop()
     assert done.returncode == 0, done.stderr[-2000:]
-    assert len({json.dumps(s) for s in states}) >= 3, states  # killed at different steps
+    assert len(states) >= 9 and len(set(states)) >= 6, states  # spread over the run
     recs = [json.loads(s) for s in (out / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in recs] == [0, 1, 2, 3]
     cuts = [json.loads((out / f"round_0{r}" / "cut.json").read_text()) for r in (1, 2, 3)]
@@ -358,3 +385,176 @@ def test_the_page_waits_for_new_items_then_shows_one_without_a_reload(tmp_path):
         if d is not None:
             d.quit()
         server.close()
+
+
+# ----------------------------------------------------------------------------- stale answers
+
+
+def test_stale_options_are_checked_by_key():
+    cfg = load_config(LoopConfig, None, ["mode=async", "rater.kind=web"])
+    assert cfg.live.stale == "retire" and cfg.live.stale_weight == 0.5  # the defaults
+    assert cfg.live.retire_after() == cfg.live.max_staleness
+    down = load_config(LoopConfig, None, ["mode=async", "rater.kind=web",
+                                          "live.stale=downweight", "live.stale_weight=1"])
+    assert down.live.retire_after() > 10 ** 6  # nothing is retired
+    for bad in ("0", "-0.5", "1.5"):
+        with pytest.raises(ConfigError, match=r"^live.stale_weight: must be in \(0, 1\]"):
+            load_config(LoopConfig, None, [f"live.stale_weight={bad}"])
+    with pytest.raises(ConfigError, match="live.stale"):
+        load_config(LoopConfig, None, ["live.stale=drop"])
+
+
+def test_stale_weights_by_hand():
+    # round 5 trains from policy 4: versions 0..3 are 4, 3, 2, 1 old; max_staleness 1 -> 3, 2,
+    # 1, 0 versions beyond it -> weights 0.5**3, 0.5**2, 0.5, 1; no version -> 1
+    assert [stale_weight(v, 5, 1, 0.5) for v in (0, 1, 2, 3, 4, None)] == [
+        0.125, 0.25, 0.5, 1.0, 1.0, 1.0]
+    assert stale_weight(0, 5, 0, 0.9) == pytest.approx(0.9 ** 4)
+    assert stale_weight(0, 5, 1, 1.0) == 1.0
+    rows = [{"type": "comparison", "id": f"c{v}", "meta": {"policy_version": v}}
+            for v in (0, 1, 2, 3)]
+    rows[1]["meta"]["weight"] = 0.5  # a weight it had already: multiplied
+    rows += [{"type": "comparison", "id": "cx", "meta": {}},
+             {"type": "note", "id": "n1", "about": "c0", "meta": {"policy_version": 0}},
+             {"type": "retraction", "id": "r1", "retracts": "c3"}]
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    out, summary = weigh_snapshot(data, 5, 1, 0.5)
+    got = [json.loads(s) for s in out.decode().splitlines()]
+    assert [(g.get("meta") or {}).get("weight") for g in got] == [
+        0.125, 0.125, 0.5, None, None, None, None]  # 0.25 * 0.5 for c1
+    old, new = data.split(b"\n"), out.split(b"\n")
+    assert [old[i] == new[i] for i in range(len(old))] == [False] * 3 + [True] * 5
+    assert summary == {"down_weighted": 3, "mean_weight": pytest.approx(2.875 / 5),
+                       "by_version": {"0": 0.125, "1": 0.25, "2": 0.5}}
+    assert weigh_snapshot(data, 2, 1, 0.5)[0] == data  # round 2: nothing beyond 1 version
+
+
+def test_downweight_serves_stale_items_and_weighs_the_snapshot_not_the_store(tmp_path,
+                                                                            monkeypatch):
+    live, store, _ = live_folder(tmp_path, need=4, more=["live.stale=downweight",
+                                                         "live.max_staleness=0"])
+    items = [item(i, v) for i, v in enumerate((0, 0, 1, 2, 2))]
+    retire, _, _ = live_folder(tmp_path / "r", more=["live.max_staleness=0"])
+    for rounds, folder in ((live, tmp_path), (retire, tmp_path / "r")):
+        write_queue(folder / "queue.jsonl", items)
+        rounds.items, rounds.newest = items, 2
+        rounds.publish()  # what `rlhf rate` serves (the page gets the same list)
+        served = SimpleNamespace()
+        LiveQueue(folder / "queue.jsonl").update(served)
+        assert [it.id for it in rounds.left()] == ["it3", "it4"]  # the margin: fresh ones
+        assert [it.id for it in served.items] == (["it3", "it4", "it2", "it0", "it1"]
+                                                  if rounds is live else ["it3", "it4"])
+    store.extend([answer(it, "ann", 100.0 + i) for i, it in enumerate(items[:4])])
+    before = (tmp_path / "comparisons.jsonl").read_bytes()
+    monkeypatch.setattr(live, "start", lambda newest: None)  # no server, no sampler
+    record = live.step(3, "rate", {}, None)  # round 3 trains from policy 2: v0 2 old, v1 1
+    assert (tmp_path / "comparisons.jsonl").read_bytes() == before  # the store untouched
+    weights = record["live"]["weights"]
+    assert weights == {"stale_weight": 0.5, "down_weighted": 3, "mean_weight": pytest.approx(
+        (0.25 + 0.25 + 0.5 + 1) / 4), "by_version": {"0": 0.25, "1": 0.5}}
+    used = ComparisonStore(tmp_path / "round_03" / "comparisons_used.jsonl").load()
+    assert [c.meta.get("weight") for c in used] == [0.25, 0.25, 0.5, None]
+    assert json.loads((tmp_path / "round_03" / "cut.json").read_text())["weights"] == weights
+    row = next(line for line in live_section(tmp_path, [{"round": 0}, {"round": 3, **record}])
+               if line.startswith("| 3 |"))
+    assert "| 1.25 (3 down-weighted, mean weight 0.50) |" in row
+
+
+def test_the_reward_loss_counts_each_pair_by_its_record_weight(tmp_path):
+    """A snapshot's `meta.weight` reaches the reward model's loss: the batch loss is the
+    hand-computed weighted mean of the pairs' own losses, and a pair of weight 0 counts as
+    if it were not there."""
+    from test_train_reward import make_fixture
+
+    from rlhf.preferences.data import prepare_data
+    from rlhf.reward.config import RewardTrainConfig
+    from rlhf.reward.model import init_reward_model
+    from rlhf.reward.train import micro_batch_loss
+
+    model_dir, store = make_fixture(tmp_path, n=4)
+    rows = [json.loads(s) for s in store.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["meta"] = {"policy_version": i}  # round 5, max_staleness 1: weights 1/8 .. 1
+    data, _ = weigh_snapshot("".join(json.dumps(r) + "\n" for r in rows).encode(), 5, 1, 0.5)
+    (tmp_path / "w.jsonl").write_bytes(data)
+    rows[0]["meta"]["weight"] = 0  # the first pair counts nothing...
+    (tmp_path / "zero.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "drop.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
+    args = [f"model.init={model_dir}", "data.max_len=64", "data.val_fraction=0",
+            "train.batch_size=2", "model.n_members=2"]
+    rm, tok = init_reward_model(str(model_dir), 2, 0, "last")
+    rm.eval()
+    cpu = torch.device("cpu")
+
+    def losses(name):
+        cfg = load_config(RewardTrainConfig, None, [*args, f"data.paths=[{tmp_path / name}]"])
+        d, _ = prepare_data(cfg, tok)
+        boot = torch.ones(len(d), 2)
+        with torch.no_grad():
+            alone = [float(micro_batch_loss(rm, d, [i], boot, cfg, cpu)["loss"])
+                     for i in range(len(d))]
+            return d, alone, float(micro_batch_loss(rm, d, list(range(len(d))), boot, cfg,
+                                                    cpu)["loss"])
+    d, alone, got = losses("w.jsonl")
+    assert d.weight.tolist() == [0.125, 0.25, 0.5, 1.0]
+    assert got == pytest.approx((0.125 * alone[0] + 0.25 * alone[1] + 0.5 * alone[2]
+                                 + alone[3]) / 1.875, abs=1e-6)
+    assert abs(got - sum(alone) / 4) > 1e-5  # the unweighted mean differs
+    assert losses("zero.jsonl")[2] == pytest.approx(losses("drop.jsonl")[2], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- active selection
+
+
+def test_the_refill_keeps_the_candidates_the_newest_reward_model_disputes_most(tmp_path,
+                                                                              monkeypatch):
+    """selection=disagreement in async mode: before a reward model exists the refill is
+    random; once round 1's exists (and its policy is the newest), it samples `oversample`
+    times what it needs and keeps the ones `rank_pairs` scores highest, marked active."""
+    from test_train_reward import tiny_backbone
+
+    from rlhf.lm.folders import load_model, save_model
+    from rlhf.loop import live as live_mod
+    from rlhf.loop.folder import policy_path, reward_model_path
+    from rlhf.prompts import write_prompts
+    from rlhf.reward.model import RewardModel, load_reward_model, rank_pairs, save_reward_model
+
+    start = tiny_backbone(tmp_path, seed=0)
+    out = tmp_path / "run"
+    out.mkdir()
+    write_prompts(out / "prompts_train.jsonl", [f"Once upon a time {w}" for w in
+                                                "abcdefghij"])
+    cfg = load_config(LoopConfig, None, [
+        "mode=async", "rater.kind=web", f"out_dir={out}", f"policy={start}",
+        "selection=disagreement", "oversample=3", "live.ahead=4", "live.max_staleness=0",
+        "sampling.max_new_tokens=6"])
+    live = LiveRounds(cfg, out, torch.device("cpu"))
+    live.newest = 0
+    assert live.refill() and len(live.items) == 4  # no reward model yet: random
+    assert {it.served_because for it in live.items} == {"random"}
+    assert not any("disagreement" in it.meta for it in live.items)
+    policy, tok = load_model(start)
+    save_model(policy, tok, policy_path(cfg, out, 1))  # round 1's policy and reward model
+    save_reward_model(RewardModel(load_model(start)[0], n_members=3, seed=1), tok,
+                      reward_model_path(out, 1))
+    seen, real = [], live_mod.most_disputed
+
+    def spy(items, n, rm, tok_):  # the real selection, its candidates kept for the check
+        seen.append((list(items), rm))
+        return real(items, n, rm, tok_)
+    monkeypatch.setattr(live_mod, "most_disputed", spy)
+    live.policy_done(1)  # v0 items now retired (max_staleness 0): 4 needed
+    assert live.refill()
+    candidates, used_rm = seen[0]
+    assert len(candidates) == 12 and {c.source_a["round"] for c in candidates} == {1}
+    rm, rm_tok = load_reward_model(reward_model_path(out, 1))
+    scores = rank_pairs(rm, rm_tok, candidates)
+    top = sorted(range(12), key=lambda i: -scores[i])[:4]
+    new = live.items[4:]
+    assert [it.id for it in new] == [candidates[i].id for i in top]
+    assert [it.meta["disagreement"] for it in new] == pytest.approx([scores[i] for i in top])
+    assert {it.served_because for it in new} == {"active"}
+    assert {it.meta["policy_version"] for it in new} == {1}
+    assert min(scores[i] for i in top) >= max(s for i, s in enumerate(scores) if i not in top)
+    assert used_rm is live.judge[1]  # the sampler's own copy, read from the round's folder
+    assert [it.id for it in read_queue(out / "queue.jsonl")] == [it.id for it in live.items]

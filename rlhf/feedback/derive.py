@@ -16,6 +16,10 @@
   differently (`rating_pairs`; a rater's own scale, never compared across raters).
 - "Both bad" gives two undesirable rows (`both_bad_rows`).
 - Notes give no training rows; they are kept, exported and reported.
+- A record's `meta.weight` (a number >= 0, default 1) multiplies the weight of every pair it
+  gives (`record_weight`): the async loop writes it into a round's snapshot to count stale
+  answers less (`rlhf.loop.live_stats.weigh_snapshot`). A pair of two ratings counts with
+  the smaller of its sides' weights; unpaired rows and SFT examples carry no weight.
 
 `training_data` applies all of these to a store's live answers (skips give nothing).
 """
@@ -26,7 +30,7 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from rlhf.feedback.records import Comparison, Correction, Ranking, Rating, notes
+from rlhf.feedback.records import Comparison, Correction, Ranking, Rating, RecordError, notes
 
 
 @dataclass
@@ -80,6 +84,16 @@ class TrainingData:
     notes: list = field(default_factory=list)
 
 
+def record_weight(record) -> float:
+    """How much a record's pairs count: its `meta.weight` (1 when absent); RecordError naming
+    the key unless it is a number >= 0."""
+    w = (getattr(record, "meta", None) or {}).get("weight", 1.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
+        raise RecordError(f"record {getattr(record, 'id', '?')}: meta.weight must be a number "
+                          f">= 0, got {w!r}")
+    return float(w)
+
+
 def to_pairs(comparisons, ties: str = "half") -> list[PreferencePair]:
     """Comparisons -> training pairs. `skip` is always dropped; `ties` is 'half' (tie,
     both_bad and cant_tell become 0.5 targets, as Christiano et al. 2017 do for 'equally
@@ -89,13 +103,13 @@ def to_pairs(comparisons, ties: str = "half") -> list[PreferencePair]:
     for c in comparisons:
         if not isinstance(c, Comparison):
             continue
-        group = c.group or c.prompt
+        group, w = c.group or c.prompt, record_weight(c)
         if c.label == "a":
-            out.append(PreferencePair(c.prompt, c.a, c.b, 1.0, c.strength, group))
+            out.append(PreferencePair(c.prompt, c.a, c.b, 1.0, c.strength, group, w))
         elif c.label == "b":
-            out.append(PreferencePair(c.prompt, c.b, c.a, 1.0, c.strength, group))
+            out.append(PreferencePair(c.prompt, c.b, c.a, 1.0, c.strength, group, w))
         elif c.label in ("tie", "both_bad", "cant_tell") and ties == "half":
-            out.append(PreferencePair(c.prompt, c.a, c.b, 0.5, None, group))
+            out.append(PreferencePair(c.prompt, c.a, c.b, 0.5, None, group, w))
     return out
 
 
@@ -105,7 +119,7 @@ def ranking_pairs(r: Ranking, ties: str = "half") -> list[PreferencePair]:
     if r.skipped:
         return []
     k = len(r.responses)
-    w = 1.0 / (k * (k - 1) / 2)
+    w = record_weight(r) / (k * (k - 1) / 2)
     group = r.group or r.prompt
     out = []
     for i, j in itertools.combinations(range(k), 2):
@@ -136,7 +150,7 @@ def correction_pair(c: Correction) -> list[PreferencePair]:
     if c.skipped or not c.response.strip():
         return []
     return [PreferencePair(c.prompt, c.corrected, c.response, 1.0, None, c.group or c.prompt,
-                           1.0, "correction")]
+                           record_weight(c), "correction")]
 
 
 def rating_row(r: Rating) -> list[UnpairedRow]:
@@ -157,16 +171,18 @@ def rating_pairs(ratings) -> list[PreferencePair]:
     by: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in ratings:
         if isinstance(r, Rating) and not r.skipped:
-            by[(r.rater, r.scale, r.prompt)][r.response].append((r.value, r.group))
+            by[(r.rater, r.scale, r.prompt)][r.response].append((r.value, r.group,
+                                                                 record_weight(r)))
     out = []
     for (_, _, prompt), responses in by.items():
-        means = {t: sum(v for v, _ in vs) / len(vs) for t, vs in responses.items()}
+        means = {t: sum(v for v, _, _ in vs) / len(vs) for t, vs in responses.items()}
         for x, y in itertools.combinations(sorted(means), 2):
             if means[x] == means[y]:
                 continue
             hi, lo = (x, y) if means[x] > means[y] else (y, x)
             group = responses[hi][0][1] or prompt
-            out.append(PreferencePair(prompt, hi, lo, 1.0, None, group, 1.0, "rating"))
+            w = min(w for _, _, w in responses[hi] + responses[lo])
+            out.append(PreferencePair(prompt, hi, lo, 1.0, None, group, w, "rating"))
     return out
 
 

@@ -65,6 +65,10 @@ LOOP_SETS = {
 one of them in a loop config is refused (it would be silently replaced)."""
 
 
+NEVER_RETIRED = 1 << 30
+"""`LiveConfig.retire_after` with stale=downweight: a staleness no run reaches."""
+
+
 def loop_kto() -> KTOTrainConfig:
     """The loop's default KTO section: `data.paths` is the loop's to set (each round's)."""
     return KTOTrainConfig(data=KTODataConfig(paths=["set by the loop"]))
@@ -142,11 +146,20 @@ class LiveConfig:
     """`mode: async`: rating and training overlap (`rlhf.loop.live`)."""
 
     ahead: int = 8
-    """Items kept unanswered ahead of the raters: whenever fewer are left to rate, more are
-    sampled from the newest policy."""
+    """Items kept unanswered ahead of the raters: whenever fewer are left to rate (stale ones
+    not counted), more are sampled from the newest policy."""
     max_staleness: int = 1
     """Items sampled from a policy more than this many versions (rounds) older than the
-    newest are retired: kept in the queue file and the store, no longer served."""
+    newest are stale: retired or down-weighted, as `stale` says."""
+    stale: Literal["retire", "downweight"] = "retire"
+    """What happens to stale items. 'retire': no longer served (kept in the queue file, their
+    answers in the store, trained on in full). 'downweight': still served (the newest first),
+    and in each round's reward-model training an answer k versions beyond max_staleness
+    counts with weight stale_weight**k (written into the round's snapshot as `meta.weight`;
+    the store is untouched)."""
+    stale_weight: float = 0.5
+    """stale=downweight: the factor per version beyond max_staleness (0 < w <= 1; 1 = every
+    answer counts in full)."""
     answers_per_round: int = 0
     """A round starts training when this many new answers have come in since the previous
     round's cut (0 = pairs_per_round); it trains on every answer so far."""
@@ -156,9 +169,16 @@ class LiveConfig:
     poll_seconds: float = 0.25
     """How often the loop and the sampler look at the store for new answers (seconds)."""
 
+    def retire_after(self) -> int:
+        """The staleness beyond which items are no longer served (`servable`'s
+        `max_staleness`): max_staleness, or (stale=downweight) never."""
+        return self.max_staleness if self.stale == "retire" else NEVER_RETIRED
+
     def check(self) -> None:
         require(self.ahead >= 1, "ahead", "must be >= 1")
         require(self.max_staleness >= 0, "max_staleness", "must be >= 0")
+        require(0 < self.stale_weight <= 1, "stale_weight", f"must be in (0, 1], got "
+                f"{self.stale_weight}")
         require(self.answers_per_round >= 0, "answers_per_round", "must be >= 0 (0 = "
                 "pairs_per_round)")
         require(self.max_wait_seconds >= 0, "max_wait_seconds", "must be >= 0")
@@ -201,7 +221,9 @@ class LoopConfig:
     """The scale of rate items (thumbs by default)."""
     selection: Literal["random", "disagreement"] = "random"
     """Which pairs are rated: 'random', or the ones the reward-model ensemble disagrees on
-    most among `oversample` times as many candidates (Christiano et al. 2017)."""
+    most among `oversample` times as many candidates (Christiano et al. 2017): from round 2
+    on, by the previous round's ensemble (mode=async: by the newest round's, once one is
+    trained; random before)."""
     oversample: int = 4
     """selection=disagreement: candidates per rated pair."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -215,8 +237,8 @@ class LoopConfig:
     from the newest policy, and a round trains on every answer so far once enough new ones
     came in (section `live`)."""
     live: LiveConfig = field(default_factory=LiveConfig)
-    """mode=async: the queue's margin, the retirement of stale items and when a round
-    starts (`async` is a Python keyword, hence the section's name)."""
+    """mode=async: the queue's margin, stale items (retired or down-weighted) and when a
+    round starts (`async` is a Python keyword, hence the section's name)."""
     reward_init: Literal["previous", "policy"] = "previous"
     """Each round's reward model starts from the previous round's, or from the start policy."""
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
@@ -280,8 +302,6 @@ class LoopConfig:
                     "human) for the whole run: use one of them")
             require(self.policy_method == "rl", "policy_method", f"{why} trains a reward "
                     "model on every answer so far: use policy_method=rl")
-            require(self.selection == "random", "selection", f"{why} samples ahead of the "
-                    "raters without a reward-model ensemble: use selection=random")
             require(self.mix.correct == 0, "mix.correct", f"{why} has no per-round "
                     "supervised step on corrections: set mix.correct=0")
         defaults = {"reward": RewardTrainConfig(), "rl": PolicyTrainConfig(),

@@ -10,17 +10,23 @@ loop stops). A sampler thread keeps `live.ahead` items unanswered ahead of the r
 sampled from the newest policy there is (its own copy, read from the round's folder, so
 training never shares a model with it); each item records the policy version that sampled
 it (`meta.policy_version`: round v's policy, 0 the start; `meta.round` = v + 1, the round
-that would have sampled it in lock-step). The newest items are served first; items more than
-`live.max_staleness` versions older than the newest policy are retired: kept in the queue
-file and their answers in the store, no longer served.
+that would have sampled it in lock-step). The newest items are served first. Items more than
+`live.max_staleness` versions older than the newest policy are stale: with `live.stale:
+retire` they are retired (kept in the queue file and their answers in the store, no longer
+served); with `downweight` they are still served, and each round's snapshot carries the
+weight of each stale answer (`live_stats.weigh_snapshot`). With `selection: disagreement`
+the sampler draws `oversample` times the items it needs and keeps those the newest round's
+reward-model ensemble disagrees on most (`rlhf.loop.active`; its own copy of that model too;
+random before the first reward model).
 
 The loop's steps stay those of `rlhf.loop.cycle`. In async mode, round r's `sample` step only
 records which policy the queue is refilled from (round r-1's), and its `rate` step waits for
 the cut: `live.answers_per_round` item answers appended to the store since round r-1's cut (or
 `live.max_wait_seconds` since it, with at least one). The cut is the store's prefix up to a
 line end, written as `round_RR/comparisons_used.jsonl` (what the reward model trains on:
-every answer so far) and then `round_RR/cut.json` (the store's length in bytes, the ids of
-the answers new in this round, their staleness, the raters' busy and idle time), both
+every answer so far; with stale=downweight, the stale ones' `meta.weight` written in) and
+then `round_RR/cut.json` (the store's length in bytes, the ids of the answers new in this
+round, their staleness, the weights, the raters' busy and idle time), both
 atomically, before the state says the step is done. An answer arriving after the cut, while
 the round trains, is in the next round's slice of the store: never dropped, never in two
 rounds. A restart after a kill finds the cuts already made in their files and keeps them; a
@@ -48,13 +54,15 @@ from rlhf.files import write_atomic
 from rlhf.harness import distributed as dist
 from rlhf.lm.folders import load_model
 from rlhf.lm.generation import fit_prompts
+from rlhf.loop.active import most_disputed
 from rlhf.loop.config import LoopConfig
-from rlhf.loop.folder import policy_path, read_json, round_dir, write_json
-from rlhf.loop.live_stats import answer_rows, rater_time, staleness
+from rlhf.loop.folder import policy_path, read_json, reward_model_path, round_dir, write_json
+from rlhf.loop.live_stats import answer_rows, rater_time, staleness, weigh_snapshot
 from rlhf.prompts import load_prompts
 from rlhf.raters.live_queue import LiveState, servable, write_state
 from rlhf.raters.web import rater_names
 from rlhf.raters.web_live import LiveServer
+from rlhf.reward.model import is_reward_model, load_reward_model
 
 
 def store_prefix(path: Path) -> bytes:
@@ -91,6 +99,7 @@ class LiveRounds:
         self.items: list[Item] = []
         self.server: LiveServer | None = None
         self.policy: tuple | None = None  # (version, model, tokenizer, prompts): the sampler's
+        self.judge: tuple | None = None  # (round, reward model, tokenizer): the sampler's
         self.lock = threading.Lock()  # held by the sampler while it changes the items
         self.wake, self.stopping = threading.Event(), threading.Event()
         self.failed: BaseException | None = None
@@ -111,8 +120,9 @@ class LiveRounds:
         if cut is None:
             return None
         record["answers"] = cut["kinds"]
-        record["live"] = {k: cut[k] for k in ("n_new", "n_total", "staleness", "raters",
-                                              "reason", "waited_s", "store_bytes")}
+        record["live"] = {k: cut[k] for k in ("n_new", "n_total", "staleness", "weights",
+                                              "raters", "reason", "waited_s", "store_bytes")
+                          if k in cut}
         return record
 
     def policy_done(self, r: int) -> None:
@@ -162,7 +172,7 @@ class LiveRounds:
             self.server.close()
         if self.started_live:
             with self.lock:
-                write_state(self.queue, LiveState(self.newest, self.cfg.live.max_staleness,
+                write_state(self.queue, LiveState(self.newest, self.cfg.live.retire_after(),
                                                   ended))
 
     # ------------------------------------------------------------------ the cut
@@ -198,6 +208,10 @@ class LiveRounds:
                "at": time.time(), "waited_s": round(time.time() - waited, 3),
                "staleness": staleness(new, r),
                "raters": rater_time(answer_rows(data), set(ids))}
+        live = self.cfg.live
+        if live.stale == "downweight":
+            data, weights = weigh_snapshot(data, r, live.max_staleness, live.stale_weight)
+            cut["weights"] = {"stale_weight": live.stale_weight, **weights}
         write_atomic(round_dir(self.out, r) / "comparisons_used.jsonl",
                      data.decode("utf-8", "replace"))
         write_json(path, cut)  # last: a cut is made once this file is there
@@ -206,15 +220,17 @@ class LiveRounds:
     # ------------------------------------------------------------------ the sampler
 
     def left(self) -> list[Item]:
-        """Servable items nobody has answered yet (a skip counts: the others still get the
-        item, but it no longer holds the margin)."""
+        """Items within `live.max_staleness` nobody has answered yet: the margin (a skip
+        counts: the others still get the item, but it no longer holds the margin). Stale
+        items still served (stale=downweight) do not hold it: the raters get fresh ones."""
         answered = {a.item_id for a in self.store.item_answers()}
         return [it for it in servable(self.items, self.newest, self.cfg.live.max_staleness)
                 if it.id not in answered]
 
     def refill(self) -> bool:
-        """Sample what the margin lacks from the newest policy and append it to the queue
-        file (atomically); True when something was added."""
+        """Sample what the margin lacks from the newest policy (with selection=disagreement
+        and a reward model trained, the most disputed of `oversample` times as many) and
+        append it to the queue file (atomically); True when something was added."""
         need = self.cfg.live.ahead - len(self.left())
         if need <= 0:
             return False
@@ -224,33 +240,48 @@ class LiveRounds:
             pool = fit_prompts(load_prompts(str(self.out / "prompts_train.jsonl")), tok,
                                model.args.max_seq_len, self.cfg.sampling, "training prompts")
             self.policy = (v, model, tok, pool)
+        judge = self.newest_judge(v)
+        n = need * (self.cfg.oversample if judge else 1)
         batch = len({it.meta.get("batch") for it in self.items})
         seed = self.cfg.runtime.seed * 1_000_003 + batch
         pool = self.policy[3]
         rng = random.Random(seed)
-        prompts = [pool[rng.randrange(len(pool))] for _ in range(need)]
+        prompts = [pool[rng.randrange(len(pool))] for _ in range(n)]
         gen = torch.Generator(device=self.device).manual_seed(seed)
         model = self.policy[1].to(self.device).eval()
         with torch.no_grad():
             items = sample_pairs(model, self.policy[2], prompts, self.cfg.sampling, gen,
                                  source={"model": policy_path(self.cfg, self.out, v),
                                          "round": v},
-                                 asks=draw_asks(need, self.cfg.mix.weights(), seed),
+                                 asks=draw_asks(n, self.cfg.mix.weights(), seed),
                                  rank_k=self.cfg.rank_k, scale=self.cfg.scale.as_item_scale(),
                                  rate_k=self.cfg.rate_k)
+            if judge:
+                items = most_disputed(items, need, *judge)
         for it in items:
             it.meta.update(round=v + 1, policy_version=v, batch=batch)
         self.items = self.items + items
         write_queue(self.queue, self.items)
         return True
 
+    def newest_judge(self, v: int) -> tuple | None:
+        """selection=disagreement: (reward model, tokenizer) of round v, the newest policy's
+        (a round's reward model is trained before its policy), the sampler's own copy read
+        from its folder; None with selection=random or before one exists (v = 0)."""
+        path = reward_model_path(self.out, v)
+        if self.cfg.selection != "disagreement" or v < 1 or not is_reward_model(path):
+            return None
+        if self.judge is None or self.judge[0] != v:
+            self.judge = (v, *load_reward_model(path))
+        return self.judge[1].to(self.device).eval(), self.judge[2]
+
     def publish(self) -> None:
         """Hand the server what to serve now, and write the queue's live state (the newest
         policy version: what `rlhf rate` serves from the queue file, by the same rule)."""
-        write_state(self.queue, LiveState(self.newest, self.cfg.live.max_staleness))
+        write_state(self.queue, LiveState(self.newest, self.cfg.live.retire_after()))
         if self.server is not None:
             self.server.set_items(servable(self.items, self.newest,
-                                           self.cfg.live.max_staleness), self.items)
+                                           self.cfg.live.retire_after()), self.items)
 
     def _run(self) -> None:
         """The sampler thread: refill and publish whenever woken (a new policy) or every

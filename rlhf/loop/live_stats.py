@@ -11,6 +11,9 @@ before it (when they arrived is not recorded), and neither has time after their 
 Staleness (Christiano et al. 2017 rate pairs from an older policy while the newer trains):
 an answer to an item sampled from policy version v, used by round r (which trains from the
 policy of round r-1), is r - 1 - v versions old; lock-step rounds are 0 by construction.
+With `live.stale: downweight` such an answer, k = r - 1 - v - max_staleness > 0 versions
+beyond the limit, counts with weight stale_weight**k in round r's reward-model training
+(`stale_weight`, `weigh_snapshot`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,42 @@ def staleness(rows: list[dict], r: int) -> dict:
     n = sum(versions.values())
     mean = sum((r - 1 - v) * k for v, k in versions.items()) / n if n else None
     return {"versions": {str(v): k for v, k in sorted(versions.items())}, "mean": mean}
+
+
+def stale_weight(version, r: int, max_staleness: int, factor: float) -> float:
+    """The weight of an answer to an item sampled from policy `version` in round r's
+    training: factor**k, k = how many versions its staleness r - 1 - version is beyond
+    `max_staleness` (at least 0); 1 without a recorded version."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        return 1.0
+    return factor ** max(0, r - 1 - version - max_staleness)
+
+
+def weigh_snapshot(data: bytes, r: int, max_staleness: int, factor: float
+                   ) -> tuple[bytes, dict]:
+    """Round r's snapshot of the store's whole lines `data`, each stale answer's weight
+    (`stale_weight`) written into its record as `meta.weight` (times any weight it had; the
+    reward model's pairs carry it: `rlhf.feedback.derive.record_weight`), every other line
+    byte for byte; and what the round records: {"down_weighted": answers below 1,
+    "mean_weight": over every answer (None without any), "by_version": {v: weight}}."""
+    lines, weights, by_version = data.split(b"\n"), [], {}
+    for i, raw in enumerate(lines):
+        rows = answer_rows(raw)
+        if not rows:
+            continue
+        rec = rows[0]
+        v = (rec.get("meta") or {}).get("policy_version")
+        w = stale_weight(v, r, max_staleness, factor)
+        weights.append(w)
+        if w < 1.0:
+            by_version[str(v)] = w
+            meta = dict(rec.get("meta") or {})
+            meta["weight"] = w * meta.get("weight", 1.0)
+            lines[i] = json.dumps({**rec, "meta": meta}, ensure_ascii=False).encode("utf-8")
+    return b"\n".join(lines), {
+        "down_weighted": sum(w < 1.0 for w in weights),
+        "mean_weight": sum(weights) / len(weights) if weights else None,
+        "by_version": dict(sorted(by_version.items(), key=lambda kv: int(kv[0])))}
 
 
 def rater_time(rows: list[dict], counted: set[str]) -> dict[str, dict]:
@@ -116,8 +155,10 @@ def live_section(run: Path, rounds: list[dict]) -> list[str]:
            "new: answers that came in for the round (async: since the previous round's cut; "
            "the round trains on every answer so far); versions: answers by the policy version "
            "that sampled their item; staleness: rounds between that policy and the one the "
-           "round trains from; raters: answers, busy / idle seconds (idle: nothing on their "
-           "screen, e.g. while a lock-step round trains).", "",
+           "round trains from (live.stale: downweight: how many of the answers so far the "
+           "round's reward model counted less, and the mean weight of all of them); raters: "
+           "answers, busy / idle seconds (idle: nothing on their screen, e.g. while a "
+           "lock-step round trains).", "",
            "| round | new | in all | versions | staleness | started by | raters |",
            "|---|---|---|---|---|---|---|"]
     for r, live in summaries:
@@ -126,7 +167,12 @@ def live_section(run: Path, rounds: list[dict]) -> list[str]:
             "versions", {}).items())
         raters = "; ".join(f"{name} {t['answers']} ({t['busy_s']:.0f}s / {t['idle_s']:.0f}s)"
                            for name, t in live.get("raters", {}).items())
+        weights = live.get("weights") or {}
+        stale = "" if mean is None else f"{mean:.2f}"
+        if weights.get("down_weighted"):
+            stale += (f" ({weights['down_weighted']} down-weighted, mean weight "
+                      f"{weights['mean_weight']:.2f})")
         out.append(f"| {r} | {live.get('n_new', '')} | {live.get('n_total', '')} | "
-                   f"{versions} | {'' if mean is None else f'{mean:.2f}'} | "
+                   f"{versions} | {stale} | "
                    f"{live.get('reason', '')} | {raters} |")
     return out + [""]

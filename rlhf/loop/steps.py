@@ -42,6 +42,7 @@ from rlhf.kto import train as kto_stage
 from rlhf.kto.data import split_rows, unpaired_rows
 from rlhf.lm.generation import fit_prompts
 from rlhf.lm.sampling import decode_rows
+from rlhf.loop.active import most_disputed
 from rlhf.loop.config import LoopConfig
 from rlhf.loop.folder import (
     in_round,
@@ -65,7 +66,7 @@ from rlhf.raters.scorers import get_scorer
 from rlhf.raters.simulated import loop_rater
 from rlhf.reward import train as reward_stage
 from rlhf.reward.evaluate import evaluate as evaluate_reward_model
-from rlhf.reward.model import rank_pairs, score_texts
+from rlhf.reward.model import score_texts
 from rlhf.sft import train as sft_stage
 from rlhf.sft.data import read_rows
 
@@ -87,11 +88,7 @@ def sample_step(cfg: LoopConfig, out: Path, r: int, models: Models) -> dict:
                          source={"model": src, "round": r - 1}, asks=asks, rank_k=cfg.rank_k,
                          scale=cfg.scale.as_item_scale(), rate_k=cfg.rate_k)
     if active:
-        scores = rank_pairs(*models.reward(r - 1), items)
-        order = sorted(range(len(items)), key=lambda i: -scores[i])[:cfg.pairs_per_round]
-        items = [items[i] for i in order]
-        for i, it in zip(order, items):
-            it.served_because, it.meta["disagreement"] = "active", scores[i]
+        items = most_disputed(items, cfg.pairs_per_round, *models.reward(r - 1))
     for it in items:
         it.meta["round"] = r
     write_queue(round_dir(out, r) / "queue.jsonl", items)

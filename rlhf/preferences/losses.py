@@ -131,6 +131,18 @@ def odin_losses(r_quality: torch.Tensor, r_length: torch.Tensor, length: torch.T
     return length_loss, cos.abs().mean()
 
 
+def with_length_term(r: torch.Tensor, length: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """The scores a preference loss fits when length is a covariate: r + coef * length, each
+    member its own coefficient. A product of experts whose length expert is linear (Shen et
+    al. 2023, "Loose lips sink ships: mitigating length bias in RLHF", sec. 3: P(a > b) =
+    sigmoid(r(a) - r(b) + coef (L_a - L_b)); their bias expert is a small model, here it is
+    the length itself, as in the length term of AlpacaEval's length-controlled GLM, Dubois et
+    al. 2024). The policy is trained on r alone.
+
+    r (N, E) quality scores; length (N,) in the coefficient's unit; coef (E,) -> (N, E)."""
+    return r + length[:, None].to(r.dtype) * coef[None, :].to(r.dtype)  # (N, E)
+
+
 def preference_probability(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
     """P(a preferred over b) under Bradley-Terry: sigmoid(r_a - r_b). (B,) or (B, E)."""
     return torch.sigmoid(r_a - r_b)

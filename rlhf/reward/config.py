@@ -46,12 +46,23 @@ class RewardModelConfig(MemoryConfig):
     `loss.orthogonal_weight`); every score read from the model (the policy's reward, accuracy,
     export) is the quality head's alone, so a policy cannot gain reward by length. A model
     continued from one without the head gets a fresh one; false drops a loaded one."""
+    length_term: bool = False
+    """true: the preferences are fitted as the quality head's score plus a learned coefficient
+    per member times the response's length (a product of experts whose length expert is
+    linear: Shen et al. 2023; the length term of AlpacaEval's length-controlled GLM, Dubois
+    et al. 2024); every score read from the model is the quality head's alone. Unlike
+    `length_head` (ODIN) the quality head is not forced to be uncorrelated with length, so
+    quality that comes with length stays in it; only the raters' taste for length itself
+    goes to the term. The coefficient starts at the length-only logistic fit of the
+    training pairs (`loss.length_lr`)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """A causal backbone: LoRA adapters instead of fine-tuning it whole (rank 0 = off;
     rlhf.lm.lora); the heads train in full. The reward model folder is written merged."""
 
     def check(self) -> None:
         require(self.n_members >= 1, "n_members", "must be >= 1")
+        require(not (self.length_term and self.length_head), "length_term", "choose one: "
+                "length_head (ODIN) or length_term")
 
 
 @dataclass
@@ -66,6 +77,9 @@ class RewardLossConfig:
     that a backbone's rate, e.g. 5e-5, would barely move), on the same warmup + cosine
     schedule as `train.lr`."""
 
+    length_lr: float = 0.05
+    """model.length_term: peak learning rate of the length coefficients (per 100 characters),
+    on the same warmup + cosine schedule as `train.lr`."""
     length_weight: float = 1.0
     """model.length_head: weight of ODIN's length loss |rho(quality, length)| -
     rho(length head, length) (Pearson's rho over each micro-batch's responses: a micro-batch
@@ -79,6 +93,7 @@ class RewardLossConfig:
         require(self.orthogonal_weight >= 0, "orthogonal_weight", "must be >= 0")
         require(self.centring >= 0, "centring", "must be >= 0")
         require(self.tie_lr > 0, "tie_lr", "must be > 0")
+        require(self.length_lr > 0, "length_lr", "must be > 0")
 
 
 @dataclass

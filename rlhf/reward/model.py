@@ -134,6 +134,13 @@ class RewardModel(nn.Module):
                 w.copy_(torch.randn(w.shape, generator=g) / self.head.in_features ** 0.5)
             self.length_head.to(self.head.weight.device)
 
+    def add_length_term(self, value: float | list[float] = 0.0) -> None:
+        """Per member, the coefficient of response length (per 100 characters) in the
+        preferences fitted (`rlhf.preferences.losses.with_length_term`); readers ignore it."""
+        if getattr(self, "length_coef", None) is None:
+            v = torch.empty(self.n_members).copy_(torch.as_tensor(value).expand(self.n_members))
+            self.length_coef = nn.Parameter(v.to(self.head.weight.device))
+
     @property
     def n_members(self) -> int:
         return self.head.out_features
@@ -288,6 +295,8 @@ def save_reward_model(rm: RewardModel, tok, path: str | Path, extra: dict | None
             **({"pooling": rm.pooling} if rm.is_encoder else {}),
             **({"tie_log_nu": rm.log_nu.item()} if getattr(rm, "log_nu", None) is not None
                else {}), **({"length_head": True} if length is not None else {}),
+            **({"length_coef": rm.length_coef.tolist()} if getattr(rm, "length_coef", None)
+               is not None else {}),
             **(extra or {})}
     more = {} if length is None else {LENGTH_TENSOR: length.weight}
     if rm.is_encoder:
@@ -348,6 +357,11 @@ def load_reward_model(path: str | Path, device=None) -> tuple[RewardModel, objec
     rm.max_len = meta.get("max_len", rm.max_len)
     if "tie_log_nu" in meta:
         rm.add_tie_parameter(meta["tie_log_nu"])
+    if "length_coef" in meta:
+        if not (isinstance(c := meta["length_coef"], list) and len(c) == rm.n_members
+                and all(isinstance(x, (int, float)) for x in c)):
+            raise ModelConfigError(f"{path}: {META_FILE} length_coef: not {rm.n_members} numbers")
+        rm.add_length_term(c)
     return rm.to(device or "cpu").eval(), tok
 
 

@@ -39,6 +39,7 @@ from rlhf.lm.cards import set_metrics
 from rlhf.lm.lora import checkpointed, with_lora
 from rlhf.lm.memory import apply_memory
 from rlhf.preferences.data import EncodedPairs, PairBatches, prepare_data
+from rlhf.preferences.length import logistic_fit
 from rlhf.preferences.losses import (
     centring_penalty,
     davidson_loss,
@@ -46,6 +47,7 @@ from rlhf.preferences.losses import (
     odin_losses,
     preference_loss,
     weighted_mean,
+    with_length_term,
 )
 from rlhf.preferences.tokens import pack_pairs, pad_right
 from rlhf.reward.config import RewardTrainConfig
@@ -88,7 +90,7 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
     else:
         loss = preference_loss(rc, rr, target, margin)
     if cfg.loss.centring > 0:
-        loss = loss + cfg.loss.centring * centring_penalty(rc, rr)
+        loss = loss + cfg.loss.centring * centring_penalty(r_q[:b], r_q[b:])  # what is read
     loss = weighted_mean(loss * weights[idx].to(device), data.weight[idx].to(device),
                          mean_weight) + penalty
     d, clear = (r_q[:b] - r_q[b:]).mean(-1).detach(), target == 1.0  # (b,), (b,)
@@ -98,15 +100,21 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
 
 def odin_terms(rm, r: torch.Tensor, data: EncodedPairs, idx: list[int], cfg: RewardTrainConfig):
     """-> (the scores the preference loss fits, the quality scores that accuracy and every
-    reader use, the added penalty, figures to log). Without a length head: (r, r, 0, {}).
-    With one (ODIN), r (2b, 2E) holds [quality | length] of the chosen rows then the
-    rejected: the loss fits quality + length, plus ODIN's weighted regularisers."""
-    if rm.length_head is None:
+    reader use, the added penalty, figures to log). Without a length head or term: (r, r, 0,
+    {}). With a length term (`model.length_term`): quality + coefficient x length / 100
+    (`with_length_term`). With a length head (ODIN), r (2b, 2E) holds [quality | length] of
+    the chosen rows then the rejected: the loss fits quality + length, plus ODIN's weighted
+    regularisers."""
+    coef = getattr(rm, "length_coef", None)
+    if rm.length_head is None and coef is None:
         return r, r, 0.0, {}
-    E = rm.n_members
-    r_q, r_l = r[:, :E], r[:, E:]  # (2b, E) each
     length = torch.tensor([data.len_chosen[i] for i in idx] + [data.len_rejected[i] for i in idx],
                           dtype=torch.float32, device=r.device)  # (2b,) characters
+    if coef is not None:
+        return with_length_term(r, length / 100, coef), r, 0.0, {
+            "length_coef": coef.detach().mean()}
+    E = rm.n_members
+    r_q, r_l = r[:, :E], r[:, E:]  # (2b, E) each
     length_loss, ortho = odin_losses(r_q, r_l, length, rm.head.weight, rm.length_head.weight)
     penalty = cfg.loss.length_weight * length_loss + cfg.loss.orthogonal_weight * ortho
     return r_q + r_l, r_q, penalty, {"length_loss": length_loss.detach(),
@@ -124,6 +132,10 @@ def prepare_model(rm, train_d: EncodedPairs, cfg: RewardTrainConfig) -> None:
         rm.add_length_head(cfg.runtime.seed)
     else:
         rm.length_head = None
+    if cfg.model.length_term and getattr(rm, "length_coef", None) is None:
+        rm.add_length_term(length_only_fit(train_d))
+    elif not cfg.model.length_term:
+        rm.length_coef = None
     if cfg.data.ties == "model":
         rm.add_tie_parameter(initial_log_nu(float((train_d.target == 0.5).float().mean())))
     apply_memory(rm, cfg.model)  # checkpointing; the frozen backbone in bf16 if asked
@@ -141,27 +153,44 @@ def lora_backbone(rm, cfg: RewardTrainConfig) -> None:
             rm.backbone.output.weight.requires_grad_(False)
 
 
+def length_only_fit(data: EncodedPairs) -> float:
+    """The coefficient of (chosen - rejected) length per 100 characters in a logistic
+    regression of the preference on length alone (`logistic_fit`, ties as 1/2): where
+    `model.length_term` starts, so that from the first step the quality head sees the
+    preferences with the raters' taste for length already accounted for."""
+    d = (torch.tensor(data.len_chosen, dtype=torch.float64)
+         - torch.tensor(data.len_rejected, dtype=torch.float64)) / 100  # (N,)
+    beta, _, _ = logistic_fit(d[:, None], data.target.to(torch.float64))
+    return float(beta[0])
+
+
 def set_rates(opt: torch.optim.Optimizer, lr: float, cfg: RewardTrainConfig) -> None:
-    """This step's rate everywhere; the tie parameter's group its own peak rate, same shape."""
+    """This step's rate everywhere; a scalar parameter's group (`own_group`) its own peak
+    rate on the same schedule."""
     set_lr(opt, lr)
-    if cfg.data.ties == "model":
-        opt.param_groups[-1]["lr"] = lr * cfg.loss.tie_lr / cfg.train.lr
+    for group in opt.param_groups:
+        if "peak_lr" in group:
+            group["lr"] = lr * group["peak_lr"] / cfg.train.lr
 
 
 def reward_optimizer(rm, cfg: RewardTrainConfig) -> torch.optim.Optimizer:
-    """AdamW (rlhf.harness.optim); with ties=model, the tie parameter in a group of its own."""
+    """AdamW (rlhf.harness.optim); Davidson's tie parameter (ties=model) and the length
+    coefficients (`model.length_term`) each in a group of their own."""
     opt = make_optimizer(rm, cfg.train.lr, cfg.train.weight_decay, cfg.train.betas)
     if cfg.data.ties == "model":
-        tie_param_group(opt, rm.log_nu)  # its own rate: set_rates
+        own_group(opt, rm.log_nu, cfg.loss.tie_lr)
+    if getattr(rm, "length_coef", None) is not None:
+        own_group(opt, rm.length_coef, cfg.loss.length_lr)
     return opt
 
 
-def tie_param_group(opt: torch.optim.Optimizer, log_nu: torch.nn.Parameter) -> None:
-    """Move Davidson's tie parameter into a last parameter group of its own: one scalar on
-    its own scale, it needs a larger rate than a pretrained backbone (`loss.tie_lr`)."""
+def own_group(opt: torch.optim.Optimizer, param: torch.nn.Parameter, peak_lr: float) -> None:
+    """Move a parameter (Davidson's tie parameter, the length coefficients) into a parameter
+    group of its own: scalars on their own scale need a larger rate than a pretrained
+    backbone (`loss.tie_lr`, `loss.length_lr`; `set_rates`)."""
     for group in opt.param_groups:
-        group["params"] = [p for p in group["params"] if p is not log_nu]
-    opt.add_param_group({"params": [log_nu], "weight_decay": 0.0})
+        group["params"] = [p for p in group["params"] if p is not param]
+    opt.add_param_group({"params": [param], "weight_decay": 0.0, "peak_lr": peak_lr})
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -264,6 +293,8 @@ def _finish(cfg, rm, tok, train_d, val_d, run, total) -> dict:
                        last_val_length_rule_accuracy=last.get("val_length_rule_accuracy"),
                        last_val_ece=last.get("val_ece"), last_val_loss=last.get("val_loss"),
                        score_mean=float(rm.mean), score_std=float(rm.std))
+        if getattr(rm, "length_coef", None) is not None:  # per 100 characters, per member
+            summary["length_coef"] = [round(c, 4) for c in rm.length_coef.tolist()]
         summary.update({f"last_val_{k}": last[f"val_{k}"] for k in AUDIT_KEYS
                         if f"val_{k}" in last})
         if run.info.is_main:  # the model card's held-out figures
