@@ -203,11 +203,11 @@ class LiveRounds:
             kind = row["type"] + ("_skipped" if row.get("skipped") or row.get("label") ==
                                   "skip" else "")
             kinds[kind] = kinds.get(kind, 0) + 1
+        every = answer_rows(data)
         cut = {"round": r, "store_bytes": len(data), "answer_ids": ids, "n_new": len(ids),
-               "n_total": len(answer_rows(data)), "kinds": kinds, "reason": reason,
+               "n_total": len(every), "kinds": kinds, "reason": reason,
                "at": time.time(), "waited_s": round(time.time() - waited, 3),
-               "staleness": staleness(new, r),
-               "raters": rater_time(answer_rows(data), set(ids))}
+               "staleness": staleness(new, r), "raters": rater_time(every, set(ids))}
         live = self.cfg.live
         if live.stale == "downweight":
             data, weights = weigh_snapshot(data, r, live.max_staleness, live.stale_weight)

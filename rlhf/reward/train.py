@@ -82,7 +82,7 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
         else:
             packed = pack_pairs(chosen, rejected, 0, device)  # rows (b, T)
             r = model(packed.tokens, packed=packed, both=True)  # (2b, E|2E): chosen, rejected
-    r, r_q, penalty, logs = odin_terms(rm, r, data, idx, cfg)  # (2b, E) fitted, quality
+    r, r_q, penalty, logs = length_terms(rm, r, data, idx, cfg)  # (2b, E) fitted, quality
     rc, rr = r[:b], r[b:]  # (b, E)
     target, margin = data.target[idx].to(device), data.margin[idx].to(device)
     if cfg.data.ties == "model":  # Davidson: a 1/2 target is an observed tie
@@ -98,7 +98,7 @@ def micro_batch_loss(model, data: EncodedPairs, idx: list[int], weights: torch.T
             "margin": d.mean(), **logs}
 
 
-def odin_terms(rm, r: torch.Tensor, data: EncodedPairs, idx: list[int], cfg: RewardTrainConfig):
+def length_terms(rm, r: torch.Tensor, data: EncodedPairs, idx: list[int], cfg: RewardTrainConfig):
     """-> (the scores the preference loss fits, the quality scores that accuracy and every
     reader use, the added penalty, figures to log). Without a length head or term: (r, r, 0,
     {}). With a length term (`model.length_term`): quality + coefficient x length / 100
